@@ -1,0 +1,94 @@
+"""Greedy and beam-search decoding over ``MambaLM.step`` with the recurrent cache.
+
+The prompt goes through the parallel forward once (prefill; the start-of-sequence slots of prompt/prefix/initial-state
+methods apply there), then one ``step`` per new token. Beam search keeps ``num_beams`` rows in the cache and reorders
+them after every step; finished hypotheses are scored by sum log-prob / length**length_penalty (transformers'
+convention, length = generated tokens including EOS).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from stateft.models.lm import MambaLM
+
+
+def _log_probs(logits: Tensor, vocab_size: int) -> Tensor:
+    return torch.log_softmax(logits[..., :vocab_size].float(), dim=-1)
+
+
+@torch.no_grad()
+def generate(
+    model: MambaLM,
+    prompt_ids: list[int],
+    max_new_tokens: int = 1024,
+    num_beams: int = 1,
+    eos_id: int | None = 0,
+    length_penalty: float = 1.0,
+) -> list[int]:
+    """Continue ``prompt_ids``; returns the new tokens without the EOS token."""
+    device = next(model.parameters()).device
+    vocab = model.config.vocab_size
+    cache = model.new_cache()
+    ids = torch.tensor([prompt_ids], device=device)
+    logits = model(ids, cache)[:, -1]  # (1 V)
+    if num_beams == 1:
+        return _greedy(model, cache, logits, max_new_tokens, eos_id, vocab)
+    return _beam_search(model, cache, logits, max_new_tokens, num_beams, eos_id, length_penalty, vocab)
+
+
+def _greedy(model: MambaLM, cache, logits: Tensor, max_new_tokens: int, eos_id: int | None, vocab: int) -> list[int]:
+    out: list[int] = []
+    for i in range(max_new_tokens):
+        token = int(logits[0, :vocab].argmax())
+        if token == eos_id:
+            break
+        out.append(token)
+        if i + 1 < max_new_tokens:
+            logits = model.step(torch.tensor([token], device=logits.device), cache)[None]
+    return out
+
+
+def _beam_search(model: MambaLM, cache, logits: Tensor, max_new_tokens: int, num_beams: int, eos_id: int | None,
+                 length_penalty: float, vocab: int) -> list[int]:
+    device = logits.device
+    cache.reorder(torch.zeros(num_beams, dtype=torch.long, device=device))
+    logprobs = _log_probs(logits, vocab).expand(num_beams, -1)  # (k V)
+    scores = torch.full((num_beams,), float("-inf"), device=device)
+    scores[0] = 0.0  # all beams start identical: expand only the first
+    beams: list[list[int]] = [[] for _ in range(num_beams)]
+    finished: list[tuple[float, list[int]]] = []
+    for step in range(max_new_tokens):
+        candidates = (scores[:, None] + logprobs).flatten()
+        top_scores, top_index = candidates.topk(2 * num_beams)
+        next_beams, next_rows, next_tokens, next_scores = [], [], [], []
+        for score, index in zip(top_scores.tolist(), top_index.tolist()):
+            row, token = divmod(index, vocab)
+            if token == eos_id:
+                finished.append((score / (len(beams[row]) + 1) ** length_penalty, beams[row]))
+                continue
+            next_beams.append(beams[row] + [token])
+            next_rows.append(row)
+            next_tokens.append(token)
+            next_scores.append(score)
+            if len(next_beams) == num_beams:
+                break
+        if _done(finished, num_beams, max(next_scores), step + 1, length_penalty):
+            return max(finished, key=lambda item: item[0])[1]
+        beams, scores = next_beams, torch.tensor(next_scores, device=device)
+        if step + 1 == max_new_tokens:
+            break
+        cache.reorder(torch.tensor(next_rows, device=device))
+        logprobs = _log_probs(model.step(torch.tensor(next_tokens, device=device), cache), vocab)
+    for beam, score in zip(beams, scores.tolist()):
+        finished.append((score / max(len(beam), 1) ** length_penalty, beam))
+    return max(finished, key=lambda item: item[0])[1]
+
+
+def _done(finished: list, num_beams: int, best_running: float, length: int, length_penalty: float) -> bool:
+    """Stop once num_beams hypotheses finished and no running beam can still beat the worst of the best."""
+    if len(finished) < num_beams:
+        return False
+    worst_kept = sorted(s for s, _ in finished)[-num_beams]
+    return best_running / length**length_penalty <= worst_kept

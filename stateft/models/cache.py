@@ -1,0 +1,35 @@
+"""Recurrent decoding cache: per layer, the causal conv's input window and the SSM state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+
+@dataclass
+class LayerCache:
+    """conv: the last K-1 conv inputs (b c K-1); ssm: the SSM state, fp32 ((b E N) Mamba-1, (b H P N) Mamba-2)."""
+
+    conv: Tensor | None = None
+    ssm: Tensor | None = None
+
+
+@dataclass
+class MambaCache:
+    """Cache for the whole model. ``started`` is False until the first forward/step has run: only then do the
+    start-of-sequence slots (prompt, prefix, initial state) apply."""
+
+    layers: list[LayerCache] = field(default_factory=list)
+    started: bool = False
+    seqlen: int = 0
+
+    @classmethod
+    def empty(cls, n_layer: int) -> MambaCache:
+        return cls(layers=[LayerCache() for _ in range(n_layer)])
+
+    def reorder(self, index: Tensor) -> None:
+        """Select batch rows (beam search): index (b',) into the batch dimension."""
+        for layer in self.layers:
+            layer.conv = layer.conv.index_select(0, index)
+            layer.ssm = layer.ssm.index_select(0, index)

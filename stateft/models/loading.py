@@ -1,0 +1,225 @@
+"""Build Mamba models from configs, and load pretrained checkpoints in either layout.
+
+Layouts:
+- mamba_ssm (``state-spaces/mamba-130m``): ``config.json`` with ``d_model``/``n_layer``/``ssm_cfg``, ``pytorch_model.bin``
+  (or safetensors); keys ``backbone.embedding.weight``, ``backbone.layers.{i}.mixer.*``, ``backbone.norm_f.weight``.
+- transformers (``state-spaces/mamba-130m-hf``): ``config.json`` with ``model_type: mamba``, ``hidden_size``...;
+  keys ``backbone.embeddings.weight``, otherwise the same names.
+Our parameter names are mamba_ssm's, so only the embedding key is renamed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stateft.errors import UserError
+from stateft.models.config import MambaConfig
+from stateft.models.lm import MambaLM
+
+# hub ids of the checkpoints the configs in conf/model/ name
+KNOWN_MODELS: dict[str, str] = {
+    "mamba-130m": "state-spaces/mamba-130m",
+    "mamba-370m": "state-spaces/mamba-370m",
+    "mamba-790m": "state-spaces/mamba-790m",
+    "mamba-1.4b": "state-spaces/mamba-1.4b",
+    "mamba-2.8b": "state-spaces/mamba-2.8b",
+    "mamba2-130m": "state-spaces/mamba2-130m",
+    "mamba2-370m": "state-spaces/mamba2-370m",
+    "mamba2-780m": "state-spaces/mamba2-780m",
+    "mamba2-1.3b": "state-spaces/mamba2-1.3b",
+    "mamba2-2.7b": "state-spaces/mamba2-2.7b",
+}
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_FP32_PARAMS = ("A_log", "D", "dt_bias")  # kept in fp32 whatever the model dtype (as mamba_ssm does)
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def build_model(config: MambaConfig, *, device: str | torch.device = "cpu", scan_impl: str = "auto",
+                seed: int | None = 0, dtype: torch.dtype = torch.float32) -> MambaLM:
+    """A randomly initialised model (``device="meta"``: shapes only, for parameter counts and dry runs)."""
+    with torch.device(device):
+        model = MambaLM(config, scan_impl)
+    if str(device) != "meta":
+        model.reset_parameters(seed)
+        cast_model(model, dtype)
+    return model
+
+
+def cast_model(model: MambaLM, dtype: torch.dtype) -> MambaLM:
+    """Cast to ``dtype``, keeping A_log, D (and Mamba-2's dt_bias) in fp32."""
+    for name, p in model.named_parameters():
+        keep = name.rsplit(".", 1)[-1] in _FP32_PARAMS
+        p.data = p.data.to(torch.float32 if keep else dtype)
+    return model
+
+
+# -- layouts ----------------------------------------------------------------------------------------------------
+def config_from_json(raw: dict[str, Any]) -> tuple[MambaConfig, str]:
+    """(config, layout) from a checkpoint's config.json; layout is ``mamba_ssm`` or ``transformers``."""
+    model_type = raw.get("model_type")
+    if model_type in ("mamba", "mamba2"):
+        if model_type == "mamba2":
+            from stateft.models.mamba2_loading import mamba2_config_from_hf
+
+            return mamba2_config_from_hf(raw), "transformers"
+        return MambaConfig(
+            d_model=raw["hidden_size"], n_layer=raw["num_hidden_layers"], vocab_size=raw["vocab_size"],
+            d_state=raw.get("state_size", 16), d_conv=raw.get("conv_kernel", 4), expand=raw.get("expand", 2),
+            dt_rank=raw.get("time_step_rank", "auto"), pad_vocab_size_multiple=1,
+            rms_norm_eps=raw.get("layer_norm_epsilon", 1e-5), conv_bias=raw.get("use_conv_bias", True),
+            bias=raw.get("use_bias", False), tie_embeddings=raw.get("tie_word_embeddings", True),
+        ), "transformers"
+    if "d_model" in raw and "n_layer" in raw:
+        ssm_cfg = dict(raw.get("ssm_cfg") or {})
+        layer = ssm_cfg.pop("layer", "Mamba1")
+        arch = "mamba2" if layer == "Mamba2" else "mamba1"
+        known = {"d_state", "d_conv", "expand", "dt_rank", "headdim", "ngroups", "chunk_size", "norm_before_gate",
+                 "dt_min", "dt_max", "dt_init_floor", "conv_bias", "bias"}
+        extra = {k: v for k, v in ssm_cfg.items() if k in known}
+        return MambaConfig(
+            d_model=raw["d_model"], n_layer=raw["n_layer"], vocab_size=raw["vocab_size"], arch=arch,
+            pad_vocab_size_multiple=raw.get("pad_vocab_size_multiple", 8),
+            tie_embeddings=raw.get("tie_embeddings", True), **extra,
+        ), "mamba_ssm"
+    raise UserError("config.json is neither a mamba_ssm config (d_model, n_layer) nor a transformers Mamba config "
+                    "(model_type: mamba/mamba2)")
+
+
+def _rename_transformers_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.replace("backbone.embeddings.", "backbone.embedding.", 1): v for k, v in state.items()}
+
+
+# -- files ------------------------------------------------------------------------------------------------------
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if (folder / "model.safetensors").exists():
+        return load_file(folder / "model.safetensors")
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = folder / index_name
+        if index.exists():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            state: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(load_file(folder / shard) if shard.endswith(".safetensors") else _torch_load(folder / shard))
+            return state
+    if (folder / "pytorch_model.bin").exists():
+        return _torch_load(folder / "pytorch_model.bin")
+    raise UserError(f"{folder} holds no checkpoint: expected one of {', '.join(_WEIGHT_FILES)}")
+
+
+def _torch_load(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # corrupt or non-tensor pickle: weights_only refuses arbitrary code
+        raise UserError(f"cannot read {path} as a tensor checkpoint ({type(err).__name__}); re-download it") from err
+
+
+def resolve_folder(name_or_path: str) -> Path:
+    """A local folder holding config.json and weights: the path itself, or a hub snapshot."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UserError(f"{path} has no config.json: pass a folder holding a Mamba checkpoint "
+                            f"(config.json + {' or '.join(_WEIGHT_FILES[::2])})")
+        return path
+    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_like_path:
+        raise UserError(f"model folder {name_or_path} does not exist")
+    repo_id = KNOWN_MODELS.get(name_or_path, name_or_path)
+    if "/" not in repo_id:
+        raise UserError(f"unknown model {name_or_path!r}; known models: {', '.join(KNOWN_MODELS)} "
+                        "(or pass a hub id like state-spaces/mamba-130m, or a local folder)")
+    return _download(repo_id)
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json", "*.safetensors", "*.bin", "*.index.json"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as err:  # offline, unreachable, missing repo: all end the same way for the user
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise UserError(f"could not fetch {repo_id} from the Hugging Face hub ({reason}); without hub access, "
+                        f"download the checkpoint elsewhere and pass its folder: model.name_or_path=/path/to/folder") from None
+
+
+def load_pretrained(name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                    scan_impl: str = "auto", expected: MambaConfig | None = None) -> MambaLM:
+    """Load a pretrained Mamba (either layout) from a local folder, a known name (``mamba-1.4b``) or a hub id.
+
+    ``expected``: the architecture the caller's config promises; a different checkpoint is an error.
+    """
+    folder = resolve_folder(name_or_path)
+    config, layout = config_from_json(json.loads((folder / "config.json").read_text()))
+    if expected is not None:
+        _check_expected(config, expected, name_or_path)
+    state = _read_weights(folder)
+    if layout == "transformers":
+        state = _rename_transformers_keys(state)
+    model = build_model(config, device="meta", scan_impl=scan_impl)
+    _check_state(model, state, folder)
+    if config.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_embeddings:
+        model.lm_head.weight = model.backbone.embedding.weight
+    cast_model(model, dtype).to(device)
+    model.name_or_path = name_or_path
+    return model
+
+
+def _check_expected(found: MambaConfig, expected: MambaConfig, name: str) -> None:
+    keys = ("arch", "d_model", "n_layer", "d_state", "expand")
+    diff = [f"{k}={getattr(found, k)} (config says {getattr(expected, k)})" for k in keys
+            if getattr(found, k) != getattr(expected, k)]
+    if diff:
+        raise UserError(f"checkpoint {name} does not match its model config: {', '.join(diff)}")
+
+
+def _check_state(model: MambaLM, state: dict[str, torch.Tensor], folder: Path) -> None:
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        want.pop("lm_head.weight")
+    got = {k: tuple(v.shape) for k, v in state.items() if not (model.config.tie_embeddings and k == "lm_head.weight")}
+    missing = sorted(set(want) - set(got))
+    unexpected = sorted(set(got) - set(want))
+    wrong = [f"{k} {got[k]} vs {want[k]}" for k in sorted(set(want) & set(got)) if got[k] != want[k]]
+    problems = []
+    if wrong:
+        problems.append(f"{len(wrong)} tensors have shapes that do not match config.json, e.g. {wrong[0]}")
+    if missing:
+        problems.append(f"{len(missing)} tensors missing, e.g. {missing[0]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors, e.g. {unexpected[0]}")
+    if problems:
+        raise UserError(f"checkpoint in {folder} does not fit its config.json: {'; '.join(problems)}")
+
+
+def save_pretrained(model: MambaLM, folder: str | Path) -> Path:
+    """Write ``config.json`` (mamba_ssm layout) and ``model.safetensors``; ``load_pretrained`` reads it back."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    c = model.config
+    ssm_cfg = {"d_state": c.d_state, "d_conv": c.d_conv, "expand": c.expand, "dt_rank": c.dt_rank}
+    if c.arch == "mamba2":
+        ssm_cfg = {"layer": "Mamba2", "d_state": c.d_state, "d_conv": c.d_conv, "expand": c.expand,
+                   "headdim": c.headdim, "ngroups": c.ngroups, "chunk_size": c.chunk_size}
+    raw = {"d_model": c.d_model, "n_layer": c.n_layer, "vocab_size": c.vocab_size, "ssm_cfg": ssm_cfg,
+           "rms_norm": True, "residual_in_fp32": True, "pad_vocab_size_multiple": c.pad_vocab_size_multiple,
+           "tie_embeddings": c.tie_embeddings}
+    (folder / "config.json").write_text(json.dumps(raw, indent=2))
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if c.tie_embeddings:
+        state.pop("lm_head.weight")
+    save_file(state, str(folder / "model.safetensors"))
+    return folder

@@ -1,0 +1,149 @@
+"""Mamba-1 mixer (S6) with explicit adapter slots.
+
+    xz = in_proj(h); x, z = split(xz)                       # (b 2E l)
+    u = silu(conv1d(x))                                     # depthwise causal conv
+    dt_r, B, C = split(x_proj(u)); delta = dt_proj(dt_r)    # softplus inside the scan
+    y = scan(u, delta, A=-exp(A_log), B, C, D, z); out = out_proj(y)
+
+Slots (``None`` unless a PEFT method fills them; methods never subclass the mixer):
+- ``init_state``: module with ``h0`` (E, N) and optionally ``conv`` (E, K-1): the starting SSM and conv state.
+- ``state_offset``: module with ``h_prime() -> (E, N) | None`` and ``y_prime() -> (E,) | None`` (read-out offsets).
+- ``prefix``: module with ``xz`` (P, 2E): vectors prepended to the in_proj output at the start; their outputs dropped.
+- ``extra_states``: module with ``A_log`` (E, n), ``W_B`` (n, E), ``W_C`` (n, E): n more state dimensions.
+- the linears (``in_proj``, ``x_proj``, ``dt_proj``, ``out_proj``) are called as modules, so wrappers (LoRA) run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stateft.models.cache import LayerCache
+from stateft.models.config import MambaConfig
+from stateft.ops import selective_scan, selective_step
+
+
+class Mamba1Mixer(nn.Module):
+    """One Mamba-1 mixer: (b l d) -> (b l d)."""
+
+    def __init__(self, config: MambaConfig, scan_impl: str = "auto") -> None:
+        super().__init__()
+        d, E, N, K, R = config.d_model, config.d_inner, config.d_state, config.d_conv, config.dt_rank_value
+        self.d_model, self.d_inner, self.d_state, self.d_conv, self.dt_rank = d, E, N, K, R
+        self.scan_impl = scan_impl
+        self.in_proj = nn.Linear(d, 2 * E, bias=config.bias)
+        self.conv1d = nn.Conv1d(E, E, K, groups=E, bias=config.conv_bias)  # applied causally in forward
+        self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(R, E, bias=True)
+        self.A_log = nn.Parameter(torch.empty(E, N))
+        self.D = nn.Parameter(torch.empty(E))
+        self.out_proj = nn.Linear(E, d, bias=config.bias)
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+        # adapter slots
+        self.init_state: nn.Module | None = None
+        self.state_offset: nn.Module | None = None
+        self.prefix: nn.Module | None = None
+        self.extra_states: nn.Module | None = None
+        self._config = config
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """mamba_ssm's random init: S4D-real A, D = 1, dt log-uniform in [dt_min, dt_max] through the bias."""
+        c = self._config
+        for lin in (self.in_proj, self.x_proj, self.out_proj):
+            lin.reset_parameters()
+        self.conv1d.reset_parameters()
+        std = self.dt_rank**-0.5
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min))
+        dt = dt.clamp(min=c.dt_init_floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        A = torch.arange(1, self.d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        self.A_log.copy_(torch.log(A))
+        self.D.fill_(1.0)
+
+    # -- pieces shared by the parallel and the recurrent path -------------------------------------------------
+    def _ssm_params(self, u_t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """u_t: (..., E) -> delta (..., E), A (E, N'), B (..., N'), C (..., N'); N' = N + extra states."""
+        R, N = self.dt_rank, self.d_state
+        dt_r, B, C = self.x_proj(u_t).split([R, N, N], dim=-1)
+        delta = self.dt_proj(dt_r)
+        A = -torch.exp(self.A_log.float())
+        if self.extra_states is not None:
+            es = self.extra_states
+            A = torch.cat([A, -torch.exp(es.A_log.float())], dim=1)
+            B = torch.cat([B, F.linear(u_t, es.W_B.to(u_t.dtype))], dim=-1)
+            C = torch.cat([C, F.linear(u_t, es.W_C.to(u_t.dtype))], dim=-1)
+        return delta, A, B, C
+
+    def _offsets(self) -> tuple[Tensor | None, Tensor | None]:
+        if self.state_offset is None:
+            return None, None
+        return self.state_offset.h_prime(), self.state_offset.y_prime()
+
+    def _start(self, batch: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Conv window (b E K-1) and SSM state (b E N) | None at the start of a sequence."""
+        init = self.init_state
+        if init is not None and getattr(init, "conv", None) is not None:
+            conv = init.conv.to(like.dtype)[None].expand(batch, -1, -1)
+        else:
+            conv = like.new_zeros(batch, self.d_inner, self.d_conv - 1)
+        h0 = None if init is None else init.h0[None].expand(batch, -1, -1)
+        return conv, h0
+
+    # -- parallel path -------------------------------------------------------------------------------------
+    def forward(self, hidden: Tensor, cache: LayerCache | None = None, fresh: bool = True) -> Tensor:
+        """hidden (b l d) -> (b l d). With ``cache``, start from it (unless ``fresh``) and leave the end state in it."""
+        b = hidden.shape[0]
+        xz = self.in_proj(hidden).transpose(1, 2)  # (b 2E l)
+        n_prefix = 0
+        if fresh and self.prefix is not None:
+            pre = self.prefix.xz.to(xz.dtype).t()[None].expand(b, -1, -1)  # (b 2E P)
+            xz = torch.cat([pre, xz], dim=2)
+            n_prefix = pre.shape[2]
+        x, z = xz.chunk(2, dim=1)  # (b E l') each
+        if fresh:
+            conv_start, h_start = self._start(b, x)
+        else:
+            conv_start, h_start = cache.conv.to(x.dtype), cache.ssm
+        x_padded = torch.cat([conv_start, x], dim=2)  # (b E K-1+l')
+        if x.shape[2] == 0:
+            if cache is not None:
+                cache.conv = x_padded
+                cache.ssm = (x.new_zeros(b, self.d_inner, self.d_state) if h_start is None else h_start).float()
+            return hidden.new_zeros(b, 0, self.d_model)
+        bias = None if self.conv1d.bias is None else self.conv1d.bias.to(x.dtype)
+        u = F.silu(F.conv1d(x_padded, self.conv1d.weight.to(x.dtype), bias, groups=self.d_inner))  # (b E l')
+        delta, A, B, C = self._ssm_params(u.transpose(1, 2))
+        h_off, y_off = self._offsets()
+        out = selective_scan(
+            u, delta.transpose(1, 2), A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+            D=self.D, z=z, delta_softplus=True, initial_state=h_start, h_offset=h_off, y_offset=y_off,
+            return_last_state=cache is not None, impl=self.scan_impl,
+        )
+        if cache is not None:
+            y, cache.ssm = out
+            cache.conv = x_padded[:, :, x_padded.shape[2] - (self.d_conv - 1):]
+        else:
+            y = out
+        y = y[:, :, n_prefix:]  # drop the prefix positions
+        return self.out_proj(y.transpose(1, 2))
+
+    # -- recurrent path ------------------------------------------------------------------------------------
+    def step(self, hidden: Tensor, cache: LayerCache) -> Tensor:
+        """One token: hidden (b d) -> (b d); updates ``cache`` in place."""
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b E)
+        window = torch.cat([cache.conv.to(x.dtype), x[:, :, None]], dim=2)  # (b E K)
+        x_conv = (window * self.conv1d.weight[:, 0, :].to(x.dtype)).sum(-1)
+        if self.conv1d.bias is not None:
+            x_conv = x_conv + self.conv1d.bias.to(x.dtype)
+        cache.conv = window[:, :, 1:]
+        u = F.silu(x_conv)
+        delta, A, B, C = self._ssm_params(u)
+        h_off, y_off = self._offsets()
+        y, cache.ssm = selective_step(cache.ssm, u, delta, A, B, C, self.D, z, None, True, h_off, y_off)
+        return self.out_proj(y)

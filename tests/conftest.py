@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny random Mamba models on the CPU, offline settings, the `gpu` marker."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from stateft.models.config import MambaConfig  # noqa: E402
+from stateft.models.loading import build_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+TINY = MambaConfig(d_model=16, n_layer=2, d_state=4, vocab_size=64, dt_rank=4)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def tiny_config() -> MambaConfig:
+    return TINY
+
+
+@pytest.fixture
+def tiny_model():
+    """A random Mamba-1 (d_model 16, 2 layers, d_state 4, vocab 64), fp32, CPU, fixed seed, eval mode."""
+    return build_model(TINY, seed=0).eval()
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not SHARED.exists():
+        pytest.fail(f"{SHARED} is missing: the tests need ../shared beside the checkout")
+    return SHARED
