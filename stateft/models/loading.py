@@ -223,3 +223,31 @@ def save_pretrained(model: MambaLM, folder: str | Path) -> Path:
         state.pop("lm_head.weight")
     save_file(state, str(folder / "model.safetensors"))
     return folder
+
+
+# -- from a Hydra model config ------------------------------------------------------------------------------------
+_ARCH_KEYS = ("arch", "d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand", "dt_rank", "headdim",
+              "ngroups", "chunk_size", "pad_vocab_size_multiple")
+
+
+def config_from_model_cfg(cfg: Any) -> MambaConfig:
+    """The architecture part of a ``conf/model/*.yaml`` node."""
+    return MambaConfig(**{k: cfg[k] for k in _ARCH_KEYS if k in cfg and cfg[k] is not None})
+
+
+def model_from_config(cfg: Any, *, device: str | torch.device = "cpu") -> MambaLM:
+    """Build the model a ``conf/model/*.yaml`` node describes: pretrained weights, or random init when
+    ``pretrained: false`` (or ``device="meta"``: shapes only, no download)."""
+    config = config_from_model_cfg(cfg)
+    dtype_name = cfg.get("dtype", "float32")
+    if dtype_name not in DTYPES:
+        raise UserError(f"model.dtype={dtype_name!r} is not one of {', '.join(DTYPES)}")
+    dtype = DTYPES[dtype_name]
+    scan_impl = cfg.get("scan_impl", "auto")
+    if str(device) == "meta" or not cfg.get("pretrained", False):
+        model = build_model(config, device=device, scan_impl=scan_impl, seed=cfg.get("seed", 0), dtype=dtype)
+        model.name_or_path = cfg.get("name")
+        return model
+    model = load_pretrained(cfg["name_or_path"], dtype=dtype, device=device, scan_impl=scan_impl, expected=config)
+    model.name_or_path = cfg["name_or_path"]
+    return model
