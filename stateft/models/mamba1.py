@@ -33,6 +33,8 @@ class Mamba1Mixer(nn.Module):
         super().__init__()
         d, E, N, K, R = config.d_model, config.d_inner, config.d_state, config.d_conv, config.dt_rank_value
         self.d_model, self.d_inner, self.d_state, self.d_conv, self.dt_rank = d, E, N, K, R
+        self.conv_channels = E
+        self.state_shape = (E, N)  # per-sequence SSM state (slots init_state / state_offset use this shape)
         self.scan_impl = scan_impl
         self.in_proj = nn.Linear(d, 2 * E, bias=config.bias)
         self.conv1d = nn.Conv1d(E, E, K, groups=E, bias=config.conv_bias)  # applied causally in forward
