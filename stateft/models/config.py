@@ -34,8 +34,10 @@ class MambaConfig:
     # Mamba-2 only
     headdim: int = 64  # P
     ngroups: int = 1
-    chunk_size: int = 256
-    norm_before_gate: bool = False
+    chunk_size: int = 256  # SSD chunk length Q (cost and rounding only, not the result)
+    norm_before_gate: bool = False  # False: y = RMSNorm(y * silu(z)) (all state-spaces checkpoints)
+    rmsnorm: bool = True  # gated RMSNorm after the scan; False: y * silu(z) without a norm
+    dt_limit: tuple[float, float] = (0.0, math.inf)  # clamp of softplus(dt + dt_bias)
 
     @property
     def d_inner(self) -> int:

@@ -77,6 +77,10 @@ def config_from_json(raw: dict[str, Any]) -> tuple[MambaConfig, str]:
         ), "transformers"
     if "d_model" in raw and "n_layer" in raw:
         ssm_cfg = dict(raw.get("ssm_cfg") or {})
+        if ssm_cfg.get("layer") == "Mamba2":  # Mamba-2 defaults differ (d_state 128, headdim 64...)
+            from stateft.models.mamba2_loading import mamba2_config_from_mamba_ssm
+
+            return mamba2_config_from_mamba_ssm(raw), "mamba_ssm"
         layer = ssm_cfg.pop("layer", "Mamba1")
         arch = "mamba2" if layer == "Mamba2" else "mamba1"
         known = {"d_state", "d_conv", "expand", "dt_rank", "headdim", "ngroups", "chunk_size", "norm_before_gate",

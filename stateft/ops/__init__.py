@@ -13,6 +13,7 @@ Model code calls `selective_scan` / `selective_step` and never looks at which im
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import warnings
 from typing import Literal
@@ -20,6 +21,7 @@ from typing import Literal
 from torch import Tensor
 
 from stateft.ops.scan_ref import selective_scan_ref, selective_step_ref
+from stateft.ops.ssd_ref import ssd_scan_ref, ssd_step_ref
 
 Impl = Literal["auto", "ref", "triton", "mamba_ssm"]
 IMPLS: tuple[str, ...] = ("auto", "ref", "triton", "mamba_ssm")
@@ -109,4 +111,49 @@ def selective_step(
     return selective_step_ref(state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, h_offset, y_offset)
 
 
-__all__ = ["IMPLS", "Impl", "resolve_impl", "selective_scan", "selective_step"]
+# -- Mamba-2: the state space dual (SSD) scan -------------------------------------------------------------------
+def ssd_scan(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    chunk_size: int = 256,
+    D: Tensor | None = None,
+    dt_bias: Tensor | None = None,
+    dt_softplus: bool = True,
+    dt_limit: tuple[float, float] = (0.0, math.inf),
+    initial_state: Tensor | None = None,
+    return_final_state: bool = False,
+    impl: Impl = "auto",
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Mamba-2 SSD scan. x (b l h p); dt (b l h); A, D, dt_bias (h,); B, C (b l g n); initial_state (b h p n).
+    Returns y (b l h p) and, if asked, the final state (b h p n) fp32. ``chunk_size`` only changes rounding."""
+    args = (x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, dt_limit, initial_state, return_final_state)
+    chosen = resolve_impl(impl, x)
+    if chosen == "triton":
+        from stateft.ops.ssd_triton import ssd_scan_triton
+
+        return ssd_scan_triton(*args)
+    if chosen == "mamba_ssm":
+        raise NotImplementedError("scan impl 'mamba_ssm' is Mamba-1 only; use impl 'triton' or 'ref' for Mamba-2")
+    return ssd_scan_ref(*args)
+
+
+def ssd_step(
+    state: Tensor,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    dt_bias: Tensor | None = None,
+    dt_softplus: bool = True,
+    dt_limit: tuple[float, float] = (0.0, math.inf),
+) -> tuple[Tensor, Tensor]:
+    """One Mamba-2 decoding step. state (b h p n); x (b h p); dt (b h); B, C (b g n). Returns y (b h p), new state."""
+    return ssd_step_ref(state, x, dt, A, B, C, D, dt_bias, dt_softplus, dt_limit)
+
+
+__all__ = ["IMPLS", "Impl", "resolve_impl", "selective_scan", "selective_step", "ssd_scan", "ssd_step"]
