@@ -1,0 +1,66 @@
+"""The method interface: ``apply(model, cfg) -> list[str]`` mutates the model in place, freezes everything else and
+returns the names of the trainable parameters. That list drives the optimiser, the adapter checkpoint and the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from stateft.methods.configs import MethodConfig
+
+ApplyFn = Callable[..., list[str]]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its typed config and its ``apply``. ``needs_data``: apply takes ``train_batches``."""
+
+    config: type[MethodConfig]
+    apply: ApplyFn
+    needs_data: bool = False
+
+
+def freeze_all(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def trainable_names(model: nn.Module) -> list[str]:
+    """Sorted names of the parameters with requires_grad (tied weights appear once)."""
+    return sorted(name for name, p in model.named_parameters() if p.requires_grad)
+
+
+def mark_trainable(model: nn.Module, predicate: Callable[[str], bool]) -> list[str]:
+    """Freeze everything, then make the parameters whose name satisfies ``predicate`` trainable (in fp32)."""
+    freeze_all(model)
+    for name, p in model.named_parameters():
+        if predicate(name):
+            p.data = p.data.float()  # fp32 master copy when the base is stored in bf16
+            p.requires_grad_(True)
+    return trainable_names(model)
+
+
+def new_parameter(tensor: torch.Tensor, *, no_weight_decay: bool = False) -> nn.Parameter:
+    """An fp32 trainable adapter parameter."""
+    p = nn.Parameter(tensor.float())
+    if no_weight_decay:
+        p._no_weight_decay = True
+    return p
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def batches_cycle(batches: Iterable) -> Iterable:
+    """Repeat an iterable of batches for as many steps as asked."""
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("no training batches for the warm-up run")

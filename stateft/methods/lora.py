@@ -1,0 +1,123 @@
+"""LoRA (Hu et al., 2021) on the mixer's linears: W x + (alpha / r) B A dropout(x).
+
+A linear is replaced by a ``LoRALinear`` that wraps it (``mixer.x_proj.base`` holds the frozen layer). A row block of
+a linear can get its own LoRA: by default on Mamba-1 the dt, B and C blocks of ``x_proj`` each get one (as the
+reference did), plus ``dt_proj``; on Mamba-2 ``in_proj`` and ``out_proj``. Trainable per target: A (r, in)
+Kaiming-uniform(a=sqrt 5), B (out_block, r) zeros, so the model is unchanged at init.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stateft.errors import UserError
+from stateft.methods.base import MethodSpec, freeze_all, new_parameter, trainable_names
+from stateft.methods.configs import LoraConfig
+
+DEFAULT_TARGETS = {"mamba1": ["x_proj.dt", "x_proj.B", "x_proj.C", "dt_proj"], "mamba2": ["in_proj", "out_proj"]}
+WHOLE = "w"  # block key of a LoRA on the whole linear
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear plus one low-rank update per output row block: blocks = {key: (start, end)}."""
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        blocks: dict[str, tuple[int, int]],
+        r: int,
+        alpha: float,
+        dropout: float,
+        generator: torch.Generator,
+    ) -> None:
+        super().__init__()
+        self.base = base
+        self.blocks = dict(sorted(blocks.items(), key=lambda item: item[1]))
+        self.scaling = alpha / r
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_A = nn.ParameterDict()
+        self.lora_B = nn.ParameterDict()
+        for key, (start, end) in self.blocks.items():
+            A = torch.empty(r, base.in_features)
+            bound = 1 / math.sqrt(base.in_features)  # kaiming_uniform_(a=sqrt 5) on a (r, in) matrix
+            A.uniform_(-bound, bound, generator=generator)
+            self.lora_A[key] = new_parameter(A.to(base.weight.device))
+            self.lora_B[key] = new_parameter(torch.zeros(end - start, r, device=base.weight.device))
+
+    @property
+    def weight(self) -> Tensor:
+        return self.base.weight
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.base(x)
+        h = self.dropout(x)
+        pieces, cursor = [], 0
+        for key, (start, end) in self.blocks.items():
+            if start > cursor:
+                pieces.append(out.new_zeros(*out.shape[:-1], start - cursor))
+            A, B = self.lora_A[key], self.lora_B[key]
+            pieces.append(F.linear(F.linear(h, A.to(h.dtype)), B.to(h.dtype)) * self.scaling)
+            cursor = end
+        if cursor < out.shape[-1]:
+            pieces.append(out.new_zeros(*out.shape[:-1], out.shape[-1] - cursor))
+        return out + torch.cat(pieces, dim=-1).to(out.dtype)
+
+
+def _linear_blocks(mixer: nn.Module, linear: str) -> dict[str, tuple[int, int]]:
+    """Named row blocks of a mixer linear (Mamba-1 x_proj: dt, B, C)."""
+    if linear == "x_proj" and hasattr(mixer, "dt_rank"):
+        R, N = mixer.dt_rank, mixer.d_state
+        return {"dt": (0, R), "B": (R, R + N), "C": (R + N, R + 2 * N)}
+    return {}
+
+
+def _parse_targets(mixer: nn.Module, targets: list[str]) -> dict[str, dict[str, tuple[int, int]]]:
+    """{linear name: {block key: row range}} for the configured targets."""
+    linears = [name for name, m in mixer.named_children() if isinstance(m, nn.Linear | LoRALinear)]
+    plan: dict[str, dict[str, tuple[int, int]]] = {}
+    for target in targets:
+        linear, _, block = target.partition(".")
+        if linear not in linears:
+            raise UserError(
+                f"lora target {target!r} is not a mixer linear; valid: {', '.join(linears)} "
+                f"(and row blocks x_proj.dt, x_proj.B, x_proj.C on Mamba-1)"
+            )
+        if block:
+            blocks = _linear_blocks(mixer, linear)
+            if block not in blocks:
+                raise UserError(f"lora target {target!r}: {linear} has row blocks {sorted(blocks) or 'none'}")
+            plan.setdefault(linear, {})[block] = blocks[block]
+        else:
+            plan.setdefault(linear, {})[WHOLE] = (0, getattr(mixer, linear).out_features)
+    return plan
+
+
+def apply_to_linear(mixer: nn.Module, target: str, cfg: LoraConfig, generator: torch.Generator) -> None:
+    """Wrap one target (a linear, or a row block ``linear.block``) of ``mixer`` in place."""
+    for linear, blocks in _parse_targets(mixer, [target]).items():
+        setattr(mixer, linear, LoRALinear(getattr(mixer, linear), blocks, cfg.r, cfg.alpha, cfg.dropout, generator))
+
+
+def apply(model: nn.Module, cfg: LoraConfig) -> list[str]:
+    freeze_all(model)
+    targets = list(cfg.target_modules or DEFAULT_TARGETS[model.config.arch])
+    generator = torch.Generator().manual_seed(0)
+    for mixer in model.mixers():
+        for linear, blocks in _parse_targets(mixer, targets).items():
+            setattr(mixer, linear, LoRALinear(getattr(mixer, linear), blocks, cfg.r, cfg.alpha, cfg.dropout, generator))
+    return trainable_names(model)
+
+
+SPEC = MethodSpec(LoraConfig, apply)
