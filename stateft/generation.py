@@ -50,8 +50,16 @@ def _greedy(model: MambaLM, cache, logits: Tensor, max_new_tokens: int, eos_id: 
     return out
 
 
-def _beam_search(model: MambaLM, cache, logits: Tensor, max_new_tokens: int, num_beams: int, eos_id: int | None,
-                 length_penalty: float, vocab: int) -> list[int]:
+def _beam_search(
+    model: MambaLM,
+    cache,
+    logits: Tensor,
+    max_new_tokens: int,
+    num_beams: int,
+    eos_id: int | None,
+    length_penalty: float,
+    vocab: int,
+) -> list[int]:
     device = logits.device
     cache.reorder(torch.zeros(num_beams, dtype=torch.long, device=device))
     logprobs = _log_probs(logits, vocab).expand(num_beams, -1)  # (k V)

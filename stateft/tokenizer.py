@@ -53,5 +53,7 @@ def load_tokenizer(name_or_path: str = DEFAULT_NAME) -> Tokenizer:
 
         return Tokenizer(Backend.from_file(hf_hub_download(name_or_path, "tokenizer.json")))
     except Exception as err:
-        raise UserError(f"cannot load tokenizer {name_or_path!r} ({type(err).__name__}); pass a folder holding "
-                        f"tokenizer.json, or use the bundled {DEFAULT_NAME}") from None
+        raise UserError(
+            f"cannot load tokenizer {name_or_path!r} ({type(err).__name__}); pass a folder holding "
+            f"tokenizer.json, or use the bundled {DEFAULT_NAME}"
+        ) from None

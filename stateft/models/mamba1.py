@@ -123,13 +123,23 @@ class Mamba1Mixer(nn.Module):
         delta, A, B, C = self._ssm_params(u.transpose(1, 2))
         h_off, y_off = self._offsets()
         out = selective_scan(
-            u, delta.transpose(1, 2), A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-            D=self.D, z=z, delta_softplus=True, initial_state=h_start, h_offset=h_off, y_offset=y_off,
-            return_last_state=cache is not None, impl=self.scan_impl,
+            u,
+            delta.transpose(1, 2),
+            A,
+            B.transpose(1, 2).contiguous(),
+            C.transpose(1, 2).contiguous(),
+            D=self.D,
+            z=z,
+            delta_softplus=True,
+            initial_state=h_start,
+            h_offset=h_off,
+            y_offset=y_off,
+            return_last_state=cache is not None,
+            impl=self.scan_impl,
         )
         if cache is not None:
             y, cache.ssm = out
-            cache.conv = x_padded[:, :, x_padded.shape[2] - (self.d_conv - 1):]
+            cache.conv = x_padded[:, :, x_padded.shape[2] - (self.d_conv - 1) :]
         else:
             y = out
         y = y[:, :, n_prefix:]  # drop the prefix positions
