@@ -82,6 +82,10 @@ class Mamba1Mixer(nn.Module):
             C = torch.cat([C, F.linear(u_t, es.W_C.to(u_t.dtype))], dim=-1)
         return delta, A, B, C
 
+    def _n_states(self) -> int:
+        extra = 0 if self.extra_states is None else self.extra_states.A_log.shape[1]
+        return self.d_state + extra
+
     def _offsets(self) -> tuple[Tensor | None, Tensor | None]:
         if self.state_offset is None:
             return None, None
@@ -116,7 +120,7 @@ class Mamba1Mixer(nn.Module):
         if x.shape[2] == 0:
             if cache is not None:
                 cache.conv = x_padded
-                cache.ssm = (x.new_zeros(b, self.d_inner, self.d_state) if h_start is None else h_start).float()
+                cache.ssm = (x.new_zeros(b, self.d_inner, self._n_states()) if h_start is None else h_start).float()
             return hidden.new_zeros(b, 0, self.d_model)
         bias = None if self.conv1d.bias is None else self.conv1d.bias.to(x.dtype)
         u = F.silu(F.conv1d(x_padded, self.conv1d.weight.to(x.dtype), bias, groups=self.d_inner))  # (b E l')

@@ -22,8 +22,18 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def hf_model():
     torch.manual_seed(0)
-    cfg = HFMambaConfig(vocab_size=VOCAB, hidden_size=32, state_size=8, num_hidden_layers=3, expand=2,
-                        conv_kernel=4, time_step_rank=4, eos_token_id=0, pad_token_id=0, bos_token_id=0)
+    cfg = HFMambaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        state_size=8,
+        num_hidden_layers=3,
+        expand=2,
+        conv_kernel=4,
+        time_step_rank=4,
+        eos_token_id=0,
+        pad_token_id=0,
+        bos_token_id=0,
+    )
     model = MambaForCausalLM(cfg).eval()
     with torch.no_grad():  # non-trivial A_log and D so every term of the recurrence matters
         for layer in model.backbone.layers:
@@ -44,12 +54,20 @@ def mamba_ssm_folder(hf_model, tmp_path_factory):
     """The same weights written in mamba_ssm's layout (config.json with d_model/n_layer, pytorch_model.bin)."""
     folder = tmp_path_factory.mktemp("mamba_ssm")
     cfg = hf_model.config
-    state = {k.replace("backbone.embeddings.", "backbone.embedding."): v.clone()
-             for k, v in hf_model.state_dict().items()}
+    state = {
+        k.replace("backbone.embeddings.", "backbone.embedding."): v.clone() for k, v in hf_model.state_dict().items()
+    }
     torch.save(state, folder / "pytorch_model.bin")
-    raw = {"d_model": cfg.hidden_size, "n_layer": cfg.num_hidden_layers, "vocab_size": VOCAB,
-           "ssm_cfg": {"d_state": cfg.state_size, "dt_rank": cfg.time_step_rank}, "rms_norm": True,
-           "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 8}
+    raw = {
+        "d_model": cfg.hidden_size,
+        "n_layer": cfg.num_hidden_layers,
+        "vocab_size": VOCAB,
+        "ssm_cfg": {"d_state": cfg.state_size, "dt_rank": cfg.time_step_rank},
+        "rms_norm": True,
+        "residual_in_fp32": True,
+        "fused_add_norm": True,
+        "pad_vocab_size_multiple": 8,
+    }
     (folder / "config.json").write_text(json.dumps(raw))
     return folder
 
@@ -62,8 +80,9 @@ def test_logits_and_greedy_match_transformers(layout, hf_model, hf_folder, mamba
         ref = hf_model(ids).logits
         ours = model(ids)[..., :VOCAB]
     assert rel_err(ours, ref) < 1e-4
-    ref_tokens = hf_model.generate(ids[:1], max_new_tokens=12, do_sample=False, num_beams=1,
-                                   eos_token_id=None, pad_token_id=0)[0, ids.shape[1]:]
+    ref_tokens = hf_model.generate(
+        ids[:1], max_new_tokens=12, do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=0
+    )[0, ids.shape[1] :]
     our_tokens = generate(model, ids[0].tolist(), max_new_tokens=12, num_beams=1, eos_id=None)
     assert our_tokens == ref_tokens.tolist()
 

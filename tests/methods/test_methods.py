@@ -1,0 +1,165 @@
+"""One suite over every method: the invariants each PEFT method must keep, on a tiny random Mamba (CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from stateft.adapters import WEIGHTS_NAME, load_adapter, save_adapter
+from stateft.loss import lm_loss
+from stateft.methods import METHODS, apply_method
+from stateft.models.loading import build_model
+from tests.conftest import TINY
+
+REPO = Path(__file__).resolve().parents[2]
+MAMBA1_METHODS = [m for m in METHODS if m != "full_ssd"]
+# methods whose parameters start at values that leave the model's function unchanged
+IDENTITY_AT_INIT = {
+    "state_offset_h",
+    "state_offset_y",
+    "init_state",
+    "lora",
+    "additional_scan",
+    "sdt",
+    "bitfit",
+    "full",
+    "full_s6",
+}
+SMALL = {"prompt": {"num_virtual_tokens": 3}, "sdt": {"warmup_steps": 3, "channel_ratio": 0.25, "rho_s": 0.5}}
+
+
+def method_cfg(name: str, **extra) -> dict:
+    cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "method" / f"{name}.yaml"))
+    cfg.update(SMALL.get(name, {}))
+    if name == "lora":
+        cfg["dropout"] = 0.0  # deterministic forward for the equality tests
+    cfg.update(extra)
+    return cfg
+
+
+def batch(seed: int = 0, b: int = 2, length: int = 12) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 64, (b, length), generator=g)
+    labels = ids.clone()
+    labels[:, : length // 2] = -100  # prompt positions carry no loss
+    return {"input_ids": ids, "labels": labels}
+
+
+def prepared(name: str, seed: int = 0, **extra) -> tuple[torch.nn.Module, list[str]]:
+    model = build_model(TINY, seed=seed)
+    names = apply_method(name, model, method_cfg(name, **extra), train_batches=[batch(5)])
+    return model, names
+
+
+def perturb(model: torch.nn.Module, names: list[str], scale: float = 0.3) -> None:
+    """Give every trainable tensor non-trivial values, so no zero init can hide a bug."""
+    params = dict(model.named_parameters())
+    g = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        for name in names:
+            p = params[name]
+            p.add_(scale * torch.randn(p.shape, generator=g).to(p.dtype))
+
+
+@pytest.mark.parametrize("name", MAMBA1_METHODS)
+def test_apply_returns_exactly_the_trainable_parameters(name):
+    model, names = prepared(name)
+    assert names == sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert names, "a method must train something"
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if n in names)
+
+
+@pytest.mark.parametrize("name", MAMBA1_METHODS)
+def test_only_returned_parameters_change(name):
+    model, names = prepared(name)
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    for step in range(2):
+        optimizer.zero_grad()
+        lm_loss(model, **batch(step)).backward()
+        optimizer.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed, "training changed nothing"
+    assert changed <= set(names), f"frozen parameters changed: {sorted(changed - set(names))[:5]}"
+
+
+@pytest.mark.parametrize("name", sorted(IDENTITY_AT_INIT))
+def test_identity_at_init(name):
+    base = build_model(TINY, seed=0).eval()
+    model, _ = prepared(name)
+    model.eval()
+    ids = batch(1)["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), base(ids), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", MAMBA1_METHODS)
+def test_parallel_forward_equals_step_decoding(name):
+    model, names = prepared(name)
+    perturb(model, names)
+    model.eval()
+    ids = batch(2, b=2, length=10)["input_ids"]
+    with torch.no_grad():
+        parallel = model(ids)
+        cache = model.new_cache()
+        stepped = torch.stack([model.step(ids[:, t], cache) for t in range(ids.shape[1])], dim=1)
+        cache = model.new_cache()
+        prefill = model(ids[:, :6], cache)
+        rest = torch.stack([model.step(ids[:, t], cache) for t in range(6, 10)], dim=1)
+    torch.testing.assert_close(stepped, parallel, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.cat([prefill, rest], dim=1), parallel, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", MAMBA1_METHODS)
+def test_adapter_round_trip(name, tmp_path):
+    model, names = prepared(name)
+    perturb(model, names)
+    model.eval()
+    save_adapter(tmp_path / "adapter", model, method_cfg(name), names, base_model={"name": "tiny"})
+    stored = load_file(str(tmp_path / "adapter" / WEIGHTS_NAME))
+    assert sorted(stored) == names
+    if name not in {"full", "full_s6", "bitfit"}:  # methods that add parameters store no base weight
+        base_keys = set(build_model(TINY).state_dict())
+        assert not set(stored) & base_keys
+    fresh = build_model(TINY, seed=0).eval()
+    loaded = load_adapter(tmp_path / "adapter", fresh)
+    assert loaded == names
+    ids = batch(3)["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(fresh(ids), model(ids))
+
+
+@pytest.mark.parametrize("name", MAMBA1_METHODS)
+def test_a_few_steps_lower_the_loss(name):
+    model, names = prepared(name)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=2e-2 if name not in {"full"} else 3e-3, weight_decay=0.0)
+    data = batch(4, b=4, length=16)
+    first = lm_loss(model, **data).item()
+    for _ in range(8):
+        optimizer.zero_grad()
+        lm_loss(model, **data).backward()
+        optimizer.step()
+    assert lm_loss(model, **data).item() < first
+
+
+def test_registry_matches_config_files():
+    assert set(METHODS) == {p.stem for p in (REPO / "conf" / "method").glob("*.yaml")}
+
+
+def test_method_configs_validate_and_reject_typos():
+    from stateft.errors import UserError
+    from stateft.methods.configs import validate_method_cfg
+
+    for name in METHODS:
+        assert validate_method_cfg(method_cfg(name)).name == name
+    with pytest.raises(UserError, match="valid options"):
+        validate_method_cfg({"name": "state_offset_h", "rnak": 4})
+    with pytest.raises(UserError, match="choose one of"):
+        validate_method_cfg({"name": "lorra"})

@@ -1,0 +1,99 @@
+"""Checkpoint loading: round trips, and one clear error line for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from stateft.errors import UserError
+from stateft.models.loading import KNOWN_MODELS, build_model, load_pretrained, save_pretrained
+from tests.conftest import TINY
+
+
+def test_save_then_load_round_trip(tmp_path):
+    model = build_model(TINY, seed=3).eval()
+    save_pretrained(model, tmp_path / "ckpt")
+    loaded = load_pretrained(str(tmp_path / "ckpt")).eval()
+    ids = torch.randint(0, 64, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))
+    assert loaded.lm_head.weight is loaded.backbone.embedding.weight  # tied after loading
+
+
+def test_bf16_keeps_A_log_and_D_in_fp32(tmp_path):
+    save_pretrained(build_model(TINY), tmp_path / "ckpt")
+    model = load_pretrained(str(tmp_path / "ckpt"), dtype=torch.bfloat16)
+    mixer = next(model.mixers())
+    assert mixer.A_log.dtype == torch.float32 and mixer.D.dtype == torch.float32
+    assert mixer.in_proj.weight.dtype == torch.bfloat16
+
+
+def test_unknown_model_name_lists_known_ones():
+    with pytest.raises(UserError, match="known models: mamba-130m") as err:
+        load_pretrained("mamba-13m")
+    assert "\n" not in str(err.value)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_pretrained(str(tmp_path / "nope"))
+
+
+def test_folder_without_checkpoint(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"d_model": 16, "n_layer": 2, "vocab_size": 64}))
+    with pytest.raises(UserError, match="holds no checkpoint"):
+        load_pretrained(str(tmp_path))
+    with pytest.raises(UserError, match="no config.json"):
+        load_pretrained(str(tmp_path.parent))
+
+
+def test_shapes_that_do_not_match_the_config(tmp_path):
+    save_pretrained(build_model(TINY), tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    raw["ssm_cfg"]["d_state"] = 8  # config now disagrees with the stored A_log, x_proj
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(UserError, match="does not fit its config.json"):
+        load_pretrained(str(tmp_path))
+
+
+def test_corrupt_weights(tmp_path):
+    save_pretrained(build_model(TINY), tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read"):
+        load_pretrained(str(tmp_path))
+
+
+def test_missing_tensor(tmp_path):
+    model = build_model(TINY)
+    save_pretrained(model, tmp_path)
+    state = {k: v for k, v in model.state_dict().items() if "norm_f" not in k and k != "lm_head.weight"}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(UserError, match="missing"):
+        load_pretrained(str(tmp_path))
+
+
+def test_unreachable_hub_says_how_to_pass_a_local_path(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="model.name_or_path=/path/to/folder"):
+        load_pretrained("mamba-130m")
+
+
+def test_checkpoint_that_contradicts_the_model_config(tmp_path):
+    save_pretrained(build_model(TINY), tmp_path)
+    other = TINY.__class__(**{**TINY.to_dict(), "d_model": 32})
+    with pytest.raises(UserError, match="d_model=16"):
+        load_pretrained(str(tmp_path), expected=other)
+
+
+def test_known_models_match_the_model_configs():
+    from omegaconf import OmegaConf
+
+    from tests.conftest import REPO
+
+    for name, repo_id in KNOWN_MODELS.items():
+        cfg = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml")
+        assert cfg.name == name and cfg.name_or_path == repo_id
