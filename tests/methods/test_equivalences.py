@@ -88,7 +88,8 @@ def test_prompt_is_an_initial_state():
 
 def test_init_state_gradient_matches_per_state_expansion():
     """dL/dH0 from the scan's initial-state input equals the reference code's formulation, where H0's contribution
-    is built one state dimension at a time (all states materialised): y_t += C_t[n] prod_{s<=t} exp(delta_s A[:, n]) H0[:, n]."""
+    is built for every state dimension (all states materialised):
+    y_t += sum_n C_t[n] prod_{s<=t} exp(delta_s A[:, n]) H0[:, n]."""
     u, delta, A, B, C, D, z = _random_scan_inputs(seed=3)
     H0 = torch.randn(6, 4, requires_grad=True)
     weight = torch.randn(2, 6, 9)

@@ -27,7 +27,8 @@ def test_bf16_keeps_A_log_and_D_in_fp32(tmp_path):
     save_pretrained(build_model(TINY), tmp_path / "ckpt")
     model = load_pretrained(str(tmp_path / "ckpt"), dtype=torch.bfloat16)
     mixer = next(model.mixers())
-    assert mixer.A_log.dtype == torch.float32 and mixer.D.dtype == torch.float32
+    assert mixer.A_log.dtype == torch.float32
+    assert mixer.D.dtype == torch.float32
     assert mixer.in_proj.weight.dtype == torch.bfloat16
 
 
@@ -96,4 +97,5 @@ def test_known_models_match_the_model_configs():
 
     for name, repo_id in KNOWN_MODELS.items():
         cfg = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml")
-        assert cfg.name == name and cfg.name_or_path == repo_id
+        assert cfg.name == name
+        assert cfg.name_or_path == repo_id
