@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 TINY = MambaConfig(d_model=16, n_layer=2, d_state=4, vocab_size=64, dt_rank=4)
+# Mamba-2: 4 heads of headdim 8, 2 groups, chunks of 4 so the chunked scan crosses chunk borders
+TINY2 = MambaConfig(arch="mamba2", d_model=16, n_layer=2, d_state=8, vocab_size=64, headdim=8, ngroups=2, chunk_size=4)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,22 +13,18 @@ from stateft.adapters import WEIGHTS_NAME, load_adapter, save_adapter
 from stateft.loss import lm_loss
 from stateft.methods import METHODS, apply_method
 from stateft.models.loading import build_model
-from tests.conftest import TINY
+from tests.conftest import TINY, TINY2
 
 REPO = Path(__file__).resolve().parents[2]
-MAMBA1_METHODS = [m for m in METHODS if m != "full_ssd"]
+CONFIGS = {"mamba1": TINY, "mamba2": TINY2}
+NOT_ON = {"mamba1": {"full_ssd"}, "mamba2": {"full_s6", "prefix", "additional_scan", "sdt"}}
+# (arch, method, extra options): every method on Mamba-1, the ones that fit on Mamba-2, and low-rank h'
+CASES = [(arch, m, {}) for arch in CONFIGS for m in METHODS if m not in NOT_ON[arch]]
+CASES += [(arch, "state_offset_h", {"rank": 2}) for arch in CONFIGS]
+IDS = [f"{arch}-{m}" + "".join(f"-{k}{v}" for k, v in extra.items()) for arch, m, extra in CASES]
 # methods whose parameters start at values that leave the model's function unchanged
-IDENTITY_AT_INIT = {
-    "state_offset_h",
-    "state_offset_y",
-    "init_state",
-    "lora",
-    "additional_scan",
-    "sdt",
-    "bitfit",
-    "full",
-    "full_s6",
-}
+IDENTITY_AT_INIT = {"state_offset_h", "state_offset_y", "init_state", "lora", "additional_scan", "sdt", "bitfit"}
+IDENTITY_AT_INIT |= {"full", "full_s6", "full_ssd"}
 SMALL = {"prompt": {"num_virtual_tokens": 3}, "sdt": {"warmup_steps": 3, "channel_ratio": 0.25, "rho_s": 0.5}}
 
 
@@ -49,8 +45,8 @@ def batch(seed: int = 0, b: int = 2, length: int = 12) -> dict[str, torch.Tensor
     return {"input_ids": ids, "labels": labels}
 
 
-def prepared(name: str, seed: int = 0, **extra) -> tuple[torch.nn.Module, list[str]]:
-    model = build_model(TINY, seed=seed)
+def prepared(arch: str, name: str, extra: dict) -> tuple[torch.nn.Module, list[str]]:
+    model = build_model(CONFIGS[arch], seed=0)
     names = apply_method(name, model, method_cfg(name, **extra), train_batches=[batch(5)])
     return model, names
 
@@ -65,17 +61,17 @@ def perturb(model: torch.nn.Module, names: list[str], scale: float = 0.3) -> Non
             p.add_(scale * torch.randn(p.shape, generator=g).to(p.dtype))
 
 
-@pytest.mark.parametrize("name", MAMBA1_METHODS)
-def test_apply_returns_exactly_the_trainable_parameters(name):
-    model, names = prepared(name)
+@pytest.mark.parametrize(("arch", "name", "extra"), CASES, ids=IDS)
+def test_apply_returns_exactly_the_trainable_parameters(arch, name, extra):
+    model, names = prepared(arch, name, extra)
     assert names == sorted(n for n, p in model.named_parameters() if p.requires_grad)
     assert names, "a method must train something"
     assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if n in names)
 
 
-@pytest.mark.parametrize("name", MAMBA1_METHODS)
-def test_only_returned_parameters_change(name):
-    model, names = prepared(name)
+@pytest.mark.parametrize(("arch", "name", "extra"), CASES, ids=IDS)
+def test_only_returned_parameters_change(arch, name, extra):
+    model, names = prepared(arch, name, extra)
     model.train()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
@@ -88,19 +84,23 @@ def test_only_returned_parameters_change(name):
     assert changed <= set(names), f"frozen parameters changed: {sorted(changed - set(names))[:5]}"
 
 
-@pytest.mark.parametrize("name", sorted(IDENTITY_AT_INIT))
-def test_identity_at_init(name):
-    base = build_model(TINY, seed=0).eval()
-    model, _ = prepared(name)
+@pytest.mark.parametrize(
+    ("arch", "name", "extra"),
+    [c for c in CASES if c[1] in IDENTITY_AT_INIT],
+    ids=[i for c, i in zip(CASES, IDS) if c[1] in IDENTITY_AT_INIT],
+)
+def test_identity_at_init(arch, name, extra):
+    base = build_model(CONFIGS[arch], seed=0).eval()
+    model, _ = prepared(arch, name, extra)
     model.eval()
     ids = batch(1)["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(model(ids), base(ids), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", MAMBA1_METHODS)
-def test_parallel_forward_equals_step_decoding(name):
-    model, names = prepared(name)
+@pytest.mark.parametrize(("arch", "name", "extra"), CASES, ids=IDS)
+def test_parallel_forward_equals_step_decoding(arch, name, extra):
+    model, names = prepared(arch, name, extra)
     perturb(model, names)
     model.eval()
     ids = batch(2, b=2, length=10)["input_ids"]
@@ -115,18 +115,18 @@ def test_parallel_forward_equals_step_decoding(name):
     torch.testing.assert_close(torch.cat([prefill, rest], dim=1), parallel, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", MAMBA1_METHODS)
-def test_adapter_round_trip(name, tmp_path):
-    model, names = prepared(name)
+@pytest.mark.parametrize(("arch", "name", "extra"), CASES, ids=IDS)
+def test_adapter_round_trip(arch, name, extra, tmp_path):
+    model, names = prepared(arch, name, extra)
     perturb(model, names)
     model.eval()
-    save_adapter(tmp_path / "adapter", model, method_cfg(name), names, base_model={"name": "tiny"})
+    save_adapter(tmp_path / "adapter", model, method_cfg(name, **extra), names, base_model={"name": "tiny"})
     stored = load_file(str(tmp_path / "adapter" / WEIGHTS_NAME))
     assert sorted(stored) == names
-    if name not in {"full", "full_s6", "bitfit"}:  # methods that add parameters store no base weight
-        base_keys = set(build_model(TINY).state_dict())
+    if name not in {"full", "full_s6", "full_ssd", "bitfit"}:  # methods that add parameters store no base weight
+        base_keys = set(build_model(CONFIGS[arch]).state_dict())
         assert not set(stored) & base_keys
-    fresh = build_model(TINY, seed=0).eval()
+    fresh = build_model(CONFIGS[arch], seed=0).eval()
     loaded = load_adapter(tmp_path / "adapter", fresh)
     assert loaded == names
     ids = batch(3)["input_ids"]
@@ -134,9 +134,9 @@ def test_adapter_round_trip(name, tmp_path):
         assert torch.equal(fresh(ids), model(ids))
 
 
-@pytest.mark.parametrize("name", MAMBA1_METHODS)
-def test_a_few_steps_lower_the_loss(name):
-    model, names = prepared(name)
+@pytest.mark.parametrize(("arch", "name", "extra"), CASES, ids=IDS)
+def test_a_few_steps_lower_the_loss(arch, name, extra):
+    model, names = prepared(arch, name, extra)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=2e-2 if name not in {"full"} else 3e-3, weight_decay=0.0)
