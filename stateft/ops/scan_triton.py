@@ -1,0 +1,142 @@
+"""Fused Triton selective scan: the fast path behind `stateft.ops.selective_scan(impl="triton")`.
+
+Same signature and semantics as `scan_ref.selective_scan_ref`; the state offset h', the output offset y', the initial
+state h_0 (and their gradients), delta bias + softplus, the D skip and the z gate all happen inside the kernels
+(`triton_scan_kernels`). Inputs may be strided (the mixer passes transposed views of (b l d) activations; no copies
+are made here) and bf16 or fp32; the arithmetic is fp32. ``initial_state`` may be an expanded (stride-0 batch) view
+of one (d n) parameter: its gradient comes back per batch row and autograd sums it.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from torch import Tensor
+
+from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_fwd_kernel
+
+# Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md). BLOCK_D channels x all states x BLOCK_T steps.
+CONFIG: dict[str, int | bool] = {"BLOCK_D": 16, "BLOCK_T": 16, "num_warps": 4, "bwd_num_warps": 4, "atomic_bc": False}
+
+
+def _strides3(t: Tensor | None) -> tuple[int, int, int]:
+    return (0, 0, 0) if t is None else tuple(t.stride())  # type: ignore[return-value]
+
+
+def _block_n(n: int) -> int:
+    return max(triton.next_power_of_2(n), 2)
+
+
+def _grad_like_bld(x: Tensor) -> Tensor:
+    """An empty (b d l) tensor laid out as (b l d): where the gradients of delta and z are consumed (linear outputs)."""
+    b, d, length = x.shape
+    return torch.empty(b, length, d, device=x.device, dtype=x.dtype).transpose(1, 2)
+
+
+class _SelectiveScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, h0, h_offset, y_offset, return_last):
+        b, d, length = u.shape
+        n = A.shape[1]
+        A = A.contiguous()
+        D = None if D is None else D.contiguous()
+        delta_bias = None if delta_bias is None else delta_bias.contiguous()
+        h_offset = None if h_offset is None else h_offset.contiguous()
+        y_offset = None if y_offset is None else y_offset.contiguous()
+        block_d, block_t = int(CONFIG["BLOCK_D"]), int(CONFIG["BLOCK_T"])
+        n_chunks = triton.cdiv(length, block_t)
+        need_grad = any(ctx.needs_input_grad)
+        # y written as (b l d): the out projection reads it that way, so its transpose is free
+        y = torch.empty(b, length, d, device=u.device, dtype=u.dtype).transpose(1, 2)
+        last = torch.empty(b, d, n, device=u.device, dtype=torch.float32) if return_last else None
+        states = torch.empty(b, n_chunks, d, n, device=u.device, dtype=torch.float32) if need_grad else None
+        grid = (triton.cdiv(d, block_d), b)
+        scan_fwd_kernel[grid](
+            u, delta, A, B, C, D, z, delta_bias, h0, h_offset, y_offset, y, last, states,
+            d, n, length,
+            *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z), *_strides3(h0), *y.stride(),
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
+            HAS_H0=h0 is not None, HAS_HOFF=h_offset is not None, HAS_YOFF=y_offset is not None,
+            STORE_LAST=return_last, STORE_STATES=need_grad,
+            BLOCK_D=block_d, BLOCK_N=_block_n(n), BLOCK_T=block_t, num_warps=int(CONFIG["num_warps"]),
+        )  # fmt: skip
+        if need_grad:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, h0, h_offset, y_offset, states)
+            ctx.softplus = bool(softplus)
+            ctx.block = (block_d, block_t)
+            ctx.h0_dtype = None if h0 is None else h0.dtype
+        return (y, last) if return_last else y
+
+    @staticmethod
+    def backward(ctx, dy, dlast=None):
+        u, delta, A, B, C, D, z, delta_bias, h0, h_offset, y_offset, states = ctx.saved_tensors
+        b, d, length = u.shape
+        n = A.shape[1]
+        block_d, block_t = ctx.block
+        n_parts = triton.cdiv(d, block_d)
+        atomic = bool(CONFIG["atomic_bc"])
+        f32 = {"device": u.device, "dtype": torch.float32}
+        du = torch.empty_like(u) if u.is_contiguous() else torch.empty(u.shape, device=u.device, dtype=u.dtype)
+        ddelta = _grad_like_bld(delta)
+        dz = None if z is None else _grad_like_bld(z)
+        parts = 1 if atomic else n_parts
+        alloc = torch.zeros if atomic else torch.empty
+        dB = alloc(b, parts, n, length, **f32)
+        dC = alloc(b, parts, n, length, **f32)
+        dA = torch.empty(b, d, n, **f32)
+        dD = torch.empty(b, d, **f32) if D is not None else None
+        dbias = torch.empty(b, d, **f32) if delta_bias is not None else None
+        dh0 = torch.empty(b, d, n, **f32) if h0 is not None else None
+        dhoff = torch.empty(b, d, n, **f32) if h_offset is not None else None
+        dyoff = torch.empty(b, d, **f32) if y_offset is not None else None
+        if dlast is not None:
+            dlast = dlast.contiguous()
+        g_strides = ddelta.stride()
+        scan_bwd_kernel[(n_parts, b)](
+            u, delta, A, B, C, D, z, delta_bias, h_offset, y_offset, states, dy, dlast,
+            du, ddelta, dz, dB, dC, dA, dD, dbias, dh0, dhoff, dyoff,
+            d, n, length,
+            *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z),
+            *dy.stride(), *du.stride(), *g_strides, dB.stride(0), dB.stride(1), dB.stride(2),
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus,
+            HAS_H0=h0 is not None, HAS_HOFF=h_offset is not None, HAS_YOFF=y_offset is not None,
+            HAS_DLAST=dlast is not None, ATOMIC_BC=atomic,
+            BLOCK_D=block_d, BLOCK_N=_block_n(n), BLOCK_T=block_t, num_warps=int(CONFIG["bwd_num_warps"]),
+        )  # fmt: skip
+        dB = dB.sum(1).to(B.dtype)
+        dC = dC.sum(1).to(C.dtype)
+
+        def _param(g: Tensor | None, like: Tensor | None) -> Tensor | None:
+            return None if g is None else g.sum(0).to(like.dtype)
+
+        return (
+            du, ddelta, dA.sum(0).to(A.dtype), dB, dC, _param(dD, D), dz, _param(dbias, delta_bias), None,
+            None if dh0 is None else dh0.to(ctx.h0_dtype), _param(dhoff, h_offset), _param(dyoff, y_offset), None,
+        )  # fmt: skip
+
+
+def selective_scan_triton(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+    initial_state: Tensor | None = None,
+    h_offset: Tensor | None = None,
+    y_offset: Tensor | None = None,
+    return_last_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Selective scan on the Triton kernels; see `stateft.ops.selective_scan` for shapes and semantics.
+
+    Returns y (b d l) in u's dtype (stored (b l d)-major: ``y.transpose(1, 2)`` is contiguous) and, if asked, the
+    last state (b d n) fp32.
+    """
+    if B.dim() != 3 or C.dim() != 3:
+        raise NotImplementedError("selective_scan_triton: B and C must be (b n l) (input-dependent, one group)")
+    return _SelectiveScan.apply(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, h_offset, y_offset, return_last_state
+    )

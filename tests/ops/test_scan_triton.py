@@ -1,0 +1,166 @@
+"""Triton selective scan vs the sequential reference: outputs, last state and every gradient.
+
+On the CPU the kernels run in Triton's interpreter (tests/ops/conftest.py) on small shapes; the `gpu` tests repeat the
+comparison at model sizes. Errors are relative Frobenius norms, ||fast - ref|| / ||ref||, with a per-dtype table.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stateft.ops import selective_scan
+from stateft.ops.scan_ref import selective_scan_ref
+
+pytest.importorskip("triton")
+
+# relative-norm tolerance per input dtype: fp32 arithmetic is fp32 throughout; bf16 rounds inputs/outputs
+TOL = {torch.float32: 2e-4, torch.bfloat16: 2.5e-2}
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state", "h_offset", "y_offset")
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    assert torch.isfinite(a).all(), "non-finite values"
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def make_inputs(b, d, n, length, dtype, device, *, h0="none", offsets=True, z=True, bias=True, layout="bdl", seed=0):
+    """Random scan inputs; delta/z as (b l d)-major views like the mixer passes; h0 'none' | 'batch' | 'shared'."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(device)
+
+    def act(scale=1.0):
+        x = r(b, length, d, scale=scale).transpose(1, 2) if layout == "bld" else r(b, d, length, scale=scale)
+        return x.to(dtype)
+
+    inp = {
+        "u": act(),
+        "delta": act(0.5),
+        "A": -torch.exp(r(d, n, scale=0.5)),
+        "B": r(b, n, length).to(dtype),
+        "C": r(b, n, length).to(dtype),
+        "D": r(d),
+        "z": act() if z else None,
+        "delta_bias": r(d, scale=0.5) - 2.0 if bias else None,
+        "initial_state": None,
+        "h_offset": r(d, n, scale=0.5) if offsets else None,
+        "y_offset": r(d, scale=0.5) if offsets else None,
+    }
+    if h0 == "batch":
+        inp["initial_state"] = r(b, d, n)
+    elif h0 == "shared":
+        inp["initial_state"] = r(d, n)  # expanded to (b d n) in the call, as the mixer does
+    return inp
+
+
+def run(inp, impl, *, last=True, grad_last=True, seed=1):
+    """Forward + backward with a fixed random cotangent; returns outputs and grads of every tensor input."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inp.items() if v is not None}
+    if impl == "ref":  # the reference in fp32 on the same values
+        args = {k: v.float() for k, v in leaves.items()}
+    else:
+        args = dict(leaves)
+    h0 = args.get("initial_state")
+    if h0 is not None and h0.dim() == 2:
+        args["initial_state"] = h0[None].expand(inp["u"].shape[0], -1, -1)
+    call = selective_scan_ref if impl == "ref" else lambda *a, **k: selective_scan(*a, **k, impl=impl)
+    out = call(
+        args["u"], args["delta"], args["A"], args["B"], args["C"], D=args.get("D"), z=args.get("z"),
+        delta_bias=args.get("delta_bias"), initial_state=args.get("initial_state"), h_offset=args.get("h_offset"),
+        y_offset=args.get("y_offset"), return_last_state=last,
+    )  # fmt: skip
+    y, h_last = out if last else (out, None)
+    g = torch.Generator().manual_seed(seed)
+    dy = torch.randn(y.shape, generator=g).to(y.device)
+    loss = (y.float() * dy).sum()
+    if last and grad_last:
+        loss = loss + (h_last * torch.randn(h_last.shape, generator=g).to(y.device)).sum()
+    loss.backward()
+    grads = {k: v.grad for k, v in leaves.items()}
+    return y, h_last, grads
+
+
+def check(inp, *, last=True, grad_last=True, impl="triton"):
+    dtype = inp["u"].dtype
+    tol = TOL[dtype]
+    y, h_last, grads = run(inp, impl, last=last, grad_last=grad_last)
+    y_ref, h_ref, grads_ref = run(inp, "ref", last=last, grad_last=grad_last)
+    assert y.dtype == dtype
+    assert y.shape == y_ref.shape
+    errors = {"y": _rel(y, y_ref)}
+    if last:
+        assert h_last.dtype == torch.float32
+        errors["last_state"] = _rel(h_last, h_ref)
+    for k in grads_ref:
+        assert grads[k] is not None, f"no gradient for {k}"
+        assert grads[k].shape == inp[k].shape, k
+        assert grads[k].dtype == inp[k].dtype, k
+        errors["d" + k] = _rel(grads[k], grads_ref[k])
+    bad = {k: f"{v:.2e}" for k, v in errors.items() if not v <= tol}
+    assert not bad, f"{dtype} tol {tol:.0e}: over tolerance {bad}; all { ({k: f'{v:.1e}' for k, v in errors.items()}) }"
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_all_features_fp32_bf16(dtype):
+    # d not a multiple of BLOCK_D, length not a multiple of BLOCK_T, n not a power of two
+    check(make_inputs(2, 20, 6, 37, dtype, DEVICE, h0="batch", layout="bld"))
+
+
+@pytest.mark.parametrize(
+    ("b", "d", "n", "length", "h0", "offsets", "z", "bias", "layout"),
+    [
+        (1, 8, 4, 16, "shared", True, True, True, "bdl"),  # exactly one chunk; shared (expanded) h0
+        (2, 5, 16, 27, "none", False, False, False, "bdl"),  # plain scan: no optional inputs
+        (1, 9, 24, 21, "shared", True, True, False, "bld"),  # additional_scan's n = 24
+        (1, 4, 3, 1, "batch", True, True, True, "bdl"),  # a single step
+    ],
+)
+def test_shapes_and_options(b, d, n, length, h0, offsets, z, bias, layout):
+    check(make_inputs(b, d, n, length, torch.float32, DEVICE, h0=h0, offsets=offsets, z=z, bias=bias, layout=layout))
+
+
+def test_without_last_state_and_random_shapes():
+    g = torch.Generator().manual_seed(123)
+    for seed in range(2):
+        b, d, n, length = (
+            int(torch.randint(lo, hi, (1,), generator=g)) for lo, hi in ((1, 3), (3, 24), (2, 9), (2, 40))
+        )
+        inp = make_inputs(b, d, n, length, torch.float32, DEVICE, h0="shared", seed=seed)
+        check(inp, last=False)
+        check(inp, last=True, grad_last=False)
+
+
+def test_dispatch_returns_prefill_state_that_decoding_continues():
+    from stateft.ops import selective_step
+
+    inp = make_inputs(2, 12, 4, 20, torch.float32, DEVICE, h0="batch")
+    args = [inp[k] for k in NAMES[:7]]
+    kw = dict(delta_bias=inp["delta_bias"], h_offset=inp["h_offset"], y_offset=inp["y_offset"])
+    y_all = selective_scan(*args, **kw, initial_state=inp["initial_state"], impl="triton")
+    cut = 13
+    head = [a[..., :cut] if a is not None and a.dim() == 3 and k not in ("A",) else a for k, a in zip(NAMES, args)]
+    y_head, state = selective_scan(
+        *head, **kw, initial_state=inp["initial_state"], return_last_state=True, impl="triton"
+    )
+    ys = [y_head]
+    for t in range(cut, 20):
+        u, delta, A, B, C, D, z = (a[..., t] if a.dim() == 3 else a for a in args)
+        y_t, state = selective_step(
+            state, u, delta, A, B, C, D, z, kw["delta_bias"], True, kw["h_offset"], kw["y_offset"]
+        )
+        ys.append(y_t[..., None])
+    assert _rel(torch.cat(ys, dim=-1), y_all) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("b", "d", "n", "length"), [(4, 1536, 16, 1024), (2, 5120, 16, 2048), (1, 768, 24, 3000)])
+def test_full_size_gpu(dtype, b, d, n, length):
+    check(make_inputs(b, d, n, length, dtype, "cuda", h0="shared", layout="bld"))
