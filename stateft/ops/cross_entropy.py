@@ -1,0 +1,80 @@
+"""Chunked linear + cross-entropy: the LM head and the token loss without full-vocabulary fp32 logits.
+
+For a batch of 4 x 1024 tokens and a 50,280-word vocabulary, fp32 logits are 824 MB (and their gradient as much
+again); for the 130m model that is more than the whole rest of a PEFT step. Here the tokens are taken ``chunk_size``
+at a time: logits for one chunk, log-softmax in fp32, the loss, and at once the gradient of the loss with respect to
+the chunk's hidden states (and to the head weight, if it is trained). Nothing of the chunk is kept, so the peak is
+one chunk's logits, and the backward only rescales the stored gradients by the incoming one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _chunk_loss_and_grads(h: Tensor, weight: Tensor, labels: Tensor, ignore_index: int, want_grad: bool):
+    """Summed loss over one chunk's valid tokens, d(sum)/dh and d(sum)/dweight (or Nones). h (t d), labels (t,)."""
+    logits = (h.to(weight.dtype) @ weight.t()).float()  # (t V) fp32 for this chunk only
+    valid = labels != ignore_index
+    target = torch.where(valid, labels, 0)
+    lse = torch.logsumexp(logits, dim=-1)  # (t,)
+    picked = logits.gather(1, target[:, None])[:, 0]
+    loss = ((lse - picked) * valid).sum()
+    if not want_grad:
+        return loss, None, None
+    probs = logits.sub_(lse[:, None]).exp_()  # softmax, reusing the logits' memory
+    probs.scatter_add_(1, target[:, None], -torch.ones_like(probs[:, :1]))  # softmax - onehot
+    probs.mul_(valid[:, None])
+    grad_logits = probs.to(weight.dtype)
+    grad_h = grad_logits @ weight  # (t d)
+    grad_w = grad_logits.t() @ h.to(weight.dtype) if weight.requires_grad else None  # (V d)
+    return loss, grad_h, grad_w
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, ignore_index, chunk_size, want_grad):
+        d = hidden.shape[-1]
+        h = hidden.reshape(-1, d)
+        y = labels.reshape(-1)
+        count = (y != ignore_index).sum()
+        total = h.new_zeros((), dtype=torch.float32)
+        grad_h = torch.empty_like(h) if want_grad else None
+        grad_w = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if want_grad else None
+        for start in range(0, h.shape[0], chunk_size):
+            sl = slice(start, start + chunk_size)
+            loss, gh, gw = _chunk_loss_and_grads(h[sl], weight, y[sl], ignore_index, want_grad)
+            total += loss
+            if want_grad:
+                grad_h[sl] = gh
+                if gw is not None:
+                    grad_w += gw
+        count = count.clamp_min(1).float()
+        if want_grad:
+            ctx.save_for_backward(grad_h, grad_w if weight.requires_grad else None, count)
+            ctx.shapes = (hidden.shape, weight.dtype)
+        return total / count
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w, count = ctx.saved_tensors
+        shape, w_dtype = ctx.shapes
+        scale = grad_out / count
+        dh = (grad_h * scale.to(grad_h.dtype)).reshape(shape)
+        dw = None if grad_w is None else (grad_w * scale).to(w_dtype)
+        return dh, dw, None, None, None, None
+
+
+def chunked_cross_entropy(
+    hidden: Tensor, weight: Tensor, labels: Tensor, ignore_index: int = -100, chunk_size: int = 1024
+) -> Tensor:
+    """Mean cross-entropy of ``hidden @ weight.T`` against ``labels`` over the tokens whose label is not ignored.
+
+    hidden (b l d) (or (t d)); weight (V d), the LM head (gradient computed only if it requires grad); labels (b l),
+    already aligned with ``hidden`` (position i is scored against labels[i]). Logits are computed in ``weight``'s dtype
+    and normalised in fp32, ``chunk_size`` tokens at a time; full-vocabulary logits never exist for all tokens.
+    Returns a scalar fp32 (0 if every label is ignored).
+    """
+    want_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, labels, ignore_index, chunk_size, want_grad)
