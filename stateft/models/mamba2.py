@@ -156,7 +156,8 @@ class Mamba2Mixer(nn.Module):
             return hidden.new_zeros(b, 0, self.d_model)
         bias = None if self.conv1d.bias is None else self.conv1d.bias.to(xbc.dtype)
         xbc = F.silu(F.conv1d(xbc_padded, self.conv1d.weight.to(xbc.dtype), bias, groups=self.conv_channels))
-        x, B, C = self._split_xbc(xbc.transpose(1, 2))  # (b l H P), (b l G N), (b l G N)
+        # (b l E+2GN) laid out contiguously so the scan reads x, B, C rows coalesced
+        x, B, C = self._split_xbc(xbc.transpose(1, 2).contiguous())  # (b l H P), (b l G N), (b l G N)
         A = -torch.exp(self.A_log.float())  # (H,)
         out = ssd_scan(
             x,

@@ -1,0 +1,114 @@
+"""Triton SSD scan (Mamba-2): the fast path behind `stateft.ops.ssd_scan(impl="triton")`.
+
+Same signature and result as `ssd_ref.ssd_scan_ref`. dt's bias, softplus and clamp are applied here in PyTorch
+(elementwise, autograd differentiates them); the scan, the D skip, the initial state and all gradients (x, dt, A, B,
+C, D, initial state) run in the kernels of `ssd_triton_kernels`. ``chunk_size`` is not used: the kernels chunk by
+``CONFIG["BLOCK_Q"]``, which changes rounding only. ``initial_state`` may be an expanded (stride-0 batch) view of one
+(h p n) parameter: its gradient comes back per batch row and autograd sums it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+from torch import Tensor
+
+from stateft.ops.ssd_ref import discretize_dt
+from stateft.ops.ssd_triton_kernels import ssd_bwd_kernel, ssd_fwd_kernel
+
+# Launch shape. BLOCK_Q steps per chunk (the (Q Q) tiles live in registers), BLOCK_P head channels per program.
+# PRECISION: "tf32" uses the tensor cores for fp32 dots (about 1e-3 relative error), "ieee" is exact fp32.
+# Not tuned on a GPU yet: benchmarks/mamba2_check.py times it.
+CONFIG: dict[str, int | str] = {"BLOCK_Q": 64, "BLOCK_P": 32, "num_warps": 8, "PRECISION": "tf32"}
+
+
+def _block(n: int) -> int:
+    return max(triton.next_power_of_2(n), 16)  # tl.dot needs every tile dimension >= 16
+
+
+def _launch_shape(headdim: int, dstate: int) -> tuple[int, int, int, int]:
+    block_p = min(_block(headdim), int(CONFIG["BLOCK_P"]))
+    return int(CONFIG["BLOCK_Q"]), block_p, _block(dstate), triton.cdiv(headdim, block_p)
+
+
+class _SSDScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, h0, return_final):
+        batch, length, nheads, headdim = x.shape
+        ngroups, dstate = B.shape[2], B.shape[3]
+        block_q, block_p, block_n, n_pblocks = _launch_shape(headdim, dstate)
+        n_chunks = triton.cdiv(length, block_q)
+        need_grad = any(ctx.needs_input_grad)
+        f32 = {"device": x.device, "dtype": torch.float32}
+        y = torch.empty(batch, length, nheads, headdim, device=x.device, dtype=x.dtype)
+        final = torch.empty(batch, nheads, headdim, dstate, **f32) if return_final else None
+        states = torch.empty(batch, n_chunks, nheads, headdim, dstate, **f32) if need_grad else None
+        h0_strides = (0, 0, 0, 0) if h0 is None else h0.stride()
+        ssd_fwd_kernel[(n_pblocks, batch * nheads)](
+            x, dt, A, B, C, D, h0, y, final, states,
+            batch, length, nheads, headdim, dstate, nheads // ngroups,
+            *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *h0_strides,
+            HAS_D=D is not None, HAS_H0=h0 is not None, STORE_FINAL=bool(return_final), STORE_STATES=need_grad,
+            BLOCK_Q=block_q, BLOCK_P=block_p, BLOCK_N=block_n, PRECISION=CONFIG["PRECISION"],
+            num_warps=int(CONFIG["num_warps"]),
+        )  # fmt: skip
+        if need_grad:
+            ctx.save_for_backward(x, dt, A, B, C, D, states)
+            ctx.has_h0 = h0 is not None
+        return (y, final) if return_final else y
+
+    @staticmethod
+    def backward(ctx, dy, dfinal=None):
+        x, dt, A, B, C, D, states = ctx.saved_tensors
+        batch, length, nheads, headdim = x.shape
+        ngroups, dstate = B.shape[2], B.shape[3]
+        block_q, block_p, block_n, n_pblocks = _launch_shape(headdim, dstate)
+        f32 = {"device": x.device, "dtype": torch.float32}
+        dx = torch.empty(batch, length, nheads, headdim, device=x.device, dtype=x.dtype)
+        ddt = torch.empty(n_pblocks, batch, length, nheads, **f32)  # partial sums over channel blocks
+        da = torch.empty(n_pblocks, batch, length, nheads, **f32)
+        dB = torch.empty(n_pblocks, batch, length, nheads, dstate, **f32)  # per head; summed into groups below
+        dC = torch.empty(n_pblocks, batch, length, nheads, dstate, **f32)
+        dh0 = torch.empty(batch, nheads, headdim, dstate, **f32) if ctx.has_h0 else None
+        dfinal = None if dfinal is None else dfinal.float().contiguous()
+        ssd_bwd_kernel[(n_pblocks, batch * nheads)](
+            x, dt, A, B, C, D, dy, dfinal, states, dx, ddt, da, dB, dC, dh0,
+            batch, length, nheads, headdim, dstate, nheads // ngroups,
+            *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *dy.stride(),
+            HAS_D=D is not None, HAS_DFINAL=dfinal is not None, STORE_DH0=ctx.has_h0,
+            BLOCK_Q=block_q, BLOCK_P=block_p, BLOCK_N=block_n, PRECISION=CONFIG["PRECISION"],
+            num_warps=int(CONFIG["num_warps"]),
+        )  # fmt: skip
+        da = da.sum(0)  # (b l h): gradient of a = dt A
+        ddt = ddt.sum(0) + da * A
+        dA = (da * dt).sum((0, 1))
+        group = (batch, length, ngroups, nheads // ngroups, dstate)
+        dB = dB.sum(0).view(group).sum(3).to(B.dtype)
+        dC = dC.sum(0).view(group).sum(3).to(C.dtype)
+        dD = None if D is None else (dy.float() * x.float()).sum((0, 1, 3)).to(D.dtype)
+        return dx, ddt, dA, dB, dC, dD, dh0, None
+
+
+def ssd_scan_triton(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    chunk_size: int = 256,
+    D: Tensor | None = None,
+    dt_bias: Tensor | None = None,
+    dt_softplus: bool = True,
+    dt_limit: tuple[float, float] = (0.0, math.inf),
+    initial_state: Tensor | None = None,
+    return_final_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Triton SSD scan. x (b l h p); dt (b l h); A, D, dt_bias (h,); B, C (b l g n); initial_state (b h p n).
+    Returns y (b l h p) in x's dtype and, if asked, the final state (b h p n) in fp32."""
+    dt32 = discretize_dt(dt, dt_bias, dt_softplus, dt_limit)  # (b l h)
+    h0 = None if initial_state is None else initial_state.float()
+    if h0 is not None and h0.shape[0] != x.shape[0]:
+        h0 = h0.expand(x.shape[0], -1, -1, -1)
+    return _SSDScan.apply(x, dt32, A.float(), B, C, D, h0, return_final_state)
