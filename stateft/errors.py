@@ -4,4 +4,7 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """Bad input: a config typo, a missing file, an unreachable hub, a corrupt checkpoint. The message says what to do."""
+    """Bad input: a config typo, a missing file, an unreachable hub, a corrupt checkpoint.
+
+    The message says what to do, in one line.
+    """

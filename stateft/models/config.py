@@ -1,4 +1,4 @@
-"""Architecture numbers of a Mamba language model: enough to build it (also on the ``meta`` device) without a download."""
+"""Architecture numbers of a Mamba language model: enough to build it (also on ``meta``) without a download."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Build Mamba models from configs, and load pretrained checkpoints in either layout.
 
 Layouts:
-- mamba_ssm (``state-spaces/mamba-130m``): ``config.json`` with ``d_model``/``n_layer``/``ssm_cfg``, ``pytorch_model.bin``
-  (or safetensors); keys ``backbone.embedding.weight``, ``backbone.layers.{i}.mixer.*``, ``backbone.norm_f.weight``.
+- mamba_ssm (``state-spaces/mamba-130m``): ``config.json`` with ``d_model``/``n_layer``/``ssm_cfg``,
+  ``pytorch_model.bin`` (or safetensors); keys ``backbone.embedding.weight``, ``backbone.layers.{i}.mixer.*``,
+  ``backbone.norm_f.weight``.
 - transformers (``state-spaces/mamba-130m-hf``): ``config.json`` with ``model_type: mamba``, ``hidden_size``...;
   keys ``backbone.embeddings.weight``, otherwise the same names.
 Our parameter names are mamba_ssm's, so only the embedding key is renamed.
@@ -33,15 +34,32 @@ KNOWN_MODELS: dict[str, str] = {
     "mamba2-1.3b": "state-spaces/mamba2-1.3b",
     "mamba2-2.7b": "state-spaces/mamba2-2.7b",
 }
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 _FP32_PARAMS = ("A_log", "D", "dt_bias")  # kept in fp32 whatever the model dtype (as mamba_ssm does)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
-def build_model(config: MambaConfig, *, device: str | torch.device = "cpu", scan_impl: str = "auto",
-                seed: int | None = 0, dtype: torch.dtype = torch.float32) -> MambaLM:
+def build_model(
+    config: MambaConfig,
+    *,
+    device: str | torch.device = "cpu",
+    scan_impl: str = "auto",
+    seed: int | None = 0,
+    dtype: torch.dtype = torch.float32,
+) -> MambaLM:
     """A randomly initialised model (``device="meta"``: shapes only, for parameter counts and dry runs)."""
     with torch.device(device):
         model = MambaLM(config, scan_impl)
@@ -69,11 +87,18 @@ def config_from_json(raw: dict[str, Any]) -> tuple[MambaConfig, str]:
 
             return mamba2_config_from_hf(raw), "transformers"
         return MambaConfig(
-            d_model=raw["hidden_size"], n_layer=raw["num_hidden_layers"], vocab_size=raw["vocab_size"],
-            d_state=raw.get("state_size", 16), d_conv=raw.get("conv_kernel", 4), expand=raw.get("expand", 2),
-            dt_rank=raw.get("time_step_rank", "auto"), pad_vocab_size_multiple=1,
-            rms_norm_eps=raw.get("layer_norm_epsilon", 1e-5), conv_bias=raw.get("use_conv_bias", True),
-            bias=raw.get("use_bias", False), tie_embeddings=raw.get("tie_word_embeddings", True),
+            d_model=raw["hidden_size"],
+            n_layer=raw["num_hidden_layers"],
+            vocab_size=raw["vocab_size"],
+            d_state=raw.get("state_size", 16),
+            d_conv=raw.get("conv_kernel", 4),
+            expand=raw.get("expand", 2),
+            dt_rank=raw.get("time_step_rank", "auto"),
+            pad_vocab_size_multiple=1,
+            rms_norm_eps=raw.get("layer_norm_epsilon", 1e-5),
+            conv_bias=raw.get("use_conv_bias", True),
+            bias=raw.get("use_bias", False),
+            tie_embeddings=raw.get("tie_word_embeddings", True),
         ), "transformers"
     if "d_model" in raw and "n_layer" in raw:
         ssm_cfg = dict(raw.get("ssm_cfg") or {})
@@ -83,16 +108,35 @@ def config_from_json(raw: dict[str, Any]) -> tuple[MambaConfig, str]:
             return mamba2_config_from_mamba_ssm(raw), "mamba_ssm"
         layer = ssm_cfg.pop("layer", "Mamba1")
         arch = "mamba2" if layer == "Mamba2" else "mamba1"
-        known = {"d_state", "d_conv", "expand", "dt_rank", "headdim", "ngroups", "chunk_size", "norm_before_gate",
-                 "dt_min", "dt_max", "dt_init_floor", "conv_bias", "bias"}
+        known = {
+            "d_state",
+            "d_conv",
+            "expand",
+            "dt_rank",
+            "headdim",
+            "ngroups",
+            "chunk_size",
+            "norm_before_gate",
+            "dt_min",
+            "dt_max",
+            "dt_init_floor",
+            "conv_bias",
+            "bias",
+        }
         extra = {k: v for k, v in ssm_cfg.items() if k in known}
         return MambaConfig(
-            d_model=raw["d_model"], n_layer=raw["n_layer"], vocab_size=raw["vocab_size"], arch=arch,
+            d_model=raw["d_model"],
+            n_layer=raw["n_layer"],
+            vocab_size=raw["vocab_size"],
+            arch=arch,
             pad_vocab_size_multiple=raw.get("pad_vocab_size_multiple", 8),
-            tie_embeddings=raw.get("tie_embeddings", True), **extra,
+            tie_embeddings=raw.get("tie_embeddings", True),
+            **extra,
         ), "mamba_ssm"
-    raise UserError("config.json is neither a mamba_ssm config (d_model, n_layer) nor a transformers Mamba config "
-                    "(model_type: mamba/mamba2)")
+    raise UserError(
+        "config.json is neither a mamba_ssm config (d_model, n_layer) nor a transformers Mamba config "
+        "(model_type: mamba/mamba2)"
+    )
 
 
 def _rename_transformers_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -111,7 +155,8 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             state: dict[str, torch.Tensor] = {}
             for shard in shards:
-                state.update(load_file(folder / shard) if shard.endswith(".safetensors") else _torch_load(folder / shard))
+                path = folder / shard
+                state.update(load_file(path) if shard.endswith(".safetensors") else _torch_load(path))
             return state
     if (folder / "pytorch_model.bin").exists():
         return _torch_load(folder / "pytorch_model.bin")
@@ -130,16 +175,20 @@ def resolve_folder(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise UserError(f"{path} has no config.json: pass a folder holding a Mamba checkpoint "
-                            f"(config.json + {' or '.join(_WEIGHT_FILES[::2])})")
+            raise UserError(
+                f"{path} has no config.json: pass a folder holding a Mamba checkpoint "
+                f"(config.json + {' or '.join(_WEIGHT_FILES[::2])})"
+            )
         return path
     looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if looks_like_path:
         raise UserError(f"model folder {name_or_path} does not exist")
     repo_id = KNOWN_MODELS.get(name_or_path, name_or_path)
     if "/" not in repo_id:
-        raise UserError(f"unknown model {name_or_path!r}; known models: {', '.join(KNOWN_MODELS)} "
-                        "(or pass a hub id like state-spaces/mamba-130m, or a local folder)")
+        raise UserError(
+            f"unknown model {name_or_path!r}; known models: {', '.join(KNOWN_MODELS)} "
+            "(or pass a hub id like state-spaces/mamba-130m, or a local folder)"
+        )
     return _download(repo_id)
 
 
@@ -151,12 +200,20 @@ def _download(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as err:  # offline, unreachable, missing repo: all end the same way for the user
         reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise UserError(f"could not fetch {repo_id} from the Hugging Face hub ({reason}); without hub access, "
-                        f"download the checkpoint elsewhere and pass its folder: model.name_or_path=/path/to/folder") from None
+        raise UserError(
+            f"could not fetch {repo_id} from the Hugging Face hub ({reason}); without hub access, "
+            f"download the checkpoint elsewhere and pass its folder: model.name_or_path=/path/to/folder"
+        ) from None
 
 
-def load_pretrained(name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                    scan_impl: str = "auto", expected: MambaConfig | None = None) -> MambaLM:
+def load_pretrained(
+    name_or_path: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    scan_impl: str = "auto",
+    expected: MambaConfig | None = None,
+) -> MambaLM:
     """Load a pretrained Mamba (either layout) from a local folder, a known name (``mamba-1.4b``) or a hub id.
 
     ``expected``: the architecture the caller's config promises; a different checkpoint is an error.
@@ -182,8 +239,11 @@ def load_pretrained(name_or_path: str, *, dtype: torch.dtype = torch.float32, de
 
 def _check_expected(found: MambaConfig, expected: MambaConfig, name: str) -> None:
     keys = ("arch", "d_model", "n_layer", "d_state", "expand")
-    diff = [f"{k}={getattr(found, k)} (config says {getattr(expected, k)})" for k in keys
-            if getattr(found, k) != getattr(expected, k)]
+    diff = [
+        f"{k}={getattr(found, k)} (config says {getattr(expected, k)})"
+        for k in keys
+        if getattr(found, k) != getattr(expected, k)
+    ]
     if diff:
         raise UserError(f"checkpoint {name} does not match its model config: {', '.join(diff)}")
 
@@ -216,11 +276,25 @@ def save_pretrained(model: MambaLM, folder: str | Path) -> Path:
     c = model.config
     ssm_cfg = {"d_state": c.d_state, "d_conv": c.d_conv, "expand": c.expand, "dt_rank": c.dt_rank}
     if c.arch == "mamba2":
-        ssm_cfg = {"layer": "Mamba2", "d_state": c.d_state, "d_conv": c.d_conv, "expand": c.expand,
-                   "headdim": c.headdim, "ngroups": c.ngroups, "chunk_size": c.chunk_size}
-    raw = {"d_model": c.d_model, "n_layer": c.n_layer, "vocab_size": c.vocab_size, "ssm_cfg": ssm_cfg,
-           "rms_norm": True, "residual_in_fp32": True, "pad_vocab_size_multiple": c.pad_vocab_size_multiple,
-           "tie_embeddings": c.tie_embeddings}
+        ssm_cfg = {
+            "layer": "Mamba2",
+            "d_state": c.d_state,
+            "d_conv": c.d_conv,
+            "expand": c.expand,
+            "headdim": c.headdim,
+            "ngroups": c.ngroups,
+            "chunk_size": c.chunk_size,
+        }
+    raw = {
+        "d_model": c.d_model,
+        "n_layer": c.n_layer,
+        "vocab_size": c.vocab_size,
+        "ssm_cfg": ssm_cfg,
+        "rms_norm": True,
+        "residual_in_fp32": True,
+        "pad_vocab_size_multiple": c.pad_vocab_size_multiple,
+        "tie_embeddings": c.tie_embeddings,
+    }
     (folder / "config.json").write_text(json.dumps(raw, indent=2))
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if c.tie_embeddings:
@@ -230,8 +304,20 @@ def save_pretrained(model: MambaLM, folder: str | Path) -> Path:
 
 
 # -- from a Hydra model config ------------------------------------------------------------------------------------
-_ARCH_KEYS = ("arch", "d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand", "dt_rank", "headdim",
-              "ngroups", "chunk_size", "pad_vocab_size_multiple")
+_ARCH_KEYS = (
+    "arch",
+    "d_model",
+    "n_layer",
+    "vocab_size",
+    "d_state",
+    "d_conv",
+    "expand",
+    "dt_rank",
+    "headdim",
+    "ngroups",
+    "chunk_size",
+    "pad_vocab_size_multiple",
+)
 
 
 def config_from_model_cfg(cfg: Any) -> MambaConfig:
