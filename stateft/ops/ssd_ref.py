@@ -72,6 +72,13 @@ def ssd_scan_ref(
     Shapes: x (b l h p); dt (b l h); A, D, dt_bias (h,); B, C (b l g n); initial_state (b h p n).
     Returns y (b l h p) in x's dtype and, if asked, the final state (b h p n) in fp32.
     """
+    with torch.autocast(x.device.type, enabled=False):  # fp32 einsums also under bf16 autocast
+        return _ssd_scan(
+            x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, dt_limit, initial_state, return_final_state
+        )
+
+
+def _ssd_scan(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, dt_limit, initial_state, return_final_state):
     b, length, nheads, headdim = x.shape
     n = B.shape[-1]
     q = chunk_size
@@ -139,6 +146,11 @@ def ssd_step_ref(
     Shapes: state (b h p n) fp32; x (b h p); dt (b h); B, C (b g n). Returns y (b h p) in x's dtype and the new
     state (b h p n) in fp32.
     """
+    with torch.autocast(x.device.type, enabled=False):
+        return _ssd_step(state, x, dt, A, B, C, D, dt_bias, dt_softplus, dt_limit)
+
+
+def _ssd_step(state, x, dt, A, B, C, D, dt_bias, dt_softplus, dt_limit):
     nheads = x.shape[1]
     dt32 = discretize_dt(dt, dt_bias, dt_softplus, dt_limit)  # (b h)
     x32 = x.float()
