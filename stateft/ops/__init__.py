@@ -6,8 +6,11 @@ Implementations share one signature (see `scan_ref.selective_scan_ref`):
 - ``mamba_ssm``: mamba_ssm's CUDA kernel, when that package is installed (optional, never a dependency).
 - ``auto``: ``triton`` on CUDA tensors when available, else ``ref``.
 
-Model code calls `selective_scan` / `selective_step` and never looks at which implementation ran;
-`resolve_impl` tells (it is logged at start-up).
+Mamba-2's state space dual scan has the same convention: `ssd_scan` / `ssd_step` (``ref``: `ssd_ref`, chunked,
+with initial state in and final state out; ``triton``: `ssd_triton`).
+
+Model code calls `selective_scan` / `selective_step` (`ssd_scan` / `ssd_step`) and never looks at which
+implementation ran; `resolve_impl` tells (it is logged at start-up).
 """
 
 from __future__ import annotations
