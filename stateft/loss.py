@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from stateft.ops.cross_entropy import chunked_cross_entropy
 
 IGNORE_INDEX = -100
 
 
-def lm_loss(model: nn.Module, input_ids: Tensor, labels: Tensor) -> Tensor:
+def lm_loss(model: nn.Module, input_ids: Tensor, labels: Tensor, chunk_size: int = 1024) -> Tensor:
     """input_ids, labels (b l), labels aligned with input_ids (-100 = no loss); position t predicts token t+1.
 
-    Only the positions that predict a target token go through the LM head, so full-vocabulary logits are never
-    built for prompt tokens (most of a GLUE or Spider example).
+    Only the positions that predict a target token reach the LM head (prompt tokens, most of a GLUE or Spider example,
+    never do), and those go through it ``chunk_size`` at a time, so full-vocabulary fp32 logits never exist at once.
     """
     hidden = model.hidden_states(input_ids)[:, :-1]  # (b l-1 d)
     targets = labels[:, 1:]  # (b l-1)
     keep = targets != IGNORE_INDEX
-    if not bool(keep.any()):
-        return hidden.sum() * 0.0
-    logits = model.lm_head(hidden[keep])  # (T V)
-    return F.cross_entropy(logits.float(), targets[keep])
+    return chunked_cross_entropy(hidden[keep], model.lm_head.weight, targets[keep], IGNORE_INDEX, chunk_size)
 
 
 def count_target_tokens(labels: Tensor) -> int:
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
-
-
-__all__ = ["IGNORE_INDEX", "count_target_tokens", "lm_loss"]
