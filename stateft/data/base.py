@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from stateft.data import cache
 from stateft.data.collate import pad_and_mask
-from stateft.data.loading import load_split
+from stateft.data.loading import load_split, resolve_path
 from stateft.data.sampler import SeededShuffleSampler
 from stateft.data.splits import PROTOCOLS, subset, train_val_split
 from stateft.data.task import Example, Task
@@ -63,7 +63,7 @@ class TextToTextDataModule(L.LightningDataModule):
         super().__init__()
         if protocol not in PROTOCOLS:
             raise UserError(f"dataset.protocol must be one of {PROTOCOLS}, got {protocol!r}")
-        self.name, self.path, self.protocol = name, path, protocol
+        self.name, self.path, self.protocol = name, resolve_path(path), protocol
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.max_length, self.subset_size, self.seed = max_length, subset_size, seed
         self.cache_dir, self.max_eval_examples = cache_dir, max_eval_examples

@@ -21,6 +21,20 @@ from stateft.errors import UserError
 SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_path(path: str | Path | None) -> Path | None:
+    """``path`` with ``~`` expanded; a relative path missing from the working directory is tried against the project
+    root, so ``dataset.path=tests/fixtures/glue_rte`` works from any directory of a checkout."""
+    if path is None:
+        return None
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute() and not candidate.exists() and (PROJECT_ROOT / candidate).exists():
+        return PROJECT_ROOT / candidate
+    return candidate
+
+
 def load_split(
     hub_id: str, config: str | None, split: str, path: str | Path | None = None, aliases: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
