@@ -284,6 +284,9 @@ def save_pretrained(model: MambaLM, folder: str | Path) -> Path:
             "headdim": c.headdim,
             "ngroups": c.ngroups,
             "chunk_size": c.chunk_size,
+            "rmsnorm": c.rmsnorm,
+            "norm_before_gate": c.norm_before_gate,
+            "dt_limit": list(c.dt_limit),
         }
     raw = {
         "d_model": c.d_model,

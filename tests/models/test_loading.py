@@ -99,3 +99,17 @@ def test_known_models_match_the_model_configs():
         cfg = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml")
         assert cfg.name == name
         assert cfg.name_or_path == repo_id
+
+
+def test_mamba2_round_trip_keeps_non_default_settings(tmp_path):
+    from tests.conftest import TINY2
+
+    config = TINY2.__class__(**{**TINY2.to_dict(), "dt_limit": (0.001, 0.5), "norm_before_gate": True})
+    model = build_model(config, seed=2).eval()
+    save_pretrained(model, tmp_path)
+    loaded = load_pretrained(str(tmp_path)).eval()
+    assert loaded.config.dt_limit == (0.001, 0.5)
+    assert loaded.config.norm_before_gate
+    ids = torch.randint(0, 64, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))
