@@ -16,7 +16,11 @@ from torch import Tensor
 from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_fwd_kernel
 
 # Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md). BLOCK_D channels x all states x BLOCK_T steps.
-CONFIG: dict[str, int | bool] = {"BLOCK_D": 16, "BLOCK_T": 16, "num_warps": 4, "bwd_num_warps": 4, "atomic_bc": False}
+# The backward holds ~3x the forward's live tiles, so it takes fewer channels per program (BLOCK_T must match: the
+# forward stores one state per BLOCK_T steps). ~16 tile elements per thread keep the backward out of local memory.
+CONFIG: dict[str, int | bool] = {
+    "BLOCK_D": 16, "BLOCK_T": 16, "num_warps": 4, "bwd_BLOCK_D": 8, "bwd_num_warps": 4, "atomic_bc": False,
+}  # fmt: skip
 
 
 def _strides3(t: Tensor | None) -> tuple[int, int, int]:
@@ -63,7 +67,7 @@ class _SelectiveScan(torch.autograd.Function):
         if need_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, h0, h_offset, y_offset, states)
             ctx.softplus = bool(softplus)
-            ctx.block = (block_d, block_t)
+            ctx.block = (int(CONFIG["bwd_BLOCK_D"]), block_t)
             ctx.h0_dtype = None if h0 is None else h0.dtype
         return (y, last) if return_last else y
 

@@ -22,4 +22,5 @@ def _small_triton_blocks(monkeypatch):
         from stateft.ops import scan_triton
 
         monkeypatch.setitem(scan_triton.CONFIG, "BLOCK_D", 4)
+        monkeypatch.setitem(scan_triton.CONFIG, "bwd_BLOCK_D", 2)
         monkeypatch.setitem(scan_triton.CONFIG, "BLOCK_T", 8)

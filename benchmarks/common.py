@@ -1,0 +1,72 @@
+"""Shared helpers for the benchmarks: model sizes from conf/model, method application, timing, result files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import yaml
+
+from stateft.models.config import MambaConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = ("130m", "370m", "790m", "1.4b", "2.8b")
+
+
+def model_config(size: str) -> MambaConfig:
+    """The architecture of ``mamba-<size>`` from conf/model (only MambaConfig's fields)."""
+    raw = yaml.safe_load((REPO / "conf" / "model" / f"mamba-{size}.yaml").read_text())
+    names = {f.name for f in dataclasses.fields(MambaConfig)}
+    return MambaConfig(**{k: v for k, v in raw.items() if k in names})
+
+
+def device_name() -> str:
+    if not torch.cuda.is_available():
+        return "cpu"
+    return torch.cuda.get_device_name().replace(" ", "-")
+
+
+def stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+def time_cuda(fn, warmup: int = 3, iters: int = 10) -> tuple[float, list[float]]:
+    """Median milliseconds of ``fn()`` over ``iters`` runs, CUDA events around each, after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times), times
+
+
+def write_results(name: str, payload: dict, markdown: str, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``<name>_<date>_<device>.json`` and ``.md`` under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = f"{name}_{stamp()}_{device_name()}"
+    meta = {"date": stamp(), "device": device_name(), "torch": torch.__version__, "git": _git_rev()}
+    json_path = out_dir / f"{base}.json"
+    json_path.write_text(json.dumps({"meta": meta, **payload}, indent=1))
+    md_path = out_dir / f"{base}.md"
+    md_path.write_text(f"<!-- {json.dumps(meta)} -->\n" + markdown)
+    return json_path, md_path
+
+
+def _git_rev() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+        ).stdout.strip()
+    except OSError:
+        return "unknown"

@@ -1,0 +1,27 @@
+#!/bin/bash
+# One device call: build the peer in the background, run the GPU tests, then time. Output under $OUT.
+#   bash benchmarks/run_gpu.sh PHASE...   phases: tests scan profile step130 stepall peerso
+set -uo pipefail
+export PYTHONPATH=.:.whl/site PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.used --format=csv | tee "$OUT/gpu.txt"
+if ls .peer/site/selective_scan_cuda*.so >/dev/null 2>&1; then
+  export PYTHONPATH=$PYTHONPATH:.peer/site; echo "peer: prebuilt"; touch /tmp/peer_done
+else
+  (MAX_JOBS=16 bash .peer/mamba_ssm_peer.sh build > "$OUT/peer_build.log" 2>&1; touch /tmp/peer_done) &
+fi
+wait_peer() { while [ ! -f /tmp/peer_done ]; do sleep 5; done; tail -2 "$OUT/peer_build.log" 2>/dev/null; }
+for phase in "$@"; do
+  echo "=== $phase $(date -u +%T)"
+  case $phase in
+    tests) timeout 240 python3 -m pytest tests/ops/test_scan_triton.py tests/ops/test_cross_entropy.py -m gpu -q -x 2>&1 | tee "$OUT/gpu_tests.log" | tail -4 ;;
+    peertests) wait_peer; timeout 120 python3 -m pytest tests/ops/test_scan_mamba_ssm.py -q 2>&1 | tail -3 ;;
+    scan) wait_peer; timeout 200 python3 benchmarks/scan_kernel.py 2>&1 | tee "$OUT/scan_kernel.log" | grep -v "^{" ;;
+    profile) timeout 100 python3 benchmarks/profile_step.py --size 130m --method state_offset_h 2>&1 | tee "$OUT/profile.log" | head -45 ;;
+    step130) wait_peer; timeout 240 python3 benchmarks/train_step.py --sizes 130m --out "$OUT" --name train_step_130m 2>&1 | tail -9 ;;
+    stepall) wait_peer; timeout 560 python3 benchmarks/train_step.py --out "$OUT" 2>&1 | tail -30 ;;
+    peerso) wait_peer; d=$(python3 -c "import mamba_ssm, os; print(os.path.dirname(os.path.dirname(mamba_ssm.__file__)))");
+      (cd "$d" && tar czf "$OUT/peer_site.tgz" mamba_ssm selective_scan_cuda*.so) && ls -la "$OUT/peer_site.tgz" ;;
+  esac
+done
+echo "=== end $(date -u +%T)"

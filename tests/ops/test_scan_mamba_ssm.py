@@ -1,0 +1,16 @@
+"""The optional mamba_ssm backend (kernel + offsets and initial state around it) vs the reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.ops.test_scan_triton import check, make_inputs
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mamba_ssm_backend(dtype):
+    pytest.importorskip("selective_scan_cuda")
+    check(make_inputs(2, 64, 16, 300, dtype, "cuda", h0="shared"), impl="mamba_ssm")
