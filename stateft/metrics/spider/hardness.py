@@ -7,6 +7,8 @@ Counted on the top-level query (see ``parse.top_select``):
 - others = [aggregations > 1] + [select columns > 1] + [WHERE conditions > 1] + [GROUP BY columns > 1], where the
   aggregation count keeps the official quirks: a negated WHERE condition counts as one, and so does every AND/OR
   connector and every negated condition of HAVING (HAVING's own aggregates do not count).
+Conditions are read as the official parser reads them (``parse.as_script_reads``: an OR after a column-valued
+comparison is swallowed).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 from stateft.metrics.spider.parse import (
     aggregate_id,
+    as_script_reads,
     count_aggregates,
     flatten,
     is_like,
@@ -45,15 +48,15 @@ def components(sql: str) -> Components:
     joins = select.args.get("joins") or []
     join_leaves, join_ops = [], []
     for join in joins:
-        leaves, ops = flatten(join.args.get("on"))
+        leaves, ops = as_script_reads(*flatten(join.args.get("on")))
         if leaves and join_leaves:
             join_ops.append("and")  # the script chains the ON conditions of successive joins with AND
         join_leaves += leaves
         join_ops += ops
     where = select.args.get("where")
     having = select.args.get("having")
-    where_leaves, where_ops = flatten(where.this if where else None)
-    having_leaves, having_ops = flatten(having.this if having else None)
+    where_leaves, where_ops = as_script_reads(*flatten(where.this if where else None))
+    having_leaves, having_ops = as_script_reads(*flatten(having.this if having else None))
     group = select.args.get("group")
     group_items = group.expressions if group else []
     order = select.args.get("order")

@@ -73,6 +73,29 @@ def flatten(condition: exp.Expression | None) -> tuple[list[exp.Expression], lis
     return [node], []
 
 
+def compared_to_column(leaf: exp.Expression) -> bool:
+    """True when a comparison's value is an unquoted column reference (``T1.a = T2.b``)."""
+    node = leaf.this if isinstance(leaf, exp.Not) else leaf
+    value = node.args.get("expression")
+    return isinstance(value, exp.Column) and not (isinstance(value.this, exp.Identifier) and value.this.quoted)
+
+
+def as_script_reads(leaves: list[exp.Expression], ops: list[str]) -> tuple[list[exp.Expression], list[str]]:
+    """The conditions the official parser keeps: it reads a column-valued condition's value up to the next AND or
+    clause keyword, so in ``T1.a = T2.b OR T1.a = T2.c`` the ``OR ...`` part is swallowed (and not counted)."""
+    if not leaves:
+        return leaves, ops
+    kept, kept_ops = [leaves[0]], []
+    swallowing = compared_to_column(leaves[0])
+    for op, leaf in zip(ops, leaves[1:]):
+        if swallowing and op == "or":
+            continue
+        kept.append(leaf)
+        kept_ops.append(op)
+        swallowing = compared_to_column(leaf)
+    return kept, kept_ops
+
+
 def is_negated(leaf: exp.Expression) -> bool:
     """``NOT IN``, ``NOT LIKE``, ``NOT BETWEEN``... (the scripts' ``not_op``)."""
     return isinstance(leaf, exp.Not)
