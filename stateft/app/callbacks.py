@@ -1,0 +1,184 @@
+"""Callbacks of a training run: best-epoch adapter, atomic checkpoints, predictions files, throughput, W&B samples."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from stateft.adapters import save_adapter
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes checkpoints to a temporary file in the same folder and renames it: a kill never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, payload: Any) -> Path:
+    """``json.dump`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    os.replace(tmp, path)
+    return path
+
+
+def write_predictions(path: Path, records: list[dict[str, Any]]) -> Path:
+    """One JSON object per line: ``{"index", "prediction", "example"}`` (``eval.py predictions=...`` reads it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        for i, r in enumerate(records):
+            row = {"index": r["example"].get("index", i), "prediction": r["prediction"], "example": r["example"]}
+            handle.write(json.dumps(row, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+class BestAdapter(L.Callback):
+    """After each validation: if ``monitor`` improved, save the adapter (only the trainable tensors) to ``directory``.
+
+    The best score travels in the Lightning checkpoint, so a resumed run keeps comparing against it.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        monitor: str,
+        mode: str,
+        method_cfg: dict,
+        base_model: dict,
+        extra_files: dict[str, Any] | None = None,
+    ) -> None:
+        self.directory, self.monitor, self.mode = Path(directory), monitor, mode
+        self.method_cfg, self.base_model, self.extra_files = method_cfg, base_model, extra_files or {}
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        if not self._better(value):
+            return
+        self.best, self.best_epoch = value, trainer.current_epoch
+        if trainer.is_global_zero:
+            self.save(pl_module)
+            pl_module.print(f"epoch {trainer.current_epoch}: {self.monitor}={value:.4f} (best) -> {self.directory}")
+        trainer.strategy.barrier("best_adapter")
+
+    def save(self, pl_module: L.LightningModule) -> Path:
+        """Write the current adapter (atomically) with the run's config files beside it."""
+        save_adapter(self.directory, pl_module.model, self.method_cfg, pl_module.trainable, self.base_model)
+        for name, payload in self.extra_files.items():
+            write_json_atomic(self.directory / name, payload)
+        return self.directory
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state_dict.get("best"), state_dict.get("best_epoch")
+
+
+class ValidationPredictions(L.Callback):
+    """Writes the latest validation predictions to ``predictions_val.jsonl`` (rank 0)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking and pl_module.predictions.get("val"):
+            write_predictions(self.path, pl_module.predictions["val"])
+
+
+class Throughput(L.Callback):
+    """Logs ``train/samples_per_sec`` and ``train/tokens_per_sec`` (all input tokens, padding included)."""
+
+    def __init__(self) -> None:
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        seconds = max(time.perf_counter() - self._start, 1e-9)
+        ids = batch["input_ids"]
+        world = trainer.world_size
+        pl_module.log_dict(
+            {
+                "train/samples_per_sec": ids.shape[0] * world / seconds,
+                "train/tokens_per_sec": ids.numel() * world / seconds,
+            },
+            on_step=True,
+            on_epoch=False,
+        )
+
+
+class SampleTable(L.Callback):
+    """A W&B table of the first ``n`` validation predictions after every validation (prompt, prediction, reference)."""
+
+    def __init__(self, logger: Any, tokenizer: Any, n: int = 8) -> None:
+        self.logger, self.tokenizer, self.n = logger, tokenizer, n
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        records = pl_module.predictions.get("val", [])[: self.n]
+        if not trainer.is_global_zero or trainer.sanity_checking or not records:
+            return
+        rows = []
+        for r in records:
+            example = {k: v for k, v in r["example"].items() if k != "index"}
+            prompt = self.tokenizer.decode(r.get("prompt_ids", []))[-500:]
+            rows.append([trainer.current_epoch, prompt, r["prediction"], json.dumps(example, default=str)[:500]])
+        try:
+            self.logger.log_table(
+                key="val/samples",
+                columns=["epoch", "prompt", "prediction", "reference"],
+                data=rows,
+                step=trainer.global_step,
+            )
+        except Exception as err:  # logging must never end a training run
+            pl_module.print(f"W&B: could not log the sample table ({type(err).__name__}: {err})")
+
+
+class LastCheckpoint(L.Callback):
+    """``checkpoints/last.ckpt`` every ``every_n_train_steps`` optimizer steps and after every epoch (post validation).
+
+    It holds the adapter, the optimizer and scheduler state, the loop progress and the callbacks' state: what
+    ``+resume=`` needs. Written atomically through ``AtomicCheckpointIO``.
+    """
+
+    def __init__(self, path: Path, every_n_train_steps: int = 0) -> None:
+        self.path, self.every = Path(path), every_n_train_steps
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.every > 0 and not trainer.fast_dev_run and trainer.global_step % self.every == 0:
+            trainer.save_checkpoint(self.path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.fast_dev_run:
+            trainer.save_checkpoint(self.path)

@@ -1,0 +1,177 @@
+"""Start-up checks: compose the config and validate it before anything heavy is imported.
+
+A misspelt key, an unknown method/dataset/model or a bad method option ends the program with ONE line naming the
+valid choices (exit code 2). Only Hydra and OmegaConf are imported here (about 0.3 s).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from stateft.app import resolvers  # noqa: F401  (registers ${lr_ladder:...})
+from stateft.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+HELP_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
+TOP_LEVEL_EXTRAS = {"resume", "ckpt_path"}  # keys the user adds with +key=... (not in conf/train.yaml)
+
+
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The options of a config group: ``conf/<group>/**/*.yaml`` without the suffix (``paper/glue``)."""
+    root = conf_dir / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def config_groups(conf_dir: Path = CONF_DIR) -> list[str]:
+    """Top-level config groups that a user selects on the command line (hydra/* is Hydra's own)."""
+    return sorted(p.name for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra")
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def check_choices(overrides: Sequence[Any], conf_dir: Path = CONF_DIR) -> None:
+    """Every ``group=option`` override names an existing option (sweeps: every value)."""
+    groups = set(config_groups(conf_dir))
+    for override in overrides:
+        key = override.key_or_group
+        if key not in groups or override.is_delete():
+            continue
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        valid = group_options(key, conf_dir)
+        for value in values:
+            if value is None:
+                raise UserError(f"{key}=null is not an option (~{key} drops it); choose one of: {', '.join(valid)}")
+            if str(value) not in valid:
+                raise UserError(f"unknown {key} {value!r}; choose one of: {', '.join(valid)}")
+
+
+def _first_value_overrides(overrides: Sequence[Any]) -> list[str]:
+    """Override strings for one composition: a sweep contributes its first value; hydra.* is left to Hydra."""
+    out = []
+    for o in overrides:
+        if o.key_or_group.startswith("hydra") or o.is_delete():
+            continue
+        if not o.is_sweep_override():
+            out.append(o.input_line)
+            continue
+        prefix = {"ADD": "+", "FORCE_ADD": "++"}.get(o.type.name, "")
+        value = next(iter(o.sweep_string_iterator()))
+        out.append(f"{prefix}{o.key_or_group}{'@' + o.package if o.package else ''}={value}")
+    return out
+
+
+def compose_checked(config_name: str, overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with ``overrides`` (no sweeps), turning errors into one-line UserErrors."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as err:
+        raise UserError(f"cannot parse the command line: {_one_line(err)}") from None
+    check_choices(parsed, conf_dir)
+    plain = _first_value_overrides(parsed)
+    groups = set(config_groups(conf_dir))
+    choices = [
+        s
+        for s, o in zip(plain, [p for p in parsed if not p.key_or_group.startswith("hydra")])
+        if o.key_or_group in groups
+    ]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+        try:
+            base = compose(config_name, overrides=choices)
+        except (HydraException, OmegaConfBaseException) as err:
+            raise UserError(_one_line(err)) from None
+        for o in parsed:
+            if o.key_or_group.startswith("hydra") or o.key_or_group in groups or o.type.name != "CHANGE":
+                continue
+            _check_key(base, o.key_or_group)
+        try:
+            cfg = compose(config_name, overrides=plain)
+        except (HydraException, OmegaConfBaseException) as err:
+            raise UserError(_one_line(err)) from None
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def _check_key(cfg: DictConfig, dotted: str) -> None:
+    node: Any = cfg
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig) or part not in node:
+            where = ".".join(parts[:i]) or "the top level"
+            valid = ", ".join(str(k) for k in node.keys()) if isinstance(node, DictConfig) else "(not a mapping)"
+            hint = " (to add a new key use +" + dotted + "=...)" if i == len(parts) - 1 else ""
+            raise UserError(f"unknown key {dotted!r}{hint}; valid keys of {where}: {valid}")
+        node = node._get_node(part)
+
+
+def _validate_method_cfg(node: Any) -> Any:
+    """``stateft.methods.configs.validate_method_cfg`` without importing the ``stateft.methods`` package, whose
+    ``__init__`` imports torch and every method (1.5 s): the module is loaded from its file under its own name, so a
+    later ``import stateft.methods`` reuses it (same dataclasses)."""
+    import importlib.util
+
+    name = "stateft.methods.configs"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "methods" / "configs.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name].validate_method_cfg(node)
+
+
+def validate_cfg(cfg: DictConfig) -> None:
+    """Checks that need the composed config: method options (typed), learning rate, extra top-level keys."""
+
+    if "method" in cfg and cfg.method is not None:
+        if cfg.method.get("lr") is None:  # experiment=paper/* found no paper value for this (method, dataset)
+            dataset = OmegaConf.select(cfg, "dataset.name")
+            raise UserError(
+                f"no learning rate for {cfg.method.name} on {dataset} (the papers report none); "
+                "pass method.lr=... (or run sweep=lr_grid to find one)"
+            )
+        _validate_method_cfg(cfg.method)
+    optim = cfg.get("optim")
+    if optim is not None:
+        lr = optim.get("lr")
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+            raise UserError(f"optim.lr must be a positive number, got {lr!r} (set method.lr=... or optim.lr=...)")
+    resume = cfg.get("resume") or cfg.get("ckpt_path")
+    if resume is not None and not Path(str(resume)).expanduser().exists():
+        raise UserError(f"resume checkpoint {resume} does not exist (pass a last.ckpt or the run directory)")
+
+
+def preflight(config_name: str, argv: Sequence[str]) -> None:
+    """Compose and validate the command line's config; on a UserError print one line and exit 2."""
+    if HELP_FLAGS.intersection(argv):
+        return
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(list(argv))
+    if args.config_name not in (None, config_name) or args.config_dir is not None:
+        return  # a user's own config tree: let Hydra report
+    try:
+        cfg = compose_checked(config_name, args.overrides)
+        validate_cfg(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain Python (for loggers and saved run configs)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]

@@ -1,0 +1,121 @@
+"""``evaluate(cfg)``: a saved adapter on its dataset's test (or validation) split, or a predictions file alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from stateft.errors import UserError
+
+RUN_CONFIG = "run_config.json"  # written by train.py beside the adapter: the dataset (and everything else) it used
+
+
+def _run_config_near(path: Path) -> dict[str, Any] | None:
+    """The training run's config for an adapter dir or a predictions file (adapter/run_config.json)."""
+    for candidate in (path / RUN_CONFIG, path.parent / "adapter" / RUN_CONFIG, path.parent / RUN_CONFIG):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    return None
+
+
+def _dataset_node(cfg: DictConfig, near: Path) -> Any:
+    if cfg.get("dataset") is not None:
+        return cfg.dataset
+    run_config = _run_config_near(near)
+    if run_config is None or "dataset" not in run_config:
+        raise UserError(f"cannot tell which dataset {near} belongs to; pass dataset=<name> (e.g. dataset=glue_rte)")
+    return OmegaConf.create(run_config["dataset"])
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """Rows of a predictions JSONL (``{"index", "prediction", "example"}`` per line)."""
+    if not path.is_file():
+        raise UserError(f"predictions file {path} does not exist")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows.append({"prediction": str(row["prediction"]), "example": dict(row["example"])})
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise UserError(f"{path}:{number} is not a predictions row (JSON with prediction and example)") from None
+    return rows
+
+
+def score_predictions(path: Path, dataset_cfg: Any) -> dict[str, float]:
+    """Score a predictions file with its benchmark's metric; no model is built."""
+    from hydra.utils import instantiate
+
+    rows = read_predictions(path)
+    task = instantiate(dataset_cfg).task
+    scores = task.score([r["prediction"] for r in rows], [r["example"] for r in rows])
+    return {f"{path.stem.removeprefix('predictions_')}/{k}": float(v) for k, v in scores.items()}
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.adapter`` on ``cfg.split``, or score ``cfg.predictions``; writes ``metrics.json``
+    (and ``predictions_<split>.jsonl``) to ``cfg.output_dir``."""
+    from stateft.app.callbacks import write_json_atomic, write_predictions
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.get("predictions"):
+        path = Path(str(cfg.predictions)).expanduser()
+        metrics = score_predictions(path, _dataset_node(cfg, path))
+        write_json_atomic(out / "metrics.json", metrics)
+        _print(metrics, out)
+        return metrics
+    if not cfg.get("adapter"):
+        raise UserError("pass adapter=PATH (an adapter directory) or predictions=PATH (a predictions JSONL)")
+    if cfg.split not in ("test", "validation"):
+        raise UserError(f"split must be test or validation, got {cfg.split!r}")
+    records, metrics = _run_adapter(cfg, Path(str(cfg.adapter)).expanduser())
+    write_json_atomic(out / "metrics.json", metrics)
+    write_predictions(out / f"predictions_{cfg.split}.jsonl", records)
+    _print(metrics, out)
+    return metrics
+
+
+def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from stateft.adapters import load_adapter, read_adapter_config
+    from stateft.app.data import ResumableDataModule
+    from stateft.lit_module import FineTuneModule
+    from stateft.models.loading import model_from_config
+    from stateft.tokenizer import load_tokenizer
+
+    meta = read_adapter_config(adapter)
+    model_cfg = cfg.model if cfg.get("model") is not None else OmegaConf.create(meta["base_model"])
+    L.seed_everything(cfg.seed)
+    model = model_from_config(model_cfg)
+    trainable = load_adapter(adapter, model)
+    datamodule = ResumableDataModule(instantiate(_dataset_node(cfg, adapter)))
+    tokenizer = load_tokenizer(model_cfg.get("tokenizer") or "EleutherAI/gpt-neox-20b")
+    module = FineTuneModule(model, trainable, {"lr": 0.0, "weight_decay": 0.0}, datamodule.task, tokenizer)
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    stage = "test" if cfg.split == "test" else "val"
+    if stage == "test":
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    else:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = {k.replace("val/", "validation/", 1): v for k, v in module.metrics.get(stage, {}).items()}
+    return module.predictions.get(stage, []), {
+        **metrics,
+        "adapter": str(adapter),
+        "split": cfg.split,
+        "method": meta["method"]["name"],
+    }
+
+
+def _print(metrics: dict[str, Any], out: Path) -> None:
+    print(", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    print(f"metrics and predictions in {out}")
+
+
+__all__ = ["evaluate", "read_predictions", "score_predictions"]

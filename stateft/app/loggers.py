@@ -1,0 +1,112 @@
+"""Experiment loggers from ``conf/logger/*``; W&B falls back to offline instead of hanging or failing the run."""
+
+from __future__ import annotations
+
+import netrc
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def wandb_credentials() -> str | None:
+    """Where a W&B API key comes from (``WANDB_API_KEY`` or ~/.netrc), or None when there is none."""
+    if os.environ.get("WANDB_API_KEY"):
+        return "WANDB_API_KEY"
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        if path.exists() and netrc.netrc(str(path)).authenticators(host):
+            return str(path)
+    except (netrc.NetrcParseError, OSError):
+        return None
+    return None
+
+
+def _wandb_logger(node: DictConfig) -> Any:
+    """A WandbLogger whose run has started: online when possible, otherwise offline with a note on syncing."""
+    from hydra.utils import instantiate
+
+    mode = os.environ.get("WANDB_MODE", "")
+    offline = bool(node.get("offline")) or mode in ("offline", "dryrun")
+    if not offline and mode != "disabled" and wandb_credentials() is None:
+        print("W&B: no API key (set WANDB_API_KEY or run `wandb login`): logging offline", file=sys.stderr)
+        offline = True
+    os.environ.setdefault("WANDB_INIT_TIMEOUT", "60")  # an unreachable server errors out instead of hanging
+    logger = instantiate(node, offline=offline)
+    try:
+        logger.experiment  # starts the run now, so a failure is handled here  # noqa: B018
+        return logger
+    except Exception as err:
+        if offline:
+            raise
+        print(
+            f"W&B: cannot start an online run ({type(err).__name__}: {str(err)[:160]}); logging offline",
+            file=sys.stderr,
+        )
+        return instantiate(node, offline=True)
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    """Instantiate every logger under ``cfg.logger`` (``logger=null``: none)."""
+    from hydra.utils import instantiate
+
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        loggers.append(_wandb_logger(node) if name == "wandb" else instantiate(node))
+    return loggers
+
+
+def log_run_info(loggers: list[Any], cfg: DictConfig, counts: dict[str, float]) -> None:
+    """The resolved config and the trainable-parameter counts, to every logger."""
+    params = OmegaConf.to_container(cfg, resolve=True)
+    params.pop("hydra", None)
+    for logger in loggers:
+        try:
+            logger.log_hyperparams({**params, **counts})
+            if _is_wandb(logger):
+                logger.experiment.summary.update(counts)
+        except Exception as err:  # a logger problem must not end the run
+            print(f"{type(logger).__name__}: could not log the config ({type(err).__name__}: {err})", file=sys.stderr)
+
+
+def _is_wandb(logger: Any) -> bool:
+    return type(logger).__name__ == "WandbLogger"
+
+
+def finish_wandb(loggers: list[Any], adapter_dir: Path | None, artifact_name: str) -> list[str]:
+    """Upload the adapter as a W&B artifact, close the run; returns lines to print (where it went, how to sync)."""
+    lines: list[str] = []
+    for logger in loggers:
+        if not _is_wandb(logger):
+            continue
+        try:
+            import wandb
+
+            run = logger.experiment
+            if adapter_dir is not None and Path(adapter_dir).exists():
+                artifact = wandb.Artifact(artifact_name, type="adapter")
+                artifact.add_dir(str(adapter_dir))
+                run.log_artifact(artifact)
+            run_dir = Path(run.dir).parent
+            offline = getattr(run.settings, "_offline", False) or run.settings.mode in ("offline", "dryrun")
+            lines.append(
+                f"W&B: offline run in {run_dir}; upload it with: wandb sync {run_dir}" if offline else f"W&B: {run.url}"
+            )
+        except Exception as err:
+            lines.append(f"W&B: could not finish the run ({type(err).__name__}: {err})")
+    return lines
+
+
+def close_wandb() -> None:
+    """``wandb.finish()`` if a run is open: called in a ``finally`` so one failing job does not break a multirun."""
+    if "wandb" in sys.modules:
+        try:
+            sys.modules["wandb"].finish()
+        except Exception:  # closing is best effort
+            pass

@@ -1,0 +1,204 @@
+"""``train(cfg)``: build the model, apply the method, fit, test the best epoch, save the adapter and the results.
+
+Files of a run (``cfg.output_dir``): ``adapter/`` (best epoch, adapter only, with ``run_config.json``),
+``checkpoints/last.ckpt`` (resume), ``metrics.json``, ``predictions_val.jsonl``, ``predictions_test.jsonl``,
+logger folders (``csv/``, ``wandb/``, ``tensorboard/``) and Hydra's ``.hydra/`` and ``train.log``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from stateft.app.checks import to_container
+from stateft.errors import UserError
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: ``+resume=`` / ``+ckpt_path=`` (a .ckpt file or a run directory)."""
+    value = cfg.get("resume") or cfg.get("ckpt_path")
+    if value is None:
+        return None
+    path = Path(str(value)).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path} (pass a last.ckpt or the run directory that holds checkpoints/)")
+    return str(path)
+
+
+def dry_run(cfg: DictConfig) -> dict[str, Any]:
+    """Build the model on the meta device (no download), apply the method, print the parameter summary."""
+    from stateft.models.lm import count_parameters, format_parameter_summary
+    from stateft.models.loading import model_from_config
+
+    model = model_from_config(cfg.model, device="meta")
+    _apply(cfg, model, train_batches=None)
+    print(format_parameter_summary(model))
+    trainable, total = count_parameters(model)
+    return {"params/trainable": trainable, "params/total": total}
+
+
+def _apply(cfg: DictConfig, model: Any, train_batches: Any) -> list[str]:
+    from stateft.methods import apply_method
+
+    try:
+        return apply_method(cfg.method.name, model, cfg.method, train_batches=train_batches)
+    except NotImplementedError as err:  # e.g. sdt on Mamba-2: a choice the user can change
+        raise UserError(f"method {cfg.method.name} on {cfg.model.name}: {err}") from None
+
+
+def load_adapter_weights(directory: Path, model: Any, names: list[str]) -> None:
+    """Copy a saved adapter's tensors into a model that already has the method applied."""
+    import torch
+    from safetensors.torch import load_file
+
+    from stateft.adapters import WEIGHTS_NAME
+
+    tensors = load_file(str(Path(directory) / WEIGHTS_NAME))
+    if set(tensors) != set(names):
+        raise UserError(f"adapter {directory} does not hold this run's trainable tensors")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in names:
+            params[name].copy_(tensors[name])
+
+
+def _carry_best_adapter(ckpt_path: Path, target: Path) -> None:
+    """A resumed run keeps comparing against the interrupted run's best epoch: start from its adapter/."""
+    import shutil
+
+    previous = ckpt_path.parent.parent / "adapter"
+    if previous.is_dir() and previous.resolve() != target.resolve() and not target.exists():
+        shutil.copytree(previous, target)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fine-tune, test the best epoch, write the results; returns the metrics (also in ``metrics.json``)."""
+    if cfg.dry_run:
+        return dry_run(cfg)
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from stateft.app import callbacks as cb
+    from stateft.app.data import ResumableDataModule, TrainBatches
+    from stateft.app.loggers import build_loggers, close_wandb, finish_wandb, log_run_info
+    from stateft.lit_module import FineTuneModule
+    from stateft.models.lm import count_parameters, format_parameter_summary
+    from stateft.models.loading import model_from_config
+    from stateft.tokenizer import load_tokenizer
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resume_checkpoint(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    model = model_from_config(cfg.model)
+    tokenizer = load_tokenizer(cfg.model.tokenizer)
+    datamodule = ResumableDataModule(instantiate(cfg.dataset))
+    trainable = _apply(cfg, model, TrainBatches(datamodule))
+    print(format_parameter_summary(model))
+    n_trainable, n_total = count_parameters(model)
+    counts = {
+        "params/trainable": n_trainable,
+        "params/total": n_total,
+        "params/trainable_pct": 100 * n_trainable / n_total,
+    }
+
+    module = FineTuneModule(model, trainable, to_container(cfg.optim), datamodule.task, tokenizer)
+    run_config = {k: v for k, v in to_container(cfg).items() if k != "hydra"}
+    best = cb.BestAdapter(
+        out / "adapter",
+        cfg.checkpoint.monitor,
+        cfg.checkpoint.mode,
+        model.peft_config,
+        to_container(cfg.model),
+        extra_files={"run_config.json": run_config},
+    )
+    loggers = build_loggers(cfg)
+    callbacks: list[Any] = [
+        best,
+        cb.ValidationPredictions(out / "predictions_val.jsonl"),
+        cb.Throughput(),
+        cb.LastCheckpoint(out / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_train_steps),
+    ]
+    if loggers:
+        callbacks.append(L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"))
+    callbacks += [
+        cb.SampleTable(lg, tokenizer, cfg.samples_per_validation)
+        for lg in loggers
+        if type(lg).__name__ == "WandbLogger"
+    ]
+    trainer = instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[cb.AtomicCheckpointIO()],
+        enable_checkpointing=False,
+    )
+    log_run_info(loggers, cfg, counts)
+    if ckpt_path is not None:
+        _carry_best_adapter(Path(ckpt_path), best.directory)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        if best.best is None and trainer.is_global_zero:  # no validation ran (e.g. a learning-rate sweep)
+            best.save(module)
+        trainer.strategy.barrier("adapter_saved")
+        metrics: dict[str, Any] = {
+            **counts,
+            "lr": float(cfg.optim.lr),
+            "best_epoch": best.best_epoch,
+            cfg.checkpoint.monitor + "_best": best.best,
+        }
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+        if cfg.test:
+            load_adapter_weights(best.directory, model, trainable)
+            trainer.test(module, datamodule=datamodule, verbose=False)
+            metrics.update(module.metrics.get("test", {}))
+        metrics.update(module.metrics.get("val", {}) and {"last_" + k: v for k, v in module.metrics["val"].items()})
+        lines = finish_wandb(loggers, best.directory, f"adapter-{cfg.method.name}-{cfg.dataset.name}")
+        if trainer.is_global_zero:
+            _write_results(out, metrics, module)
+            _print_report(cfg, out, metrics, module.epoch_losses, lines)
+        return metrics
+    finally:
+        close_wandb()
+
+
+def _write_results(out: Path, metrics: dict[str, Any], module: Any) -> None:
+    from stateft.app.callbacks import write_json_atomic, write_predictions
+
+    write_json_atomic(out / "metrics.json", metrics)
+    if module.predictions.get("test"):
+        write_predictions(out / "predictions_test.jsonl", module.predictions["test"])
+
+
+def _print_report(
+    cfg: DictConfig, out: Path, metrics: dict[str, Any], losses: list[float], extra_lines: list[str]
+) -> None:
+    shown = {k: v for k, v in metrics.items() if k.startswith("test/") or k.endswith("_best")}
+    print("\n" + "-" * 80)
+    if losses:
+        print("training loss by epoch: " + " -> ".join(f"{x:.3f}" for x in losses))
+    print("results: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items() if isinstance(v, (int, float))))
+    print(f"run directory:   {out}")
+    print(f"adapter:         {out / 'adapter'}")
+    print(f"metrics:         {out / 'metrics.json'}")
+    if (out / "predictions_test.jsonl").exists():
+        print(f"predictions:     {out / 'predictions_test.jsonl'}")
+    print(f"resume with:     python train.py +resume={out}  (plus the same overrides)")
+    print(f"evaluate with:   python eval.py adapter={out / 'adapter'}")
+    for line in extra_lines:
+        print(line)
+    if cfg.get("next_steps"):
+        print("next, try:")
+        for line in cfg.next_steps:
+            print(f"  {line}")
+    sys.stdout.flush()
+
+
+def config_summary(cfg: DictConfig) -> str:
+    """One line naming the run (printed at start-up)."""
+    return f"{cfg.method.name} on {cfg.dataset.name} with {cfg.model.name}, lr={OmegaConf.select(cfg, 'optim.lr')}"

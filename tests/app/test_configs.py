@@ -1,0 +1,154 @@
+"""Config tree: every combination composes and validates; errors are one line; start-up stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from stateft.app.checks import CONF_DIR, group_options, validate_cfg
+from stateft.app.resolvers import lr_ladder
+from tests.app.conftest import DATASETS, METHODS, PYTHON, REPO, subprocess_env
+
+
+@pytest.fixture(scope="module")
+def hydra_ctx():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
+
+
+def test_groups_have_the_required_options():
+    assert {"default", "gpu", "ddp", "debug"} <= set(group_options("trainer"))
+    assert {"wandb", "csv", "tensorboard", "none"} <= set(group_options("logger"))
+    assert {f"glue_{t}" for t in ("rte", "mrpc", "cola", "sst2", "qnli", "qqp", "mnli")} | {
+        "samsum",
+        "dart",
+        "spider",
+    } <= set(DATASETS)
+    assert "lr_grid" in group_options("sweep")
+    assert {"demo", "paper/glue", "paper/dart", "paper/samsum", "paper/spider"} <= set(group_options("experiment"))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_composes_with_every_dataset(hydra_ctx, method):
+    for dataset in DATASETS:
+        cfg = compose("train", overrides=[f"method={method}", f"dataset={dataset}", "output_dir=/tmp/x"])
+        validate_cfg(cfg)
+        assert cfg.method.name == method
+        assert cfg.optim.lr == cfg.method.lr
+        assert cfg.optimized_metric == f"val/{cfg.dataset.metric}"
+
+
+@pytest.mark.parametrize("experiment", [e for e in group_options("experiment") if e != "paper/common"])
+def test_every_experiment_composes(hydra_ctx, experiment):
+    cfg = compose("train", overrides=[f"experiment={experiment}", "method=state_offset_h", "output_dir=/tmp/x"])
+    validate_cfg(cfg)
+
+
+@pytest.mark.parametrize(
+    ("family", "dataset", "method", "lr", "epochs"),
+    [
+        ("glue", "glue_cola", "lora", 4e-5, 10),
+        ("glue", "glue_mnli", "state_offset_h", 4e-4, 3),
+        ("glue", "glue_qqp", "state_offset_h", 4e-5, 3),
+        ("spider", None, "state_offset_h", 2e-4, 10),
+        ("samsum", None, "init_state", 2e-4, 10),
+        ("dart", None, "sdt", 4e-2, 10),
+    ],
+)
+def test_paper_experiments_set_the_papers_recipe(hydra_ctx, family, dataset, method, lr, epochs):
+    overrides = [f"experiment=paper/{family}", f"method={method}", "output_dir=/tmp/x"]
+    cfg = compose("train", overrides=overrides + ([f"dataset={dataset}"] if dataset else []))
+    assert cfg.optim.lr == pytest.approx(lr)
+    assert cfg.trainer.max_epochs == epochs
+    assert cfg.dataset.batch_size == 4
+    assert cfg.optim.weight_decay == 0.0
+    assert cfg.optim.warmup_ratio == 0.0
+    assert cfg.optim.schedule == "linear"
+    assert cfg.trainer.gradient_clip_val == 1.0
+    if family != "glue":
+        assert (cfg.dataset.num_beams, cfg.dataset.max_new_tokens) == (5, 1024)
+    assert cfg.model.name == ("mamba-130m" if family in ("glue", "dart") else "mamba-1.4b")
+
+
+def test_paper_experiment_without_a_reported_lr_asks_for_one(hydra_ctx):
+    from stateft.errors import UserError
+
+    cfg = compose("train", overrides=["experiment=paper/glue", "method=prompt", "output_dir=/tmp/x"])
+    with pytest.raises(UserError, match="pass method.lr="):
+        validate_cfg(cfg)
+    cfg = compose("train", overrides=["experiment=paper/glue", "method=prompt", "method.lr=1e-2", "output_dir=/x"])
+    validate_cfg(cfg)
+
+
+def test_lr_ladder_is_the_papers_grid():
+    values = [float(v) for v in lr_ladder(1e-5, 0.4).split(",")]
+    assert values[0] == 1e-5
+    assert values[-1] == 0.4
+    assert len(values) == 15
+    assert all(float(f"{v:.0e}"[0]) in (1, 2, 4) for v in values)
+    assert lr_ladder(1e-3, 4e-3) == "0.001,0.002,0.004"
+
+
+def test_sweep_config_sets_the_search(hydra_ctx):
+    cfg = compose("train", overrides=["sweep=lr_grid", "method=lora", "output_dir=/tmp/x"], return_hydra_config=True)
+    assert cfg.trainer.max_epochs == 1
+    assert cfg.dataset.subset_size == 1000
+    assert cfg.test is False
+    assert cfg.hydra.sweeper.params["optim.lr"] == lr_ladder(1e-5, 0.4)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+
+
+def _cli(*args: str, script: str = "train.py") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, script, *args], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["method=lorra"], ["unknown method 'lorra'", "state_offset_h", "lora"]),
+        (["dataset=glue_rtee"], ["unknown dataset 'glue_rtee'", "glue_rte", "spider"]),
+        (["model=mamba-9b"], ["unknown model 'mamba-9b'", "mamba-1.4b"]),
+        (["method=lora", "method.rnak=8"], ["unknown key 'method.rnak'", "r, alpha"]),
+        (["method=lora", "+method.rnak=8"], ["rnak", "valid options", "target_modules"]),
+        (["method=lora", "method.r=eight"], ["'r'", "valid options"]),
+    ],
+)
+def test_config_errors_are_one_line_naming_the_choices(args, expected):
+    result = _cli(*args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for text in expected:
+        assert text in lines[0]
+
+
+def test_help_and_config_errors_answer_fast_without_torch():
+    start = time.perf_counter()
+    result = _cli("--help")
+    help_seconds = time.perf_counter() - start
+    assert result.returncode == 0
+    assert "method" in result.stdout
+    probe = (
+        "import sys; from stateft.app.checks import compose_checked, validate_cfg;"
+        "validate_cfg(compose_checked('train', ['method=lora', 'output_dir=/tmp/x']));"
+        "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    )
+    imported = subprocess.run([PYTHON, "-c", probe], cwd=REPO, env=subprocess_env(), capture_output=True, text=True)
+    assert imported.stdout.strip() == "[]", imported.stderr
+    assert help_seconds < 4.0  # about a second on an idle core; shared CI cores get slack
+
+
+def test_dry_run_prints_peft_summary_without_weights(compose, capsys, tmp_path):
+    from stateft.app.training import train
+
+    cfg = compose("train", ["model=mamba-1.4b", "method=lora", "dry_run=true", f"output_dir={tmp_path}"])
+    train(cfg)
+    assert "trainable params: 6,402,048 || all params: 1,378,580,480 || trainable%: 0.4644" in capsys.readouterr().out
