@@ -39,6 +39,7 @@ class TextToTextDataModule(L.LightningDataModule):
 
     hub_id: str = ""
     hub_config: str | None = None
+    hub_revision: str | None = None
     eval_splits: tuple[str, ...] = ("validation",)  # hub splits used as the test set (clean) / val+test (paper)
     paper_eval_splits: tuple[str, ...] | None = None  # when the paper evaluated elsewhere (SAMSum: test)
 
@@ -75,7 +76,7 @@ class TextToTextDataModule(L.LightningDataModule):
     # ---- subclass interface -------------------------------------------------------------------------------------
     def load_rows(self, split: str) -> list[dict[str, Any]]:
         """Rows of a hub split (``train``, ``validation``...) from ``self.path`` or the hub."""
-        return load_split(self.hub_id, self.hub_config, split, self.path)
+        return load_split(self.hub_id, self.hub_config, split, self.path, revision=self.hub_revision)
 
     def format(self, row: dict[str, Any], train: bool) -> list[Example]:
         """The examples made from one row (DART training makes one per reference, everything else one)."""
@@ -129,7 +130,8 @@ class TextToTextDataModule(L.LightningDataModule):
 
     def _key_options(self, split: str) -> dict[str, Any]:
         return {
-            "class": type(self).__qualname__, "name": self.name, "hub_id": self.hub_id, "hub_config": self.hub_config,
+            "class": type(self).__qualname__, "name": self.name,
+            "hub": [self.hub_id, self.hub_config, self.hub_revision],
             "path": str(self.path), "files": cache.fingerprint_path(self.path), "protocol": self.protocol,
             "split": split, "seed": self.seed, "subset_size": self.subset_size, "max_length": self.max_length,
             "max_eval_examples": self.max_eval_examples, "tokenizer": self._tokenizer_fingerprint(),

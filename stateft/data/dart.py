@@ -41,13 +41,13 @@ def format_dart(row: dict[str, Any], train: bool) -> list[Example]:
 class DartDataModule(TextToTextDataModule):
     """``Yale-LILY/dart``; local data may be the raw release (``dart-v1.1.1-full-{train,dev,test}.json``)."""
 
-    def __init__(self, hub_id: str = "Yale-LILY/dart", **kwargs: Any) -> None:
-        self.hub_id = hub_id
+    def __init__(self, hub_id: str = "Yale-LILY/dart", hub_revision: str | None = None, **kwargs: Any) -> None:
+        self.hub_id, self.hub_revision = hub_id, hub_revision
         super().__init__(**kwargs)
 
     def load_rows(self, split: str) -> list[dict[str, Any]]:
         alias = {"validation": ("*-dev",), "train": ("*-train",), "test": ("*-test",)}[split]
-        rows = load_split(self.hub_id, self.hub_config, split, self.path, aliases=alias)
+        rows = load_split(self.hub_id, self.hub_config, split, self.path, aliases=alias, revision=self.hub_revision)
         require_fields(rows, ("tripleset", "annotations"), f"dart {split}")
         return rows
 

@@ -36,19 +36,25 @@ def resolve_path(path: str | Path | None) -> Path | None:
 
 
 def load_split(
-    hub_id: str, config: str | None, split: str, path: str | Path | None = None, aliases: tuple[str, ...] = ()
+    hub_id: str,
+    config: str | None,
+    split: str,
+    path: str | Path | None = None,
+    aliases: tuple[str, ...] = (),
+    revision: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of ``split`` from ``path`` when given, else from the hub (``datasets.load_dataset(hub_id, config)``)."""
+    """Rows of ``split`` from ``path`` when given, else from the hub (``datasets.load_dataset(hub_id, config)``;
+    ``revision`` e.g. ``refs/convert/parquet`` for datasets that are only a loading script on their main branch)."""
     if path is not None:
         return _load_local(Path(path).expanduser(), split, aliases)
-    return _load_hub(hub_id, config, split)
+    return _load_hub(hub_id, config, split, revision)
 
 
-def _load_hub(hub_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
+def _load_hub(hub_id: str, config: str | None, split: str, revision: str | None = None) -> list[dict[str, Any]]:
     import datasets
 
     try:
-        ds = datasets.load_dataset(hub_id, config, split=split)
+        ds = datasets.load_dataset(hub_id, config, split=split, revision=revision)
     except Exception as err:  # offline, gated, renamed: all end the same way for the user
         name = f"{hub_id}" + (f" ({config})" if config else "")
         raise UserError(

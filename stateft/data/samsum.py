@@ -24,8 +24,8 @@ class SamsumDataModule(TextToTextDataModule):
 
     paper_eval_splits = ("test",)
 
-    def __init__(self, hub_id: str = "knkarthick/samsum", **kwargs: Any) -> None:
-        self.hub_id = hub_id
+    def __init__(self, hub_id: str = "knkarthick/samsum", hub_revision: str | None = None, **kwargs: Any) -> None:
+        self.hub_id, self.hub_revision = hub_id, hub_revision
         super().__init__(**kwargs)
 
     def load_rows(self, split: str) -> list[dict[str, Any]]:

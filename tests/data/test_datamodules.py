@@ -174,6 +174,31 @@ def test_shared_real_data_from_save_to_disk(make_dm):
     assert sum(len(it["example"]["references"]) for it in items) == 6980
 
 
+def test_spider_release_folder_with_real_schemas(make_dm):
+    # the shared folder holds dev.json and tables.json as in the Spider release
+    dm = make_dm(SpiderDataModule, name="spider", metric="exec_acc", path=str(SHARED_DATA / "spider"), protocol="paper")
+    items = dm.split_items("test")
+    assert len(items) == 1034
+    assert dm.dropped["test"] == 0  # no dev example reaches 1536 tokens
+    first = items[0]["example"]
+    assert (first["db_id"], first["question"]) == ("concert_singer", "How many singers do we have?")
+    schema = (
+        "stadium: stadium_id number ,  location text ,  name text ,  capacity number ,  highest number ,  "
+        "lowest number ,  average number ,  foreign:  ,  primary: stadium_id | "
+        "singer: singer_id number ,  name text ,  country text ,  song_name text ,  song_release_year text ,  "
+        "age number ,  is_male others ,  foreign:  ,  primary: singer_id | "
+        "concert: concert_id number ,  concert_name text ,  theme text ,  stadium_id text ,  year text ,  "
+        "foreign: stadium_id from stadium ,  primary: concert_id | "
+        "singer_in_concert: concert_id number ,  singer_id text ,  "
+        "foreign: singer_id from singer , concert_id from concert ,  primary: concert_id"
+    )
+    prompt = "Create a sql request for the following question and schema:\n###"
+    prompt += "Question: How many singers do we have?\\Schema: " + schema + "\n###"
+    assert dm.tokenizer.decode(items[0]["prompt_ids"]) == prompt
+    target = dm.tokenizer.decode(items[0]["target_ids"], skip_special_tokens=False)
+    assert target == "select count(*) from singer<|endoftext|>"
+
+
 def test_local_file_formats(make_dm, tmp_path):
     import json
 
