@@ -55,7 +55,7 @@ def _batches_done_this_epoch(trainer: L.Trainer) -> int:
     return loop.epoch_loop.batch_progress.current.completed
 
 
-def _rebuild(loader: DataLoader, sampler: Sampler) -> DataLoader:
+def _rebuild(loader: DataLoader, sampler: Sampler, generator: torch.Generator | None = None) -> DataLoader:
     return DataLoader(
         loader.dataset,
         batch_size=loader.batch_size,
@@ -64,6 +64,7 @@ def _rebuild(loader: DataLoader, sampler: Sampler) -> DataLoader:
         num_workers=loader.num_workers,
         pin_memory=loader.pin_memory,
         drop_last=loader.drop_last,
+        generator=generator,
     )
 
 
@@ -107,7 +108,9 @@ class ResumableDataModule(L.LightningDataModule):
         trainer = self.trainer
         skip = (lambda: _batches_done_this_epoch(trainer)) if trainer is not None else (lambda: 0)
         sampler = ResumableSampler(len(loader.dataset), self.seed, loader.batch_size, rank, world, skip)
-        return _rebuild(loader, sampler)
+        # its own generator: creating the iterator (also right after a resume) then draws no number from the global
+        # RNG, whose restored state the training steps (dropout) must see unchanged
+        return _rebuild(loader, sampler, torch.Generator().manual_seed(self.seed))
 
     def _eval_loader(self, loader: DataLoader) -> DataLoader:
         rank, world = self._rank_world()

@@ -8,6 +8,7 @@ logger folders (``csv/``, ``wandb/``, ``tensorboard/``) and Hydra's ``.hydra/`` 
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = resume_checkpoint(cfg)
+    # stateft.app.data skips the batches a mid-epoch checkpoint already trained on: the loader is resumable
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     L.seed_everything(cfg.seed, workers=True)
     model = model_from_config(cfg.model)
     tokenizer = load_tokenizer(cfg.model.tokenizer)
