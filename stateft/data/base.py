@@ -119,11 +119,12 @@ class TextToTextDataModule(L.LightningDataModule):
         """Tokenised items of ``train``/``validation``/``test`` (from memory, the disk cache, or built now)."""
         if split in self.data:
             return self.data[split]
-        key = cache.cache_key(self._key_options(split))
-        items = cache.load(self.cache_dir, key) if self.cache_dir else None
+        use_cache = bool(self.cache_dir) and self._tokenizer_fingerprint() is not None
+        key = cache.cache_key(self._key_options(split)) if use_cache else ""
+        items = cache.load(self.cache_dir, key) if use_cache else None
         if items is None:
             items = self._build(split)
-            if self.cache_dir:
+            if use_cache:
                 cache.save(self.cache_dir, key, items)
         self.data[split] = items
         return items
@@ -138,11 +139,12 @@ class TextToTextDataModule(L.LightningDataModule):
             **self.cache_options(),
         }  # fmt: skip
 
-    def _tokenizer_fingerprint(self) -> str:
+    def _tokenizer_fingerprint(self) -> str | None:
+        """Hash of the tokenizer's full definition; None (no disk cache) for tokenizers we cannot fingerprint."""
         if getattr(self, "_tok_fp", None) is None or self._tok_fp[0] is not self.tokenizer:
-            tok = self.tokenizer
-            vocab = tok.backend.to_str() if hasattr(tok, "backend") else repr(type(tok))
-            self._tok_fp = (tok, cache.cache_key({"vocab": vocab}))
+            backend = getattr(self.tokenizer, "backend", None)
+            digest = cache.cache_key({"vocab": backend.to_str()}) if hasattr(backend, "to_str") else None
+            self._tok_fp = (self.tokenizer, digest)
         return self._tok_fp[1]
 
     def _rows_for(self, split: str) -> list[dict[str, Any]]:

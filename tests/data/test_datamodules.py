@@ -244,3 +244,25 @@ def test_unreachable_hub_is_a_user_error(make_dm, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(UserError, match="dataset.path"):
         make_dm(GlueDataModule, task="rte", name="glue_rte", metric="accuracy").split_items("test")
+
+
+def test_connect_late_binds_the_tokenizer_and_max_length(make_dm, tmp_path):
+    class CharTokenizer:  # no tokenizer.json behind it: its tokens must not go to the disk cache
+        eos_id = pad_id = 0
+
+        def encode(self, text):
+            return [ord(c) for c in text]
+
+        def decode(self, ids):
+            return "".join(map(chr, ids))
+
+    dm = rte(make_dm)
+    dm.split_items("train")
+    cached = sorted((tmp_path / "cache").iterdir())
+    dm.connect(tokenizer=CharTokenizer(), max_length=10_000)
+    items = dm.split_items("train")
+    assert all(it["target_ids"] in ([ord("0")], [ord("1")]) for it in items)
+    lengths = sorted(len(it["prompt_ids"]) + 1 for it in items)
+    dm.connect(max_length=lengths[len(lengths) // 2])
+    assert len(dm.split_items("train")) == sum(n <= lengths[len(lengths) // 2] for n in lengths)
+    assert sorted((tmp_path / "cache").iterdir()) == cached
