@@ -69,6 +69,7 @@ class TextToTextDataModule(L.LightningDataModule):
         self.max_length, self.subset_size, self.seed = max_length, subset_size, seed
         self.cache_dir, self.max_eval_examples = cache_dir, max_eval_examples
         self.tokenizer_name, self._tokenizer = tokenizer, None
+        self._tok_fp: tuple[Any, str | None] | None = None  # (tokenizer object, its fingerprint)
         self.task: Task = self.build_task(metric=metric, num_beams=num_beams, max_new_tokens=max_new_tokens)
         self.data: dict[str, list[dict[str, Any]]] = {}
         self.dropped: dict[str, int] = {}
@@ -141,7 +142,7 @@ class TextToTextDataModule(L.LightningDataModule):
 
     def _tokenizer_fingerprint(self) -> str | None:
         """Hash of the tokenizer's full definition; None (no disk cache) for tokenizers we cannot fingerprint."""
-        if getattr(self, "_tok_fp", None) is None or self._tok_fp[0] is not self.tokenizer:
+        if self._tok_fp is None or self._tok_fp[0] is not self.tokenizer:
             backend = getattr(self.tokenizer, "backend", None)
             digest = cache.cache_key({"vocab": backend.to_str()}) if hasattr(backend, "to_str") else None
             self._tok_fp = (self.tokenizer, digest)
