@@ -40,3 +40,9 @@ def acquire_gpu(pool: Any, lock_dir: Path, poll_s: float = 5.0) -> int:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
             return gpu
         time.sleep(poll_s)
+
+
+def release_gpus() -> None:
+    """Give back the GPUs this process locked (the end of the process does the same)."""
+    while _HELD:
+        _HELD.pop().close()
