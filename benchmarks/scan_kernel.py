@@ -22,18 +22,16 @@ from stateft.ops import (  # noqa: E402
 )
 
 SHAPES = {"130m": (4, 1536, 16, 1024), "1.4b": (4, 4096, 16, 1024)}
-KEYS = ("BLOCK_D", "BLOCK_T", "num_warps", "bwd_BLOCK_D", "bwd_num_warps", "atomic_bc")
+KEYS = ("BLOCK_D", "num_warps", "bwd_BLOCK_D", "bwd_num_warps", "CHUNK")
 CONFIGS = [
-    (16, 16, 4, 8, 4, False),
-    (16, 16, 8, 16, 8, False),
-    (8, 32, 8, 8, 8, False),
-    (4, 32, 4, 4, 4, False),
-    (16, 8, 4, 16, 4, False),
-    (8, 16, 4, 8, 4, False),
-    (16, 32, 8, 8, 8, False),
-    (32, 16, 16, 16, 8, False),
-    (16, 16, 4, 8, 4, True),
-    (8, 32, 8, 8, 8, True),
+    (32, 1, 16, 1, 64),
+    (16, 1, 16, 1, 64),
+    (32, 1, 32, 1, 64),
+    (16, 1, 8, 1, 64),
+    (64, 2, 16, 1, 64),
+    (32, 1, 16, 1, 32),
+    (32, 1, 16, 1, 128),
+    (64, 2, 32, 2, 64),
 ]
 
 

@@ -15,12 +15,9 @@ from torch import Tensor
 
 from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_fwd_kernel
 
-# Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md). BLOCK_D channels x all states x BLOCK_T steps.
-# The backward holds ~3x the forward's live tiles, so it takes fewer channels per program (BLOCK_T must match: the
-# forward stores one state per BLOCK_T steps). ~16 tile elements per thread keep the backward out of local memory.
-CONFIG: dict[str, int | bool] = {
-    "BLOCK_D": 16, "BLOCK_T": 16, "num_warps": 4, "bwd_BLOCK_D": 8, "bwd_num_warps": 4, "atomic_bc": False,
-}  # fmt: skip
+# Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels per program (one lane
+# each), all states inside the thread; CHUNK steps between the states the forward stores for the backward.
+CONFIG: dict[str, int] = {"BLOCK_D": 32, "num_warps": 1, "bwd_BLOCK_D": 16, "bwd_num_warps": 1, "CHUNK": 64}
 
 
 def _strides3(t: Tensor | None) -> tuple[int, int, int]:
@@ -42,80 +39,85 @@ class _SelectiveScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, h0, h_offset, y_offset, return_last):
         b, d, length = u.shape
         n = A.shape[1]
-        A = A.contiguous()
+        A_t = A.t().contiguous()  # (n d): the kernels keep channels across lanes
         D = None if D is None else D.contiguous()
         delta_bias = None if delta_bias is None else delta_bias.contiguous()
-        h_offset = None if h_offset is None else h_offset.contiguous()
+        hoff_t = None if h_offset is None else h_offset.t().contiguous()
         y_offset = None if y_offset is None else y_offset.contiguous()
-        block_d, block_t = int(CONFIG["BLOCK_D"]), int(CONFIG["BLOCK_T"])
-        n_chunks = triton.cdiv(length, block_t)
+        block_d, chunk = int(CONFIG["BLOCK_D"]), int(CONFIG["CHUNK"])
+        n_chunks = triton.cdiv(length, chunk)
         need_grad = any(ctx.needs_input_grad)
         # y written as (b l d): the out projection reads it that way, so its transpose is free
         y = torch.empty(b, length, d, device=u.device, dtype=u.dtype).transpose(1, 2)
         last = torch.empty(b, d, n, device=u.device, dtype=torch.float32) if return_last else None
-        states = torch.empty(b, n_chunks, d, n, device=u.device, dtype=torch.float32) if need_grad else None
+        states = torch.empty(b, n_chunks, n, d, device=u.device, dtype=torch.float32) if need_grad else None
         grid = (triton.cdiv(d, block_d), b)
+        z_arg = u if z is None else z  # a valid pointer; never read without z (HAS_Z=False)
         scan_fwd_kernel[grid](
-            u, delta, A, B, C, D, z, delta_bias, h0, h_offset, y_offset, y, last, states,
+            u, delta, A_t, B, C, D, z_arg, delta_bias, h0, hoff_t, y_offset, y, last, states,
             d, n, length,
             *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z), *_strides3(h0), *y.stride(),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-            HAS_H0=h0 is not None, HAS_HOFF=h_offset is not None, HAS_YOFF=y_offset is not None,
+            HAS_H0=h0 is not None, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
             STORE_LAST=return_last, STORE_STATES=need_grad,
-            BLOCK_D=block_d, BLOCK_N=_block_n(n), BLOCK_T=block_t, num_warps=int(CONFIG["num_warps"]),
+            BLOCK_D=block_d, BLOCK_N=_block_n(n), CHUNK=chunk, num_warps=int(CONFIG["num_warps"]),
         )  # fmt: skip
         if need_grad:
-            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, h0, h_offset, y_offset, states)
+            ctx.save_for_backward(u, delta, A_t, B, C, D, z, delta_bias, h0, hoff_t, y_offset, states)
+            ctx.dtypes = (A.dtype, None if h_offset is None else h_offset.dtype)
             ctx.softplus = bool(softplus)
-            ctx.block = (int(CONFIG["bwd_BLOCK_D"]), block_t)
+            ctx.block = (int(CONFIG["bwd_BLOCK_D"]), chunk)
             ctx.h0_dtype = None if h0 is None else h0.dtype
         return (y, last) if return_last else y
 
     @staticmethod
     def backward(ctx, dy, dlast=None):
-        u, delta, A, B, C, D, z, delta_bias, h0, h_offset, y_offset, states = ctx.saved_tensors
+        u, delta, A_t, B, C, D, z, delta_bias, h0, hoff_t, y_offset, states = ctx.saved_tensors
         b, d, length = u.shape
-        n = A.shape[1]
-        block_d, block_t = ctx.block
+        n = A_t.shape[0]
+        A_dtype, hoff_dtype = ctx.dtypes
+        block_d, chunk = ctx.block
         n_parts = triton.cdiv(d, block_d)
-        atomic = bool(CONFIG["atomic_bc"])
+        block_n = _block_n(n)
         f32 = {"device": u.device, "dtype": torch.float32}
         du = torch.empty_like(u) if u.is_contiguous() else torch.empty(u.shape, device=u.device, dtype=u.dtype)
         ddelta = _grad_like_bld(delta)
         dz = None if z is None else _grad_like_bld(z)
-        parts = 1 if atomic else n_parts
-        alloc = torch.zeros if atomic else torch.empty
-        dB = alloc(b, parts, n, length, **f32)
-        dC = alloc(b, parts, n, length, **f32)
+        dB = torch.empty(b, n_parts, n, length, **f32)  # one partial sum per channel block
+        dC = torch.empty(b, n_parts, n, length, **f32)
+        # per-program recomputed states of one chunk: (chunk + 1) x (n, BLOCK_D) fp32, re-read at once (L2)
+        scratch = torch.empty(b * n_parts * (chunk + 1) * block_n * block_d, **f32)
         dA = torch.empty(b, d, n, **f32)
         dD = torch.empty(b, d, **f32) if D is not None else None
         dbias = torch.empty(b, d, **f32) if delta_bias is not None else None
         dh0 = torch.empty(b, d, n, **f32) if h0 is not None else None
-        dhoff = torch.empty(b, d, n, **f32) if h_offset is not None else None
+        dhoff = torch.empty(b, d, n, **f32) if hoff_t is not None else None
         dyoff = torch.empty(b, d, **f32) if y_offset is not None else None
         if dlast is not None:
             dlast = dlast.contiguous()
         g_strides = ddelta.stride()
         scan_bwd_kernel[(n_parts, b)](
-            u, delta, A, B, C, D, z, delta_bias, h_offset, y_offset, states, dy, dlast,
+            u, delta, A_t, B, C, D, u if z is None else z, delta_bias, hoff_t, y_offset, states, scratch, dy, dlast,
             du, ddelta, dz, dB, dC, dA, dD, dbias, dh0, dhoff, dyoff,
             d, n, length,
             *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z),
             *dy.stride(), *du.stride(), *g_strides, dB.stride(0), dB.stride(1), dB.stride(2),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus,
-            HAS_H0=h0 is not None, HAS_HOFF=h_offset is not None, HAS_YOFF=y_offset is not None,
-            HAS_DLAST=dlast is not None, ATOMIC_BC=atomic,
-            BLOCK_D=block_d, BLOCK_N=_block_n(n), BLOCK_T=block_t, num_warps=int(CONFIG["bwd_num_warps"]),
+            HAS_H0=h0 is not None, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
+            HAS_DLAST=dlast is not None,
+            BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, num_warps=int(CONFIG["bwd_num_warps"]),
         )  # fmt: skip
         dB = dB.sum(1).to(B.dtype)
         dC = dC.sum(1).to(C.dtype)
 
-        def _param(g: Tensor | None, like: Tensor | None) -> Tensor | None:
-            return None if g is None else g.sum(0).to(like.dtype)
+        def _param(g: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
+            return None if g is None else g.sum(0).to(dtype)
 
         return (
-            du, ddelta, dA.sum(0).to(A.dtype), dB, dC, _param(dD, D), dz, _param(dbias, delta_bias), None,
-            None if dh0 is None else dh0.to(ctx.h0_dtype), _param(dhoff, h_offset), _param(dyoff, y_offset), None,
+            du, ddelta, dA.sum(0).to(A_dtype), dB, dC, _param(dD, D.dtype if D is not None else None), dz,
+            _param(dbias, None if delta_bias is None else delta_bias.dtype), None,
+            None if dh0 is None else dh0.to(ctx.h0_dtype), _param(dhoff, hoff_dtype),
+            _param(dyoff, None if y_offset is None else y_offset.dtype), None,
         )  # fmt: skip
 
 

@@ -17,10 +17,11 @@ if not torch.cuda.is_available():
 
 @pytest.fixture(autouse=True)
 def _small_triton_blocks(monkeypatch):
-    """Under the interpreter, cost grows with the padded tile size: use small tiles (and so several chunks)."""
+    """Under the interpreter every program and step costs Python overhead: few, wide programs; short chunks (so the
+    chunked backward is exercised) and more than one channel block in the backward."""
     if os.environ.get("TRITON_INTERPRET") == "1":
         from stateft.ops import scan_triton
 
-        monkeypatch.setitem(scan_triton.CONFIG, "BLOCK_D", 4)
-        monkeypatch.setitem(scan_triton.CONFIG, "bwd_BLOCK_D", 2)
-        monkeypatch.setitem(scan_triton.CONFIG, "BLOCK_T", 8)
+        monkeypatch.setitem(scan_triton.CONFIG, "BLOCK_D", 32)
+        monkeypatch.setitem(scan_triton.CONFIG, "bwd_BLOCK_D", 16)
+        monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 8)
