@@ -62,9 +62,28 @@ def test_key_rules():
     assert keys("SELECT name - singer_id FROM singer", SCHEMA) == [
         (1, (0, "__singer.name__", None), (0, "__singer.singer_id__", None))
     ]
+    assert keys("SELECT singer_id - max(singer_id) FROM singer", SCHEMA) == [
+        (1, (0, "__singer.singer_id__", None), (1, "__singer.singer_id__", None))
+    ]
+    assert keys("SELECT * FROM singer", SCHEMA) == keys("SELECT count(*) FROM singer", SCHEMA)
 
 
-@pytest.mark.parametrize("sql", ["SELECT nope FROM singer", "SELECT name FROM nowhere", "SELECT FROM", "DROP TABLE x"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT nope FROM singer",
+        "SELECT name FROM nowhere",
+        "SELECT FROM",
+        "DROP TABLE x",
+        # select items the official parser cannot read
+        "SELECT count(*) AS n FROM singer",
+        "SELECT T1.* FROM singer AS T1",
+        "SELECT max(singer_id) - singer_id FROM singer",
+        "SELECT name || 'x' FROM singer",
+        "SELECT singer_id + singer_id + singer_id FROM singer",
+        "SELECT 1 FROM singer",
+    ],
+)
 def test_unresolvable_predictions_raise(sql):
     with pytest.raises(SqlParseError):
         select_keys(sql, SCHEMA)

@@ -5,6 +5,9 @@ the whole item is *not* part of the key (``max(a)`` and ``min(a)`` share a key),
 item are; DISTINCT is ignored; columns resolve through the query's table aliases (or, unqualified, the first FROM
 table that has them), and columns linked by foreign keys map to one representative when their table is in the
 top-level FROM. ``*`` is ``__all__``, so ``count(*)`` and ``count(col)`` differ.
+Select items the script's parser cannot read raise ``SqlParseError`` (the prediction then scores 0): aliases
+(``count(*) AS n``), ``T1.*``, literals and functions other than the five aggregates, an aggregate on the left of an
+arithmetic operator, and chains of more than one operator.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ class _Resolver:
         self.fk_map = {col: rep for col, rep in fk_map.items() if col in valid}
 
     def column(self, node: exp.Expression) -> str:
-        if isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star)):
+        if isinstance(node, exp.Star):
             return "__all__"
+        if isinstance(node, exp.Column) and isinstance(node.this, exp.Star):
+            raise SqlParseError(f"qualified star {node.sql()!r} has no column id")  # ``T1.*``: the script fails too
         if not isinstance(node, exp.Column):
             raise SqlParseError(f"unsupported select expression {node.sql()!r}")
         name = node.name.lower()
@@ -68,7 +73,13 @@ class _Resolver:
         return self.col_unit(node)
 
     def key(self, item: exp.Expression) -> tuple:
+        if isinstance(item, exp.Alias):
+            # the script's tokenizer takes "AS" for a table alias and then fails on the select list
+            raise SqlParseError(f"select alias {item.alias!r}")
         item = unwrap(item)
+        if type(item) in UNIT_OPS and aggregate_id(unwrap(item.this)):
+            # the script reads "max(a) - b" as the item max(a) followed by a stray "-" and fails
+            raise SqlParseError(f"aggregate on the left of an operator: {item.sql()!r}")
         if aggregate_id(item):  # the item's own aggregation is not part of the key
             item = unwrap(item.this)
             if isinstance(item, exp.Distinct):
