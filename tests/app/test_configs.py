@@ -110,18 +110,30 @@ def _cli(*args: str, script: str = "train.py") -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["method=lorra"], ["unknown method 'lorra'", "state_offset_h", "lora"]),
-        (["dataset=glue_rtee"], ["unknown dataset 'glue_rtee'", "glue_rte", "spider"]),
-        (["model=mamba-9b"], ["unknown model 'mamba-9b'", "mamba-1.4b"]),
-        (["method=lora", "method.rnak=8"], ["unknown key 'method.rnak'", "r, alpha"]),
-        (["method=lora", "+method.rnak=8"], ["rnak", "valid options", "target_modules"]),
-        (["method=lora", "method.r=eight"], ["'r'", "valid options"]),
-    ],
-)
-def test_config_errors_are_one_line_naming_the_choices(args, expected):
+CONFIG_ERRORS = [
+    (["method=lorra"], ["unknown method 'lorra'", "state_offset_h", "lora"]),
+    (["dataset=glue_rtee"], ["unknown dataset 'glue_rtee'", "glue_rte", "spider"]),
+    (["model=mamba-9b"], ["unknown model 'mamba-9b'", "mamba-1.4b"]),
+    (["method=lora", "method.rnak=8"], ["unknown key 'method.rnak'", "r, alpha"]),
+    (["method=lora", "+method.rnak=8"], ["rnak", "valid options", "target_modules"]),
+    (["method=lora", "method.r=eight"], ["'r'", "valid options"]),
+    (["-m", "method=lora,lorra"], ["unknown method 'lorra'"]),
+    (["logger=null"], ["~logger", "none"]),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), CONFIG_ERRORS)
+def test_config_errors_name_the_valid_choices(compose, args, expected):
+    from stateft.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        validate_cfg(compose("train", [a for a in args if a != "-m"] + ["output_dir=/tmp/x"]))
+    for text in expected:
+        assert text in str(err.value)
+
+
+@pytest.mark.parametrize(("args", "expected"), [CONFIG_ERRORS[0], CONFIG_ERRORS[3]])
+def test_cli_config_errors_are_one_line_and_exit_2(args, expected):
     result = _cli(*args)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
