@@ -38,14 +38,15 @@ def write_json_atomic(path: Path, payload: Any) -> Path:
     return path
 
 
-def write_predictions(path: Path, records: list[dict[str, Any]]) -> Path:
-    """One JSON object per line: ``{"index", "prediction", "example"}`` (``eval.py predictions=...`` reads it)."""
+def write_predictions(path: Path, records: list[dict[str, Any]], tokenizer: Any = None) -> Path:
+    """The predictions JSONL of ``stateft.data.predictions`` (``index``, ``prediction``, ``prompt``, ``references``;
+    ``eval.py predictions=...`` scores it), written through a temporary file and a rename."""
+    from stateft.data.predictions import write_predictions as write_jsonl
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
-        for i, r in enumerate(records):
-            row = {"index": r["example"].get("index", i), "prediction": r["prediction"], "example": r["example"]}
-            handle.write(json.dumps(row, default=str) + "\n")
+    prompts = [tokenizer.decode(r["prompt_ids"]) for r in records] if tokenizer is not None else None
+    write_jsonl(tmp, [r["example"] for r in records], [r["prediction"] for r in records], prompts)
     os.replace(tmp, path)
     return path
 
@@ -109,7 +110,7 @@ class ValidationPredictions(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking and pl_module.predictions.get("val"):
-            write_predictions(self.path, pl_module.predictions["val"])
+            write_predictions(self.path, pl_module.predictions["val"], pl_module.tokenizer)
 
 
 class Throughput(L.Callback):

@@ -30,30 +30,17 @@ def _dataset_node(cfg: DictConfig, near: Path) -> Any:
     return OmegaConf.create(run_config["dataset"])
 
 
-def read_predictions(path: Path) -> list[dict[str, Any]]:
-    """Rows of a predictions JSONL (``{"index", "prediction", "example"}`` per line)."""
-    if not path.is_file():
-        raise UserError(f"predictions file {path} does not exist")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            rows.append({"prediction": str(row["prediction"]), "example": dict(row["example"])})
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise UserError(f"{path}:{number} is not a predictions row (JSON with prediction and example)") from None
-    return rows
+def score_predictions(path: Path, dataset_cfg: Any, split: str) -> dict[str, float]:
+    """Score a predictions file against its split of the dataset (rebuilt from the dataset config); no model.
 
+    The split comes from the file name (``predictions_<split>.jsonl``) when it names one, else ``split``.
+    """
+    from stateft.data.predictions import score_predictions_file
 
-def score_predictions(path: Path, dataset_cfg: Any) -> dict[str, float]:
-    """Score a predictions file with its benchmark's metric; no model is built."""
-    from hydra.utils import instantiate
-
-    rows = read_predictions(path)
-    task = instantiate(dataset_cfg).task
-    scores = task.score([r["prediction"] for r in rows], [r["example"] for r in rows])
-    return {f"{path.stem.removeprefix('predictions_')}/{k}": float(v) for k, v in scores.items()}
+    named = path.stem.removeprefix("predictions_")
+    split = named if named in ("test", "validation") else split
+    scores = score_predictions_file(dataset_cfg, path, split)
+    return {f"{split}/{k}": float(v) for k, v in scores.items()}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -65,7 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if cfg.get("predictions"):
         path = Path(str(cfg.predictions)).expanduser()
-        metrics = score_predictions(path, _dataset_node(cfg, path))
+        metrics = score_predictions(path, _dataset_node(cfg, path), cfg.split)
         write_json_atomic(out / "metrics.json", metrics)
         _print(metrics, out)
         return metrics
@@ -73,14 +60,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise UserError("pass adapter=PATH (an adapter directory) or predictions=PATH (a predictions JSONL)")
     if cfg.split not in ("test", "validation"):
         raise UserError(f"split must be test or validation, got {cfg.split!r}")
-    records, metrics = _run_adapter(cfg, Path(str(cfg.adapter)).expanduser())
+    records, metrics, tokenizer = _run_adapter(cfg, Path(str(cfg.adapter)).expanduser())
     write_json_atomic(out / "metrics.json", metrics)
-    write_predictions(out / f"predictions_{cfg.split}.jsonl", records)
+    write_predictions(out / f"predictions_{cfg.split}.jsonl", records, tokenizer)
     _print(metrics, out)
     return metrics
 
 
-def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], dict[str, Any], Any]:
     import lightning as L
     from hydra.utils import instantiate
 
@@ -105,12 +92,8 @@ def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], 
     else:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {k.replace("val/", "validation/", 1): v for k, v in module.metrics.get(stage, {}).items()}
-    return module.predictions.get(stage, []), {
-        **metrics,
-        "adapter": str(adapter),
-        "split": cfg.split,
-        "method": meta["method"]["name"],
-    }
+    info = {"adapter": str(adapter), "split": cfg.split, "method": meta["method"]["name"]}
+    return module.predictions.get(stage, []), {**metrics, **info}, tokenizer
 
 
 def _print(metrics: dict[str, Any], out: Path) -> None:
@@ -118,4 +101,4 @@ def _print(metrics: dict[str, Any], out: Path) -> None:
     print(f"metrics and predictions in {out}")
 
 
-__all__ = ["evaluate", "read_predictions", "score_predictions"]
+__all__ = ["evaluate", "score_predictions"]

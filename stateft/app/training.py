@@ -123,7 +123,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = build_loggers(cfg)
     callbacks: list[Any] = [
         best,
-        cb.ValidationPredictions(out / "predictions_val.jsonl"),
+        cb.ValidationPredictions(out / "predictions_validation.jsonl"),
         cb.Throughput(),
         cb.LastCheckpoint(out / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_train_steps),
     ]
@@ -175,7 +175,7 @@ def _write_results(out: Path, metrics: dict[str, Any], module: Any) -> None:
 
     write_json_atomic(out / "metrics.json", metrics)
     if module.predictions.get("test"):
-        write_predictions(out / "predictions_test.jsonl", module.predictions["test"])
+        write_predictions(out / "predictions_test.jsonl", module.predictions["test"], module.tokenizer)
 
 
 def _print_report(

@@ -28,7 +28,8 @@ def _check_run(out: Path, metrics: dict) -> None:
     assert any(k.startswith("test/") for k in saved)
     rows = [json.loads(line) for line in (out / "predictions_test.jsonl").read_text().splitlines()]
     assert rows
-    assert all(set(r) == {"index", "prediction", "example"} for r in rows)
+    assert sorted(r["index"] for r in rows) == list(range(len(rows)))  # every test example once
+    assert all(isinstance(r["prediction"], str) and r["prompt"] for r in rows)
 
 
 @pytest.mark.parametrize(("method", "dataset"), RUN_MATRIX)
@@ -82,6 +83,7 @@ def test_training_lowers_the_loss_and_eval_reproduces_the_test_metrics(compose, 
         compose("eval", [f"predictions={run / 'predictions_test.jsonl'}", f"output_dir={tmp_path / 'score'}"])
     )
     assert {k: scored[k] for k in test_keys} == pytest.approx({k: metrics[k] for k in test_keys})
+    assert scored["test/missing"] == 0
 
 
 def test_validation_split_and_dataset_override_in_eval(compose, tmp_path):
