@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 LOSS_KEY = "train/loss_epoch"  # mean training loss of the last epoch
 _DROP = ("sweep=", "lr_grid.", "hydra/launcher=", "hydra.", "gpu_pool=")  # sweep-only overrides
 
@@ -126,7 +128,7 @@ def summary(sweep_dir: Path, loss_key: str = LOSS_KEY) -> tuple[str, Job | None]
     return "\n".join(lines), best
 
 
-class SweepSummaryCallback:
+class SweepSummaryCallback(Callback):
     """Hydra callback (``hydra.callbacks``): prints the summary when the multirun ends."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from stateft.app.checks import to_container
 from stateft.errors import UserError
@@ -102,6 +102,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg.model.tokenizer)
     datamodule = ResumableDataModule(instantiate(cfg.dataset))
     trainable = _apply(cfg, model, TrainBatches(datamodule))
+    print(f"{config_summary(cfg)}; outputs in {_short(out)}")
     print(format_parameter_summary(model))
     n_trainable, n_total = count_parameters(model)
     counts = {
@@ -186,6 +187,7 @@ def _print_report(
     if losses:
         print("training loss by epoch: " + " -> ".join(f"{x:.3f}" for x in losses))
     print("results: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items() if isinstance(v, (int, float))))
+    out = _short(out)
     print(f"run directory:   {out}")
     print(f"adapter:         {out / 'adapter'}")
     print(f"metrics:         {out / 'metrics.json'}")
@@ -202,6 +204,14 @@ def _print_report(
     sys.stdout.flush()
 
 
+def _short(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies inside it (shorter lines to copy)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
 def config_summary(cfg: DictConfig) -> str:
     """One line naming the run (printed at start-up)."""
-    return f"{cfg.method.name} on {cfg.dataset.name} with {cfg.model.name}, lr={OmegaConf.select(cfg, 'optim.lr')}"
+    return f"training {cfg.method.name} on {cfg.dataset.name} with {cfg.model.name}, lr={cfg.optim.lr:g}"
