@@ -8,6 +8,7 @@ way the State-offset reference code did (differentiable through autograd):
     h_L += exp(A sum(delta)) h_0
 
 The initial-state term holds a (b d n l) fp32 tensor per layer; use the Triton path for init_state training.
+mamba_ssm's kernel gives no gradient through the returned last state (it is for prefill), so neither does this path.
 """
 
 from __future__ import annotations

@@ -17,11 +17,17 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_fwd_kernel
 
 # Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels per program (one lane
 # each), all states inside the thread; CHUNK steps between the states the forward stores for the backward.
-CONFIG: dict[str, int] = {"BLOCK_D": 32, "num_warps": 1, "bwd_BLOCK_D": 16, "bwd_num_warps": 1, "CHUNK": 64}
+CONFIG: dict[str, int] = {"BLOCK_D": 16, "num_warps": 1, "bwd_BLOCK_D": 16, "bwd_num_warps": 1, "CHUNK": 64}
 
 
 def _strides3(t: Tensor | None) -> tuple[int, int, int]:
     return (0, 0, 0) if t is None else tuple(t.stride())  # type: ignore[return-value]
+
+
+def _rows(x: Tensor | None) -> Tensor | None:
+    """x with unit stride along the sequence. Each lane reads its own channel's row step by step, so a row-major
+    row stays in L1 for 16 steps; a (b l d)-major view would miss the cache on every step."""
+    return x if x is None or x.stride(-1) == 1 else x.contiguous()
 
 
 def _block_n(n: int) -> int:
@@ -52,11 +58,11 @@ class _SelectiveScan(torch.autograd.Function):
         last = torch.empty(b, d, n, device=u.device, dtype=torch.float32) if return_last else None
         states = torch.empty(b, n_chunks, n, d, device=u.device, dtype=torch.float32) if need_grad else None
         grid = (triton.cdiv(d, block_d), b)
-        z_arg = u if z is None else z  # a valid pointer; never read without z (HAS_Z=False)
+        uk, dk, zk, Bk, Ck = _rows(u), _rows(delta), _rows(z), _rows(B), _rows(C)
         scan_fwd_kernel[grid](
-            u, delta, A_t, B, C, D, z_arg, delta_bias, h0, hoff_t, y_offset, y, last, states,
+            uk, dk, A_t, Bk, Ck, D, uk if zk is None else zk, delta_bias, h0, hoff_t, y_offset, y, last, states,
             d, n, length,
-            *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z), *_strides3(h0), *y.stride(),
+            *uk.stride(), *dk.stride(), *Bk.stride(), *Ck.stride(), *_strides3(zk), *_strides3(h0), *y.stride(),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
             HAS_H0=h0 is not None, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
             STORE_LAST=return_last, STORE_STATES=need_grad,
@@ -80,7 +86,8 @@ class _SelectiveScan(torch.autograd.Function):
         n_parts = triton.cdiv(d, block_d)
         block_n = _block_n(n)
         f32 = {"device": u.device, "dtype": torch.float32}
-        du = torch.empty_like(u) if u.is_contiguous() else torch.empty(u.shape, device=u.device, dtype=u.dtype)
+        # gradients are written one step at a time across the channels: (b l d)-major stores are coalesced
+        du = _grad_like_bld(u)
         ddelta = _grad_like_bld(delta)
         dz = None if z is None else _grad_like_bld(z)
         dB = torch.empty(b, n_parts, n, length, **f32)  # one partial sum per channel block
@@ -96,6 +103,7 @@ class _SelectiveScan(torch.autograd.Function):
         if dlast is not None:
             dlast = dlast.contiguous()
         g_strides = ddelta.stride()
+        u, delta, z, dy, B, C = _rows(u), _rows(delta), _rows(z), _rows(dy), _rows(B), _rows(C)
         scan_bwd_kernel[(n_parts, b)](
             u, delta, A_t, B, C, D, u if z is None else z, delta_bias, hoff_t, y_offset, states, scratch, dy, dlast,
             du, ddelta, dz, dB, dC, dA, dD, dbias, dh0, dhoff, dyoff,

@@ -13,4 +13,5 @@ pytestmark = pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_mamba_ssm_backend(dtype):
     pytest.importorskip("selective_scan_cuda")
-    check(make_inputs(2, 64, 16, 300, dtype, "cuda", h0="shared"), impl="mamba_ssm")
+    # mamba_ssm's kernel passes no gradient back through the returned last state (prefill only)
+    check(make_inputs(2, 64, 16, 300, dtype, "cuda", h0="shared"), impl="mamba_ssm", grad_last=False)
