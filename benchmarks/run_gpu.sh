@@ -19,6 +19,7 @@ for phase in "$@"; do
     scan) wait_peer; timeout 200 python3 benchmarks/scan_kernel.py 2>&1 | tee "$OUT/scan_kernel.log" | grep -v "^{" ;;
     profile) timeout 100 python3 benchmarks/profile_step.py --size 130m --method state_offset_h 2>&1 | tee "$OUT/profile.log" | head -45 ;;
     step130) wait_peer; timeout 240 python3 benchmarks/train_step.py --sizes 130m --out "$OUT" --name train_step_130m 2>&1 | tail -9 ;;
+    stepbig) wait_peer; timeout 300 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --methods state_offset_h lora --out "$OUT" --name train_step_big 2>&1 | tail -7 ;;
     stepall) wait_peer; timeout 560 python3 benchmarks/train_step.py --out "$OUT" 2>&1 | tail -30 ;;
     peerso) wait_peer; d=$(python3 -c "import mamba_ssm, os; print(os.path.dirname(os.path.dirname(mamba_ssm.__file__)))");
       (cd "$d" && tar czf "$OUT/peer_site.tgz" mamba_ssm selective_scan_cuda*.so) && ls -la "$OUT/peer_site.tgz" ;;
