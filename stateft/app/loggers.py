@@ -26,8 +26,11 @@ def wandb_credentials() -> str | None:
     return None
 
 
-def _wandb_logger(node: DictConfig) -> Any:
-    """A WandbLogger whose run has started: online when possible, otherwise offline with a note on syncing."""
+def _wandb_logger(node: DictConfig) -> Any | None:
+    """A WandbLogger whose run has started: online when possible, else offline with a note on syncing, else none.
+
+    An unreachable server costs at most ``WANDB_INIT_TIMEOUT`` seconds (30 by default) before the offline fallback.
+    """
     from hydra.utils import instantiate
 
     mode = os.environ.get("WANDB_MODE", "")
@@ -35,19 +38,23 @@ def _wandb_logger(node: DictConfig) -> Any:
     if not offline and mode != "disabled" and wandb_credentials() is None:
         print("W&B: no API key (set WANDB_API_KEY or run `wandb login`): logging offline", file=sys.stderr)
         offline = True
-    os.environ.setdefault("WANDB_INIT_TIMEOUT", "60")  # an unreachable server errors out instead of hanging
-    logger = instantiate(node, offline=offline)
-    try:
-        logger.experiment  # starts the run now, so a failure is handled here  # noqa: B018
-        return logger
-    except Exception as err:
-        if offline:
-            raise
-        print(
-            f"W&B: cannot start an online run ({type(err).__name__}: {str(err)[:160]}); logging offline",
-            file=sys.stderr,
-        )
-        return instantiate(node, offline=True)
+    os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")
+    attempts = [False, True] if not offline else [True]
+    for attempt_offline in attempts:
+        # mode= reaches wandb.init directly: environment variables are ignored once a wandb session has started
+        logger = instantiate(node, offline=attempt_offline, **({"mode": "offline"} if attempt_offline else {}))
+        try:
+            logger.experiment  # starts the run now, so a failure is handled here  # noqa: B018
+            return logger
+        except Exception as err:
+            close_wandb()
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+            fallback = "logging offline" if not attempt_offline else "W&B is off for this run"
+            print(
+                f"W&B: cannot start {'an offline' if attempt_offline else 'an online'} run ({reason}); {fallback}",
+                file=sys.stderr,
+            )
+    return None
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
@@ -58,7 +65,9 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     for name, node in (cfg.get("logger") or {}).items():
         if node is None:
             continue
-        loggers.append(_wandb_logger(node) if name == "wandb" else instantiate(node))
+        logger = _wandb_logger(node) if name == "wandb" else instantiate(node)
+        if logger is not None:
+            loggers.append(logger)
     return loggers
 
 

@@ -70,3 +70,27 @@ class CopyWordData(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self._items(self.n_eval, 5), self.eval_batch_size, False)
+
+
+class FlakyWandbLogger:
+    """Stands in for WandbLogger: starting an online run fails (an unreachable server); offline works."""
+
+    starts: list[str] = []
+
+    def __init__(self, offline: bool = False, mode: str | None = None, **kwargs) -> None:
+        self.offline, self.mode = offline, mode
+
+    @property
+    def experiment(self):
+        FlakyWandbLogger.starts.append(self.mode or "online")
+        if self.mode != "offline":
+            raise ConnectionError("context deadline exceeded")
+        return self
+
+
+class BrokenWandbLogger(FlakyWandbLogger):
+    """Even the offline run cannot start (e.g. a read-only disk)."""
+
+    @property
+    def experiment(self):
+        raise OSError("read-only file system")
