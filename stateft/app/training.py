@@ -1,8 +1,8 @@
 """``train(cfg)``: build the model, apply the method, fit, test the best epoch, save the adapter and the results.
 
 Files of a run (``cfg.output_dir``): ``adapter/`` (best epoch, adapter only, with ``run_config.json``),
-``checkpoints/last.ckpt`` (resume), ``metrics.json``, ``predictions_val.jsonl``, ``predictions_test.jsonl``,
-logger folders (``csv/``, ``wandb/``, ``tensorboard/``) and Hydra's ``.hydra/`` and ``train.log``.
+``checkpoints/last.ckpt`` (resume), ``metrics.json``, ``predictions_validation.jsonl`` (last validation),
+``predictions_test.jsonl``, logger folders (``csv/``, ``wandb/``, ``tensorboard/``), Hydra's ``.hydra/``, ``train.log``.
 """
 
 from __future__ import annotations
@@ -122,25 +122,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         extra_files={"run_config.json": run_config},
     )
     loggers = build_loggers(cfg)
-    callbacks: list[Any] = [
-        best,
-        cb.ValidationPredictions(out / "predictions_validation.jsonl"),
-        cb.Throughput(),
-        cb.LastCheckpoint(out / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_train_steps),
-    ]
-    if loggers:
-        callbacks.append(L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"))
-    callbacks += [
-        cb.SampleTable(lg, tokenizer, cfg.samples_per_validation)
-        for lg in loggers
-        if type(lg).__name__ == "WandbLogger"
-    ]
     trainer = instantiate(
         cfg.trainer,
         logger=loggers or False,
-        callbacks=callbacks,
+        callbacks=_callbacks(cfg, out, best, loggers, tokenizer),
         plugins=[cb.AtomicCheckpointIO()],
-        enable_checkpointing=False,
+        enable_checkpointing=False,  # LastCheckpoint + BestAdapter replace Lightning's ModelCheckpoint
     )
     log_run_info(loggers, cfg, counts)
     if ckpt_path is not None:
@@ -161,14 +148,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             load_adapter_weights(best.directory, model, trainable)
             trainer.test(module, datamodule=datamodule, verbose=False)
             metrics.update(module.metrics.get("test", {}))
-        metrics.update(module.metrics.get("val", {}) and {"last_" + k: v for k, v in module.metrics["val"].items()})
-        lines = finish_wandb(loggers, best.directory, f"adapter-{cfg.method.name}-{cfg.dataset.name}")
+        metrics.update({f"last_{k}": v for k, v in module.metrics.get("val", {}).items()})
         if trainer.is_global_zero:
+            lines = finish_wandb(loggers, best.directory, f"adapter-{cfg.method.name}-{cfg.dataset.name}")
             _write_results(out, metrics, module)
             _print_report(cfg, out, metrics, module.epoch_losses, lines)
         return metrics
     finally:
         close_wandb()
+
+
+def _callbacks(cfg: DictConfig, out: Path, best: Any, loggers: list[Any], tokenizer: Any) -> list[Any]:
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from stateft.app import callbacks as cb
+
+    callbacks: list[Any] = [
+        best,
+        cb.ValidationPredictions(out / "predictions_validation.jsonl"),
+        cb.Throughput(),
+        cb.LastCheckpoint(out / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_train_steps),
+    ]
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
+    return callbacks + [cb.SampleTable(lg, tokenizer, cfg.samples_per_validation) for lg in wandb_loggers]
 
 
 def _write_results(out: Path, metrics: dict[str, Any], module: Any) -> None:
