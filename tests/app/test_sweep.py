@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from stateft.app.sweep_summary import collect, launch_command, main, ranked, summary
 from tests.app.conftest import FIXTURES, PYTHON, REPO, subprocess_env
 
@@ -88,3 +90,32 @@ def test_summary_without_finished_jobs_chooses_nothing(tmp_path):
     assert best is None
     assert "no learning rate chosen" in text
     assert main([str(tmp_path)]) == 1
+
+
+@pytest.mark.slow
+def test_local_parallel_sweep_gives_each_job_its_own_gpu(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = [
+        "-m",
+        "sweep=lr_grid",
+        "hydra/launcher=local_gpus",
+        "gpu_pool=2",
+        "model=mamba-tiny",
+        "dataset=demo",
+        "lr_grid.min=1e-2",
+        "lr_grid.max=2e-2",
+        "logger=none",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    result = subprocess.run(
+        [PYTHON, "train.py", *args], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "chosen learning rate" in result.stdout
+    logs = "".join(p.read_text() for p in sweep_dir.glob(".submitit/*/*.out"))
+    assert sorted(line for line in logs.splitlines() if line.startswith("job on GPU")) == [
+        "job on GPU 0",
+        "job on GPU 1",
+    ]  # both jobs ran at once, each on its own GPU of the pool
