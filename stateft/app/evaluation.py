@@ -60,7 +60,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise UserError("pass adapter=PATH (an adapter directory) or predictions=PATH (a predictions JSONL)")
     if cfg.split not in ("test", "validation"):
         raise UserError(f"split must be test or validation, got {cfg.split!r}")
-    records, metrics, tokenizer = _run_adapter(cfg, Path(str(cfg.adapter)).expanduser())
+    adapter = Path(str(cfg.adapter)).expanduser()
+    if not (adapter / "adapter_config.json").is_file():  # answer before torch and Lightning are imported
+        raise UserError(f"{adapter} is not an adapter directory (no adapter_config.json): pass <run>/adapter")
+    records, metrics, tokenizer = _run_adapter(cfg, adapter)
     write_json_atomic(out / "metrics.json", metrics)
     write_predictions(out / f"predictions_{cfg.split}.jsonl", records, tokenizer)
     _print(metrics, out)
