@@ -13,6 +13,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from stateft.adapters import save_adapter
+from stateft.app.files import write_json_atomic, write_predictions
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -27,28 +28,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, payload: Any) -> Path:
-    """``json.dump`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)
-    return path
-
-
-def write_predictions(path: Path, records: list[dict[str, Any]], tokenizer: Any = None) -> Path:
-    """The predictions JSONL of ``stateft.data.predictions`` (``index``, ``prediction``, ``prompt``, ``references``;
-    ``eval.py predictions=...`` scores it), written through a temporary file and a rename."""
-    from stateft.data.predictions import write_predictions as write_jsonl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    prompts = [tokenizer.decode(r["prompt_ids"]) for r in records] if tokenizer is not None else None
-    write_jsonl(tmp, [r["example"] for r in records], [r["prediction"] for r in records], prompts)
-    os.replace(tmp, path)
-    return path
 
 
 class BestAdapter(L.Callback):

@@ -46,7 +46,7 @@ def score_predictions(path: Path, dataset_cfg: Any, split: str) -> dict[str, flo
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.adapter`` on ``cfg.split``, or score ``cfg.predictions``; writes ``metrics.json``
     (and ``predictions_<split>.jsonl``) to ``cfg.output_dir``."""
-    from stateft.app.callbacks import write_json_atomic, write_predictions
+    from stateft.app.files import write_json_atomic, write_predictions
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

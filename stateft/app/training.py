@@ -176,7 +176,7 @@ def _callbacks(cfg: DictConfig, out: Path, best: Any, loggers: list[Any], tokeni
 
 
 def _write_results(out: Path, metrics: dict[str, Any], module: Any) -> None:
-    from stateft.app.callbacks import write_json_atomic, write_predictions
+    from stateft.app.files import write_json_atomic, write_predictions
 
     write_json_atomic(out / "metrics.json", metrics)
     if module.predictions.get("test"):
