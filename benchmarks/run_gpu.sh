@@ -5,7 +5,9 @@ set -uo pipefail
 export PYTHONPATH=.:.whl/site PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.used --format=csv | tee "$OUT/gpu.txt"
-if ls .peer/site/selective_scan_cuda*.so >/dev/null 2>&1; then
+if [ -n "${NOPEER:-}" ]; then
+  echo "peer: skipped"; touch /tmp/peer_done
+elif ls .peer/site/selective_scan_cuda*.so >/dev/null 2>&1; then
   export PYTHONPATH=$PYTHONPATH:.peer/site; echo "peer: prebuilt"; touch /tmp/peer_done
 else
   (MAX_JOBS=16 bash .peer/mamba_ssm_peer.sh build > "$OUT/peer_build.log" 2>&1; touch /tmp/peer_done) &
@@ -18,8 +20,8 @@ for phase in "$@"; do
     peertests) wait_peer; timeout 120 python3 -m pytest tests/ops/test_scan_mamba_ssm.py -q --tb=short 2>&1 | grep -E "Error|assert|passed|failed" | head -12 ;;
     scan) wait_peer; timeout 200 python3 benchmarks/scan_kernel.py 2>&1 | tee "$OUT/scan_kernel.log" | grep -v "^{" ;;
     profile) timeout 100 python3 benchmarks/profile_step.py --size 130m --method state_offset_h 2>&1 | tee "$OUT/profile.log" | head -45 ;;
-    step130) wait_peer; timeout 240 python3 benchmarks/train_step.py --sizes 130m --out "$OUT" --name train_step_130m 2>&1 | tail -9 ;;
-    stepbig) wait_peer; timeout 300 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --methods state_offset_h lora --out "$OUT" --name train_step_big 2>&1 | tail -7 ;;
+    step130) wait_peer; timeout 240 python3 benchmarks/train_step.py --sizes 130m --out "$OUT" --name train_step_130m ${NOPEER:+--backends stateft} 2>&1 | tail -9 ;;
+    stepbig) wait_peer; timeout 300 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --methods state_offset_h lora --out "$OUT" --name train_step_big ${NOPEER:+--backends stateft} 2>&1 | tail -7 ;;
     stepall) wait_peer; timeout 560 python3 benchmarks/train_step.py --out "$OUT" 2>&1 | tail -30 ;;
     peerso) wait_peer; d=$(python3 -c "import mamba_ssm, os; print(os.path.dirname(os.path.dirname(mamba_ssm.__file__)))");
       (cd "$d" && tar czf "$OUT/peer_site.tgz" mamba_ssm selective_scan_cuda*.so) && ls -la "$OUT/peer_site.tgz" ;;

@@ -15,9 +15,11 @@ from torch import Tensor
 
 from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_fwd_kernel
 
-# Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels per program (one lane
-# each), all states inside the thread; CHUNK steps between the states the forward stores for the backward.
-CONFIG: dict[str, int] = {"BLOCK_D": 16, "num_warps": 1, "bwd_BLOCK_D": 16, "bwd_num_warps": 1, "CHUNK": 64}
+# Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels x all states x BLOCK_T
+# steps per block; the forward stores the state every CHUNK steps (a multiple of BLOCK_T) for the backward.
+CONFIG: dict[str, int] = {
+    "BLOCK_D": 16, "BLOCK_T": 4, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 64,
+}  # fmt: skip
 
 
 def _strides3(t: Tensor | None) -> tuple[int, int, int]:
@@ -50,7 +52,9 @@ class _SelectiveScan(torch.autograd.Function):
         delta_bias = None if delta_bias is None else delta_bias.contiguous()
         hoff_t = None if h_offset is None else h_offset.t().contiguous()
         y_offset = None if y_offset is None else y_offset.contiguous()
-        block_d, chunk = int(CONFIG["BLOCK_D"]), int(CONFIG["CHUNK"])
+        block_d, block_t, chunk = int(CONFIG["BLOCK_D"]), int(CONFIG["BLOCK_T"]), int(CONFIG["CHUNK"])
+        if chunk % block_t:
+            raise ValueError(f"scan_triton.CONFIG: CHUNK {chunk} must be a multiple of BLOCK_T {block_t}")
         n_chunks = triton.cdiv(length, chunk)
         need_grad = any(ctx.needs_input_grad)
         # y written as (b l d): the out projection reads it that way, so its transpose is free
@@ -66,13 +70,13 @@ class _SelectiveScan(torch.autograd.Function):
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
             HAS_H0=h0 is not None, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
             STORE_LAST=return_last, STORE_STATES=need_grad,
-            BLOCK_D=block_d, BLOCK_N=_block_n(n), CHUNK=chunk, num_warps=int(CONFIG["num_warps"]),
+            BLOCK_D=block_d, BLOCK_N=_block_n(n), BLOCK_T=block_t, CHUNK=chunk, num_warps=int(CONFIG["num_warps"]),
         )  # fmt: skip
         if need_grad:
             ctx.save_for_backward(u, delta, A_t, B, C, D, z, delta_bias, h0, hoff_t, y_offset, states)
             ctx.dtypes = (A.dtype, None if h_offset is None else h_offset.dtype)
             ctx.softplus = bool(softplus)
-            ctx.block = (int(CONFIG["bwd_BLOCK_D"]), chunk)
+            ctx.block = (int(CONFIG["bwd_BLOCK_D"]), block_t, chunk)
             ctx.h0_dtype = None if h0 is None else h0.dtype
         return (y, last) if return_last else y
 
@@ -82,7 +86,7 @@ class _SelectiveScan(torch.autograd.Function):
         b, d, length = u.shape
         n = A_t.shape[0]
         A_dtype, hoff_dtype = ctx.dtypes
-        block_d, chunk = ctx.block
+        block_d, block_t, chunk = ctx.block
         n_parts = triton.cdiv(d, block_d)
         block_n = _block_n(n)
         f32 = {"device": u.device, "dtype": torch.float32}
@@ -92,8 +96,8 @@ class _SelectiveScan(torch.autograd.Function):
         dz = None if z is None else _grad_like_bld(z)
         dB = torch.empty(b, n_parts, n, length, **f32)  # one partial sum per channel block
         dC = torch.empty(b, n_parts, n, length, **f32)
-        # per-program recomputed states of one chunk: (chunk + 1) x (n, BLOCK_D) fp32, re-read at once (L2)
-        scratch = torch.empty(b * n_parts * (chunk + 1) * block_n * block_d, **f32)
+        # per program, the states entering each block of one chunk: (chunk / BLOCK_T) x (n, BLOCK_D) fp32 (L2)
+        scratch = torch.empty(b * n_parts * (chunk // block_t) * block_n * block_d, **f32)
         dA = torch.empty(b, d, n, **f32)
         dD = torch.empty(b, d, **f32) if D is not None else None
         dbias = torch.empty(b, d, **f32) if delta_bias is not None else None
@@ -113,7 +117,7 @@ class _SelectiveScan(torch.autograd.Function):
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus,
             HAS_H0=h0 is not None, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
             HAS_DLAST=dlast is not None,
-            BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, num_warps=int(CONFIG["bwd_num_warps"]),
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, num_warps=int(CONFIG["bwd_num_warps"]),
         )  # fmt: skip
         dB = dB.sum(1).to(B.dtype)
         dC = dC.sum(1).to(C.dtype)

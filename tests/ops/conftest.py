@@ -24,4 +24,5 @@ def _small_triton_blocks(monkeypatch):
 
         monkeypatch.setitem(scan_triton.CONFIG, "BLOCK_D", 32)
         monkeypatch.setitem(scan_triton.CONFIG, "bwd_BLOCK_D", 16)
+        monkeypatch.setitem(scan_triton.CONFIG, "BLOCK_T", 4)
         monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 8)
