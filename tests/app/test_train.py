@@ -112,9 +112,22 @@ def test_wandb_without_api_key_runs_offline_and_says_how_to_sync(compose, tmp_pa
         "trainer.accelerator=cpu",
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
     ]
     train(compose("train", overrides))
     captured = capsys.readouterr()
     assert "no API key" in captured.err
     assert "wandb sync" in captured.out
-    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    (run_dir,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    tables = list(run_dir.glob("files/media/table/val/samples_*.table.json"))
+    assert tables  # the sample generations of the validation
+    assert json.loads(tables[0].read_text())["columns"] == ["epoch", "prompt", "prediction", "reference"]
+    records = next(run_dir.glob("run-*.wandb")).read_bytes()
+    for logged in (
+        b"params/trainable",
+        b"lr-AdamW",
+        b"train/tokens_per_sec",
+        b"adapter-state_offset_h-glue_rte",
+        b"method",
+    ):
+        assert logged in records  # trainable counts, learning rate, throughput, the adapter artifact, config
