@@ -113,7 +113,9 @@ def _check_key(cfg: DictConfig, dotted: str) -> None:
         if not isinstance(node, DictConfig) or part not in node:
             where = ".".join(parts[:i]) or "the top level"
             valid = ", ".join(str(k) for k in node.keys()) if isinstance(node, DictConfig) else "(not a mapping)"
-            hint = " (to add a new key use +" + dotted + "=...)" if i == len(parts) - 1 else ""
+            # method options are typed (a new key cannot be added); elsewhere +key=... adds one
+            addable = i == len(parts) - 1 and parts[0] != "method"
+            hint = f" (to add a new key use +{dotted}=...)" if addable else ""
             raise UserError(f"unknown key {dotted!r}{hint}; valid keys of {where}: {valid}")
         node = node._get_node(part)
 
