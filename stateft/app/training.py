@@ -7,6 +7,7 @@ Files of a run (``cfg.output_dir``): ``adapter/`` (best epoch, adapter only, wit
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -16,6 +17,13 @@ from omegaconf import DictConfig
 
 from stateft.app.checks import to_container
 from stateft.errors import UserError
+
+
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's "Tip: try installing ..." line from a run's output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
@@ -97,6 +105,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resume_checkpoint(cfg)
     # stateft.app.data skips the batches a mid-epoch checkpoint already trained on: the loader is resumable
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
     L.seed_everything(cfg.seed, workers=True)
     model = model_from_config(cfg.model)
     tokenizer = load_tokenizer(cfg.model.tokenizer)
