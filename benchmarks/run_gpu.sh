@@ -7,8 +7,8 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.used --format=csv | tee "$OUT/gpu.txt"
 if [ -n "${NOPEER:-}" ]; then
   echo "peer: skipped"; touch /tmp/peer_done
-elif ls .peer/site/selective_scan_cuda*.so >/dev/null 2>&1; then
-  export PYTHONPATH=$PYTHONPATH:.peer/site; echo "peer: prebuilt"; touch /tmp/peer_done
+elif python3 -c "import torch, selective_scan_cuda" 2>/dev/null; then
+  echo "peer: already built on this machine"; touch /tmp/peer_done
 else
   (MAX_JOBS=16 bash .peer/mamba_ssm_peer.sh build > "$OUT/peer_build.log" 2>&1; touch /tmp/peer_done) &
 fi
@@ -22,6 +22,11 @@ for phase in "$@"; do
     profile) timeout 100 python3 benchmarks/profile_step.py --size 130m --method state_offset_h 2>&1 | tee "$OUT/profile.log" | head -45 ;;
     step130) wait_peer; timeout 240 python3 benchmarks/train_step.py --sizes 130m --out "$OUT" --name train_step_130m ${NOPEER:+--backends stateft} 2>&1 | tail -9 ;;
     stepbig) wait_peer; timeout 300 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --methods state_offset_h lora --out "$OUT" --name train_step_big ${NOPEER:+--backends stateft} 2>&1 | tail -7 ;;
+    scanpick) wait_peer; timeout 200 python3 benchmarks/scan_kernel.py 2>&1 | tee "$OUT/scan_kernel.log" | grep -v "^{";
+      export STATEFT_SCAN_CONFIG=$(cat "$OUT/scan_best.json") ;;
+    stepsmall) wait_peer; timeout 420 python3 benchmarks/train_step.py --sizes 130m 370m 790m --out "$OUT" --name train_step_small 2>&1 | grep -v "^{" | tail -20 ;;
+    stepbig5) wait_peer; timeout 400 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --warmup 2 --iters 6 --out "$OUT" --name train_step_big 2>&1 | grep -v "^{" | tail -14 ;;
+    gen) timeout 150 python3 benchmarks/generate.py --sizes 130m 1.4b --out "$OUT" 2>&1 | tail -6 ;;
     stepall) wait_peer; timeout 560 python3 benchmarks/train_step.py --out "$OUT" 2>&1 | tail -30 ;;
     peerso) wait_peer; d=$(python3 -c "import mamba_ssm, os; print(os.path.dirname(os.path.dirname(mamba_ssm.__file__)))");
       (cd "$d" && tar czf "$OUT/peer_site.tgz" mamba_ssm selective_scan_cuda*.so) && ls -la "$OUT/peer_site.tgz" ;;

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +43,15 @@ TARGETS = {
     ("1.4b", "lora"): (130, 12),
     ("2.8b", "state_offset_h"): (160, 17),
 }
+
+
+def apply_scan_config() -> None:
+    """Take the Triton scan's launch config from $STATEFT_SCAN_CONFIG (JSON), e.g. scan_kernel.py's best."""
+    raw = os.environ.get("STATEFT_SCAN_CONFIG")
+    if raw:
+        from stateft.ops import scan_triton
+
+        scan_triton.CONFIG.update(json.loads(raw))
 
 
 def stateft_loss(model, input_ids, labels):
@@ -143,6 +153,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--name", default="train_step")
     args = ap.parse_args()
+    apply_scan_config()
+    from stateft.ops import scan_triton
+
+    print("scan config:", scan_triton.CONFIG, flush=True)
     rows = []
     for size in args.sizes:
         for method in args.methods:
@@ -152,7 +166,8 @@ def main() -> None:
                 print(json.dumps({"size": size, "method": method, "backend": backend, **row[backend]}), flush=True)
             rows.append(row)
     table = markdown(rows)
-    payload = {"setting": {"batch": args.batch, "length": args.length, "warmup": args.warmup, "iters": args.iters}}
+    setting = {"batch": args.batch, "length": args.length, "warmup": args.warmup, "iters": args.iters}
+    payload = {"setting": {**setting, "scan_config": dict(scan_triton.CONFIG)}}
     paths = write_results(args.name, {**payload, "rows": rows}, table, args.out)
     print(table)
     print("wrote", *paths)

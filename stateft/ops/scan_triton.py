@@ -17,8 +17,10 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_fwd_kernel
 
 # Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels x all states x BLOCK_T
 # steps per block; the forward stores the state every CHUNK steps (a multiple of BLOCK_T) for the backward.
+# rows: copy (b l d)-major inputs to unit stride along the sequence first (cost: one copy each; gain: each
+# program's loads are rows, not scattered 16-byte pieces).
 CONFIG: dict[str, int] = {
-    "BLOCK_D": 16, "BLOCK_T": 4, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 64,
+    "BLOCK_D": 8, "BLOCK_T": 4, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 32, "rows": 1,
 }  # fmt: skip
 
 
@@ -27,9 +29,8 @@ def _strides3(t: Tensor | None) -> tuple[int, int, int]:
 
 
 def _rows(x: Tensor | None) -> Tensor | None:
-    """x with unit stride along the sequence. Each lane reads its own channel's row step by step, so a row-major
-    row stays in L1 for 16 steps; a (b l d)-major view would miss the cache on every step."""
-    return x if x is None or x.stride(-1) == 1 else x.contiguous()
+    """x with unit stride along the sequence if CONFIG["rows"] (else as it is: the kernels take any strides)."""
+    return x if x is None or x.stride(-1) == 1 or not CONFIG["rows"] else x.contiguous()
 
 
 def _block_n(n: int) -> int:

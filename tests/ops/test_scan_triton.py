@@ -164,3 +164,11 @@ def test_dispatch_returns_prefill_state_that_decoding_continues():
 @pytest.mark.parametrize(("b", "d", "n", "length"), [(4, 1536, 16, 1024), (2, 5120, 16, 2048), (1, 768, 24, 3000)])
 def test_full_size_gpu(dtype, b, d, n, length):
     check(make_inputs(b, d, n, length, dtype, "cuda", h0="shared", layout="bld"))
+
+
+def test_strided_inputs_read_in_place(monkeypatch):
+    # rows=0: the kernels read the (b l d)-major views of delta and z (and dy) without copies
+    from stateft.ops import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "rows", 0)
+    check(make_inputs(2, 20, 6, 37, torch.bfloat16, DEVICE, h0="batch", layout="bld"))

@@ -1,0 +1,69 @@
+"""Decoding throughput with an adapter: greedy and beam-5 generation, new tokens per second.
+
+Random-init weights (speed does not depend on them), bf16, ``state_offset_h`` applied (its h' is added at every
+read-out, so decoding pays for it), a 128-token prompt, 128 new tokens (EOS disabled so every run is full length).
+
+    PYTHONPATH=. python benchmarks/generate.py --sizes 130m 1.4b
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import model_config, write_results  # noqa: E402
+from stateft.generation import generate  # noqa: E402
+from stateft.methods import apply_method  # noqa: E402
+from stateft.models.loading import build_model  # noqa: E402
+
+
+def tokens_per_second(model, prompt: list[int], new_tokens: int, beams: int, repeats: int) -> float:
+    generate(model, prompt, max_new_tokens=8, num_beams=beams, eos_id=None)  # warm-up
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = generate(model, prompt, max_new_tokens=new_tokens, num_beams=beams, eos_id=None)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    assert len(out) == new_tokens
+    return new_tokens / sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", default=["130m", "1.4b"])
+    ap.add_argument("--method", default="state_offset_h")
+    ap.add_argument("--prompt", type=int, default=128)
+    ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args()
+    rows = []
+    for size in args.sizes:
+        model = build_model(model_config(size), device="cuda", dtype=torch.bfloat16, seed=0).eval()
+        apply_method(args.method, model, {"name": args.method, "lr": 1e-4})
+        prompt = torch.randint(0, model.config.vocab_size, (args.prompt,), generator=torch.Generator().manual_seed(0))
+        row = {"size": size, "method": args.method}
+        for name, beams in (("greedy", 1), ("beam5", 5)):
+            row[name] = tokens_per_second(model, prompt.tolist(), args.new, beams, args.repeats)
+            print(size, name, f"{row[name]:.1f} tokens/s", flush=True)
+        rows.append(row)
+        del model
+        torch.cuda.empty_cache()
+    lines = ["| model | method | greedy tokens/s | beam-5 tokens/s |", "|---|---|---|---|"]
+    lines += [f"| {r['size']} | {r['method']} | {r['greedy']:.1f} | {r['beam5']:.1f} |" for r in rows]
+    setting = {"prompt": args.prompt, "new_tokens": args.new, "batch": 1, "dtype": "bf16"}
+    paths = write_results("generate", {"setting": setting, "rows": rows}, "\n".join(lines) + "\n", args.out)
+    print("\n".join(lines))
+    print("wrote", *paths)
+
+
+if __name__ == "__main__":
+    main()
