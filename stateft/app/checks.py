@@ -169,9 +169,27 @@ def preflight(config_name: str, argv: Sequence[str]) -> None:
     try:
         cfg = compose_checked(config_name, args.overrides)
         validate_cfg(cfg)
+        _check_ddp_launch(cfg, args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def _check_ddp_launch(cfg: DictConfig, args: Any) -> None:
+    """Lightning's DDP launcher re-runs ``sys.argv`` for each extra GPU: inside a local multirun every rank would
+    start the whole sweep again. Slurm starts the ranks itself, so DDP sweeps go there."""
+    multirun = (
+        args.multirun
+        or OmegaConf.select(cfg, "sweep") is not None
+        or any(o.startswith("sweep=") for o in args.overrides)
+    )
+    slurm = any(o.replace(" ", "") == "hydra/launcher=slurm" for o in args.overrides)
+    if multirun and not slurm and OmegaConf.select(cfg, "trainer.strategy") == "ddp":
+        raise UserError(
+            "trainer=ddp inside a local multirun is not supported (Lightning's DDP launcher re-runs the "
+            "whole command line); sweep with one GPU per job (hydra/launcher=local_gpus gpu_pool=N) or on "
+            "Slurm (hydra/launcher=slurm hydra.launcher.tasks_per_node=<GPUs>)"
+        )
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

@@ -164,3 +164,14 @@ def test_dry_run_prints_peft_summary_without_weights(compose, capsys, tmp_path):
     cfg = compose("train", ["model=mamba-1.4b", "method=lora", "dry_run=true", f"output_dir={tmp_path}"])
     train(cfg)
     assert "trainable params: 6,402,048 || all params: 1,378,580,480 || trainable%: 0.4644" in capsys.readouterr().out
+
+
+def test_ddp_inside_a_local_multirun_is_refused_with_the_alternatives(capsys):
+    from stateft.app.checks import preflight
+
+    with pytest.raises(SystemExit) as exit_info:
+        preflight("train", ["-m", "sweep=lr_grid", "trainer=ddp"])
+    assert exit_info.value.code == 2
+    assert "hydra/launcher=local_gpus" in capsys.readouterr().err
+    preflight("train", ["-m", "sweep=lr_grid", "trainer=ddp", "hydra/launcher=slurm"])  # Slurm starts the ranks
+    preflight("train", ["trainer=ddp"])  # a single run
