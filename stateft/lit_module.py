@@ -47,7 +47,8 @@ class FineTuneModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = lm_loss(self.model, batch["input_ids"], batch["labels"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["input_ids"]))
-        self._loss_sum, self._loss_count = self._loss_sum + float(loss.detach()), self._loss_count + 1
+        # a tensor sum: no device-to-host sync per step
+        self._loss_sum, self._loss_count = self._loss_sum + loss.detach(), self._loss_count + 1
         if self.trainer.world_size > 1:
             # DDP averages gradients over devices; weight each device by its share of the global target tokens so
             # the update equals one device's token-mean over the same global batch.
@@ -58,7 +59,7 @@ class FineTuneModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._loss_count:
-            self.epoch_losses.append(self._loss_sum / self._loss_count)
+            self.epoch_losses.append(float(self._loss_sum) / self._loss_count)
         self._loss_sum, self._loss_count = 0.0, 0
 
     # ---- evaluation -------------------------------------------------------------------------------------------

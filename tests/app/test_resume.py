@@ -80,6 +80,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
     with pytest.raises(RuntimeError, match="killed while writing"):
         AtomicCheckpointIO().save_checkpoint({"step": 2, "bad": _Unpicklable()}, path)
     assert torch.load(path, weights_only=False) == {"step": 1}  # the previous checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # and no partial file is left beside it
 
 
 def test_resume_from_a_missing_checkpoint_is_a_one_line_error(tmp_path):
