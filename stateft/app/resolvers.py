@@ -24,10 +24,16 @@ def lr_ladder(low: float, high: float) -> str:
     return ",".join(repr(v) for v in values)
 
 
+def dir_suffix(overrides: str) -> str:
+    """``"_" + overrides`` for a run directory name, or nothing when the command line overrides nothing."""
+    return f"_{overrides}" if overrides else ""
+
+
 def register() -> None:
     """Register the resolvers once (idempotent)."""
-    if not OmegaConf.has_resolver("lr_ladder"):
-        OmegaConf.register_new_resolver("lr_ladder", lr_ladder)
+    for name, fn in (("lr_ladder", lr_ladder), ("dir_suffix", dir_suffix)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 register()
