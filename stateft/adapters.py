@@ -1,8 +1,10 @@
 """Adapter checkpoints: only the trainable tensors, no pickle.
 
 A directory with ``adapter_model.safetensors`` (exactly the trainable parameters, by name) and ``adapter_config.json``
-(the resolved method config, the base model's config and name, the stateft version). Writes are atomic: the files go
-to a temporary directory that replaces the target in one rename, so a kill never leaves a half-written adapter.
+(the resolved method config, the base model's config and name, the stateft version). Writes never leave a
+half-written adapter: the files are written and fsynced in a temporary directory beside the target, the old adapter
+(if any) is renamed aside, the new one renamed into place, and only then the old one removed; if the second rename
+fails, the old adapter is put back.
 Loading re-applies the method to a fresh base model and refuses any mismatch (other architecture or size, missing
 or unexpected tensors, wrong shapes, a corrupt file).
 """
@@ -49,8 +51,12 @@ def save_adapter(
     recorded = getattr(model, "peft_config", None)
     if recorded is None:
         raise ValueError("save_adapter needs a model that apply_method() has prepared")
-    if method_cfg is not None and dict(method_cfg)["name"] != recorded["name"]:
-        raise ValueError(f"save_adapter: method {dict(method_cfg)['name']!r} was not the one applied")
+    if method_cfg is not None:
+        from stateft.methods.configs import validate_method_cfg
+
+        name = validate_method_cfg(method_cfg).name
+        if name != recorded["name"]:
+            raise ValueError(f"save_adapter: method {name!r} was not the one applied ({recorded['name']!r})")
     names = list(trainable if trainable is not None else model.peft_trainable)
     params = dict(model.named_parameters())
     tensors = {name: params[name].detach().to("cpu", copy=True).contiguous() for name in names}
@@ -74,7 +80,12 @@ def save_adapter(
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             os.replace(directory, old)
-        os.replace(tmp, directory)
+        try:
+            os.replace(tmp, directory)
+        except OSError:
+            if old is not None:
+                os.replace(old, directory)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

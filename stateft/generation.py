@@ -46,7 +46,7 @@ def _greedy(model: MambaLM, cache, logits: Tensor, max_new_tokens: int, eos_id: 
             break
         out.append(token)
         if i + 1 < max_new_tokens:
-            logits = model.step(torch.tensor([token], device=logits.device), cache)[None]
+            logits = model.step(torch.tensor([token], device=logits.device), cache)  # (1 V)
     return out
 
 
@@ -71,10 +71,11 @@ def _beam_search(
         candidates = (scores[:, None] + logprobs).flatten()
         top_scores, top_index = candidates.topk(2 * num_beams)
         next_beams, next_rows, next_tokens, next_scores = [], [], [], []
-        for score, index in zip(top_scores.tolist(), top_index.tolist()):
+        for rank, (score, index) in enumerate(zip(top_scores.tolist(), top_index.tolist())):
             row, token = divmod(index, vocab)
             if token == eos_id:
-                finished.append((score / (len(beams[row]) + 1) ** length_penalty, beams[row]))
+                if rank < num_beams:  # as transformers: an EOS ranked below the beam width does not finish
+                    finished.append((score / (len(beams[row]) + 1) ** length_penalty, beams[row]))
                 continue
             next_beams.append(beams[row] + [token])
             next_rows.append(row)
@@ -82,7 +83,7 @@ def _beam_search(
             next_scores.append(score)
             if len(next_beams) == num_beams:
                 break
-        if _done(finished, num_beams, max(next_scores), step + 1, length_penalty):
+        if _done(finished, num_beams, top_scores[0].item(), step + 1, length_penalty):
             return max(finished, key=lambda item: item[0])[1]
         beams, scores = next_beams, torch.tensor(next_scores, device=device)
         if step + 1 == max_new_tokens:

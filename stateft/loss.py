@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from stateft.ops.cross_entropy import chunked_cross_entropy
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 
 
 def lm_loss(model: nn.Module, input_ids: Tensor, labels: Tensor, chunk_size: int = 1024) -> Tensor:

@@ -42,9 +42,10 @@ def _naive_beam(model, prompt, max_new, num_beams, eos_id, vocab):
             candidates += [(score + v, tokens + [t]) for v, t in zip(top.values.tolist(), top.indices.tolist())]
         candidates.sort(key=lambda c: -c[0])
         beams = []
-        for score, tokens in candidates:
+        for rank, (score, tokens) in enumerate(candidates):
             if tokens[-1] == eos_id:
-                finished.append((score / len(tokens), tokens[:-1]))
+                if rank < num_beams:
+                    finished.append((score / len(tokens), tokens[:-1]))
             else:
                 beams.append((score, tokens))
             if len(beams) == num_beams:
@@ -73,3 +74,14 @@ def test_generation_stops_at_eos():
     prompt = [3, 4, 5]
     first = generate(model, prompt, max_new_tokens=1, num_beams=1, eos_id=None)[0]
     assert generate(model, prompt, max_new_tokens=10, num_beams=1, eos_id=first) == []
+
+
+def test_padded_vocabulary_rows_are_never_generated():
+    config = TINY.__class__(**{**TINY.to_dict(), "vocab_size": 61})  # padded to 64
+    model = build_model(config, seed=0).eval()
+    with torch.no_grad():
+        model.backbone.embedding.weight[61:] = 50.0  # tied head: the padding rows would win every argmax
+    for num_beams in (1, 3):
+        tokens = generate(model, [1, 2, 3], max_new_tokens=6, num_beams=num_beams, eos_id=None)
+        assert len(tokens) == 6
+        assert max(tokens) < 61

@@ -38,9 +38,11 @@ def fingerprint_path(path: str | Path | None) -> list:
 
 
 def code_fingerprint() -> str:
-    """Hash of the data package's source: editing a formatter must not reuse tokens made by the old one."""
+    """Hash of the source that shapes the tokens (the data package, the Spider schema reader, the tokenizer module):
+    editing a formatter must not reuse tokens made by the old one."""
     digest = hashlib.sha256()
-    for file in sorted(DATA_SOURCES.glob("*.py")):
+    extra = [DATA_SOURCES.parent / "metrics" / "spider" / "schema.py", DATA_SOURCES.parent / "tokenizer.py"]
+    for file in [*sorted(DATA_SOURCES.glob("*.py")), *extra]:
         digest.update(file.name.encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()

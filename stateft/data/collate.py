@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
+from stateft.loss import IGNORE_INDEX
 
 
 def pad_and_mask(items: list[dict[str, Any]], pad_id: int = 0, with_prompts: bool = False) -> dict[str, Any]:

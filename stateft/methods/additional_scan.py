@@ -20,12 +20,12 @@ from stateft.methods.configs import AdditionalScanConfig
 
 
 class ExtraStates(nn.Module):
-    def __init__(self, A_log: torch.Tensor, d_inner: int) -> None:
+    def __init__(self, A_log: torch.Tensor, d_inner: int, generator: torch.Generator) -> None:
         super().__init__()
         n = A_log.shape[1]
         self.A_log = new_parameter(A_log, no_weight_decay=True)  # (E n)
         W_B = torch.empty(n, d_inner)
-        nn.init.kaiming_uniform_(W_B, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(W_B, a=math.sqrt(5), generator=generator)
         self.W_B = new_parameter(W_B)  # (n E)
         self.W_C = new_parameter(torch.zeros(n, d_inner))  # (n E)
 
@@ -37,7 +37,7 @@ def apply(model: nn.Module, cfg: AdditionalScanConfig) -> list[str]:
             "scalar per head, so extra dims would change every head's state size"
         )
     freeze_all(model)
-    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
     for mixer in model.mixers():
         E, N = mixer.d_inner, mixer.d_state
         if cfg.A_init == "continue":
@@ -46,7 +46,7 @@ def apply(model: nn.Module, cfg: AdditionalScanConfig) -> list[str]:
             A_log = mixer.A_log.detach().float().cpu()[:, cfg.copy_column : cfg.copy_column + 1].repeat(1, cfg.n)
         else:
             raise NotImplementedError(f"additional_scan A_init {cfg.A_init!r}: use continue or copy")
-        mixer.extra_states = ExtraStates(A_log, E).to(mixer.D.device)
+        mixer.extra_states = ExtraStates(A_log, E, generator).to(mixer.D.device)
     return trainable_names(model)
 
 

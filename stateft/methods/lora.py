@@ -101,12 +101,18 @@ def _parse_targets(mixer: nn.Module, targets: list[str]) -> dict[str, dict[str, 
             plan.setdefault(linear, {})[block] = blocks[block]
         else:
             plan.setdefault(linear, {})[WHOLE] = (0, getattr(mixer, linear).out_features)
+    for linear, blocks in plan.items():
+        if WHOLE in blocks and len(blocks) > 1:
+            raise UserError(
+                f"lora targets overlap: {linear} and its row blocks {sorted(set(blocks) - {WHOLE})}; "
+                "choose the whole linear or its blocks"
+            )
     return plan
 
 
-def apply_to_linear(mixer: nn.Module, target: str, cfg: LoraConfig, generator: torch.Generator) -> None:
-    """Wrap one target (a linear, or a row block ``linear.block``) of ``mixer`` in place."""
-    for linear, blocks in _parse_targets(mixer, [target]).items():
+def wrap_targets(mixer: nn.Module, targets: list[str], cfg: LoraConfig, generator: torch.Generator) -> None:
+    """Wrap the targets (linears, or row blocks ``linear.block``) of ``mixer`` in place."""
+    for linear, blocks in _parse_targets(mixer, targets).items():
         setattr(mixer, linear, LoRALinear(getattr(mixer, linear), blocks, cfg.r, cfg.alpha, cfg.dropout, generator))
 
 
@@ -115,8 +121,7 @@ def apply(model: nn.Module, cfg: LoraConfig) -> list[str]:
     targets = list(cfg.target_modules or DEFAULT_TARGETS[model.config.arch])
     generator = torch.Generator().manual_seed(0)
     for mixer in model.mixers():
-        for linear, blocks in _parse_targets(mixer, targets).items():
-            setattr(mixer, linear, LoRALinear(getattr(mixer, linear), blocks, cfg.r, cfg.alpha, cfg.dropout, generator))
+        wrap_targets(mixer, targets, cfg, generator)
     return trainable_names(model)
 
 

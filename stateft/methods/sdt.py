@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 from stateft.errors import UserError
 from stateft.methods.base import MethodSpec, batches_cycle, freeze_all, new_parameter, trainable_names
 from stateft.methods.configs import LoraConfig, SDTConfig
-from stateft.methods.lora import apply_to_linear
+from stateft.methods.lora import wrap_targets
 
 
 class DenseDelta(nn.Module):
@@ -51,7 +51,7 @@ class SparseDelta(nn.Module):
 
 def _out_proj_lora(mixer: nn.Module, cfg: SDTConfig, generator: torch.Generator) -> None:
     lora_cfg = LoraConfig(name="lora", r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
-    apply_to_linear(mixer, "out_proj", lora_cfg, generator)
+    wrap_targets(mixer, ["out_proj"], lora_cfg, generator)
 
 
 def warmup_selection(model: nn.Module, cfg: SDTConfig, train_batches: Iterable) -> list:

@@ -70,10 +70,13 @@ def build_model(
 
 
 def cast_model(model: MambaLM, dtype: torch.dtype) -> MambaLM:
-    """Cast to ``dtype``, keeping A_log, D (and Mamba-2's dt_bias) in fp32."""
+    """Cast to ``dtype``, keeping A_log, D (and Mamba-2's dt_bias) in fp32 and out of weight decay
+    (loading with ``assign=True`` replaces the Parameter objects, so the tag is set again here)."""
     for name, p in model.named_parameters():
         keep = name.rsplit(".", 1)[-1] in _FP32_PARAMS
         p.data = p.data.to(torch.float32 if keep else dtype)
+        if keep:
+            p._no_weight_decay = True
     return model
 
 
@@ -106,29 +109,13 @@ def config_from_json(raw: dict[str, Any]) -> tuple[MambaConfig, str]:
             from stateft.models.mamba2_loading import mamba2_config_from_mamba_ssm
 
             return mamba2_config_from_mamba_ssm(raw), "mamba_ssm"
-        layer = ssm_cfg.pop("layer", "Mamba1")
-        arch = "mamba2" if layer == "Mamba2" else "mamba1"
-        known = {
-            "d_state",
-            "d_conv",
-            "expand",
-            "dt_rank",
-            "headdim",
-            "ngroups",
-            "chunk_size",
-            "norm_before_gate",
-            "dt_min",
-            "dt_max",
-            "dt_init_floor",
-            "conv_bias",
-            "bias",
-        }
+        known = {"d_state", "d_conv", "expand", "dt_rank", "dt_min", "dt_max", "dt_init_floor", "conv_bias", "bias"}
         extra = {k: v for k, v in ssm_cfg.items() if k in known}
         return MambaConfig(
             d_model=raw["d_model"],
             n_layer=raw["n_layer"],
             vocab_size=raw["vocab_size"],
-            arch=arch,
+            arch="mamba1",
             pad_vocab_size_multiple=raw.get("pad_vocab_size_multiple", 8),
             tie_embeddings=raw.get("tie_embeddings", True),
             **extra,

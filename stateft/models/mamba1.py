@@ -2,7 +2,7 @@
 
     xz = in_proj(h); x, z = split(xz)                       # (b 2E l)
     u = silu(conv1d(x))                                     # depthwise causal conv
-    dt_r, B, C = split(x_proj(u)); delta = dt_proj(dt_r)    # softplus inside the scan
+    dt_r, B, C = split(x_proj(u)); delta = dt_proj(dt_r)    # bias + softplus inside the scan (fp32)
     y = scan(u, delta, A=-exp(A_log), B, C, D, z); out = out_proj(y)
 
 Slots (``None`` unless a PEFT method fills them; methods never subclass the mixer):
@@ -69,18 +69,23 @@ class Mamba1Mixer(nn.Module):
         self.D.fill_(1.0)
 
     # -- pieces shared by the parallel and the recurrent path -------------------------------------------------
-    def _ssm_params(self, u_t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """u_t: (..., E) -> delta (..., E), A (E, N'), B (..., N'), C (..., N'); N' = N + extra states."""
+    def _ssm_params(self, u_t: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+        """u_t: (..., E) -> delta (..., E), delta_bias (E,) | None, A (E, N'), B (..., N'), C (..., N');
+        N' = N + extra states."""
         R, N = self.dt_rank, self.d_state
         dt_r, B, C = self.x_proj(u_t).split([R, N, N], dim=-1)
-        delta = self.dt_proj(dt_r)
+        if type(self.dt_proj) is nn.Linear:
+            # the bias (about -4..-7) goes to the scan in fp32: added in bf16 it would be rounded by ~0.03
+            delta, delta_bias = F.linear(dt_r, self.dt_proj.weight.to(dt_r.dtype)), self.dt_proj.bias
+        else:  # a wrapper (LoRA) on dt_proj: its own forward adds the bias
+            delta, delta_bias = self.dt_proj(dt_r), None
         A = -torch.exp(self.A_log.float())
         if self.extra_states is not None:
             es = self.extra_states
             A = torch.cat([A, -torch.exp(es.A_log.float())], dim=1)
             B = torch.cat([B, F.linear(u_t, es.W_B.to(u_t.dtype))], dim=-1)
             C = torch.cat([C, F.linear(u_t, es.W_C.to(u_t.dtype))], dim=-1)
-        return delta, A, B, C
+        return delta, delta_bias, A, B, C
 
     def _n_states(self) -> int:
         extra = 0 if self.extra_states is None else self.extra_states.A_log.shape[1]
@@ -124,7 +129,7 @@ class Mamba1Mixer(nn.Module):
             return hidden.new_zeros(b, 0, self.d_model)
         bias = None if self.conv1d.bias is None else self.conv1d.bias.to(x.dtype)
         u = F.silu(F.conv1d(x_padded, self.conv1d.weight.to(x.dtype), bias, groups=self.d_inner))  # (b E l')
-        delta, A, B, C = self._ssm_params(u.transpose(1, 2))
+        delta, delta_bias, A, B, C = self._ssm_params(u.transpose(1, 2))
         h_off, y_off = self._offsets()
         out = selective_scan(
             u,
@@ -134,6 +139,7 @@ class Mamba1Mixer(nn.Module):
             C.transpose(1, 2).contiguous(),
             D=self.D,
             z=z,
+            delta_bias=delta_bias,
             delta_softplus=True,
             initial_state=h_start,
             h_offset=h_off,
@@ -159,7 +165,7 @@ class Mamba1Mixer(nn.Module):
             x_conv = x_conv + self.conv1d.bias.to(x.dtype)
         cache.conv = window[:, :, 1:]
         u = F.silu(x_conv)
-        delta, A, B, C = self._ssm_params(u)
+        delta, delta_bias, A, B, C = self._ssm_params(u)
         h_off, y_off = self._offsets()
-        y, cache.ssm = selective_step(cache.ssm, u, delta, A, B, C, self.D, z, None, True, h_off, y_off)
+        y, cache.ssm = selective_step(cache.ssm, u, delta, A, B, C, self.D, z, delta_bias, True, h_off, y_off)
         return self.out_proj(y)

@@ -29,6 +29,8 @@ def test_bf16_keeps_A_log_and_D_in_fp32(tmp_path):
     mixer = next(model.mixers())
     assert mixer.A_log.dtype == torch.float32
     assert mixer.D.dtype == torch.float32
+    assert mixer.A_log._no_weight_decay
+    assert mixer.D._no_weight_decay
     assert mixer.in_proj.weight.dtype == torch.bfloat16
 
 

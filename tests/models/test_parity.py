@@ -106,3 +106,25 @@ def test_prefill_then_step_matches_parallel(tiny_model):
         chunked = tiny_model(ids[:, 9:], cache=None)
     assert rel_err(torch.cat([first, rest], dim=1), parallel) < 1e-5
     assert rel_err(chunked, parallel[:, 9:]) > 1e-3  # without the cache the second chunk starts from zero state
+
+
+def test_beam_search_matches_transformers(hf_model, hf_folder):
+    model = load_pretrained(str(hf_folder)).eval()
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        ids = torch.randint(1, VOCAB, (1, 9), generator=g)
+        with torch.no_grad():  # an EOS that the model actually likes, so hypotheses finish at different lengths
+            eos = int(hf_model(ids).logits[0, -1].topk(3).indices[2])
+        ref = hf_model.generate(
+            ids,
+            max_new_tokens=10,
+            do_sample=False,
+            num_beams=5,
+            eos_token_id=eos,
+            pad_token_id=eos,
+            length_penalty=1.0,
+            early_stopping=False,
+        )[0, ids.shape[1] :].tolist()
+        ref = ref[: ref.index(eos)] if eos in ref else ref
+        ours = generate(model, ids[0].tolist(), max_new_tokens=10, num_beams=5, eos_id=eos)
+        assert ours == ref
