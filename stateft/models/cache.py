@@ -22,7 +22,6 @@ class MambaCache:
 
     layers: list[LayerCache] = field(default_factory=list)
     started: bool = False
-    seqlen: int = 0
 
     @classmethod
     def empty(cls, n_layer: int) -> MambaCache:

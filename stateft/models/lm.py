@@ -109,7 +109,6 @@ class MambaLM(nn.Module):
             h = h + layer.mixer(layer.norm(h), layer_cache, fresh)
         if cache is not None:
             cache.started = True
-            cache.seqlen += input_ids.shape[1]
         return self.backbone.norm_f(h[:, n_virtual:])
 
     def forward(self, input_ids: Tensor, cache: MambaCache | None = None) -> Tensor:
@@ -123,7 +122,6 @@ class MambaLM(nn.Module):
         h = self.backbone.embedding(input_ids).float()  # (b d)
         for i, layer in enumerate(self.backbone.layers):
             h = h + layer.mixer.step(layer.norm(h), cache.layers[i])
-        cache.seqlen += 1
         return self.lm_head(self.backbone.norm_f(h))
 
 

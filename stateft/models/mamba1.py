@@ -15,14 +15,13 @@ Slots (``None`` unless a PEFT method fills them; methods never subclass the mixe
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stateft.models.cache import LayerCache
 from stateft.models.config import MambaConfig
+from stateft.models.init import dt_bias_init
 from stateft.ops import selective_scan, selective_step
 
 
@@ -61,9 +60,7 @@ class Mamba1Mixer(nn.Module):
         self.conv1d.reset_parameters()
         std = self.dt_rank**-0.5
         nn.init.uniform_(self.dt_proj.weight, -std, std)
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min))
-        dt = dt.clamp(min=c.dt_init_floor)
-        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_proj.bias.copy_(dt_bias_init(self.d_inner, c.dt_min, c.dt_max, c.dt_init_floor))
         A = torch.arange(1, self.d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
         self.A_log.copy_(torch.log(A))
         self.D.fill_(1.0)

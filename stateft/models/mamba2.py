@@ -17,14 +17,13 @@ Prefix and extra state dimensions (Mamba-1's ``prefix`` / ``extra_states``) have
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stateft.models.cache import LayerCache
 from stateft.models.config import MambaConfig
+from stateft.models.init import dt_bias_init
 from stateft.ops import ssd_scan, ssd_step
 
 A_INIT_RANGE = (1.0, 16.0)  # mamba_ssm's Mamba2 default: A_h = -uniform(1, 16) at random init
@@ -94,9 +93,7 @@ class Mamba2Mixer(nn.Module):
         c = self._config
         for module in (self.in_proj, self.conv1d, self.out_proj):
             module.reset_parameters()
-        dt = torch.exp(torch.rand(self.nheads) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min))
-        dt = dt.clamp(min=c.dt_init_floor)
-        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_bias.copy_(dt_bias_init(self.nheads, c.dt_min, c.dt_max, c.dt_init_floor))
         self.A_log.copy_(torch.log(torch.empty(self.nheads).uniform_(*A_INIT_RANGE)))
         self.D.fill_(1.0)
         if self.norm is not None:
