@@ -91,9 +91,8 @@ class _SelectiveScan(torch.autograd.Function):
         n_parts = triton.cdiv(d, block_d)
         block_n = _block_n(n)
         f32 = {"device": u.device, "dtype": torch.float32}
-        # du as u is laid out ((b d l): the conv's output), so the conv backward gets a standard contiguous gradient;
-        # d delta and dz (b l d)-major, as the linear outputs they flow into
-        du = torch.empty(u.shape, device=u.device, dtype=u.dtype)
+        # gradients are written one step at a time across the channels: (b l d)-major stores are coalesced
+        du = _grad_like_bld(u)
         ddelta = _grad_like_bld(delta)
         dz = None if z is None else _grad_like_bld(z)
         dB = torch.empty(b, n_parts, n, length, **f32)  # one partial sum per channel block
