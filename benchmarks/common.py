@@ -6,7 +6,7 @@ import dataclasses
 import json
 import statistics
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ def device_name() -> str:
 
 
 def stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def time_cuda(fn, warmup: int = 3, iters: int = 10) -> tuple[float, list[float]]:
