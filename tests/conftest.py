@@ -7,11 +7,16 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Without a GPU the Triton kernels run in Triton's interpreter (tests/ops). Triton reads this when it is first
+# imported, and other test folders import it indirectly (lightning -> torch), so it is set here, before anything.
+import torch  # noqa: E402  (importing torch does not import triton)
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from stateft.models.config import MambaConfig  # noqa: E402
 from stateft.models.loading import build_model  # noqa: E402

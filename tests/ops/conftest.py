@@ -1,7 +1,7 @@
 """tests/ops: run the Triton kernels on the CPU through Triton's interpreter when there is no GPU.
 
-Triton reads TRITON_INTERPRET when a kernel is first compiled (and at import in some versions), so it is set here,
-before any test module of this folder imports triton. It only affects kernels launched on CPU tensors' behalf.
+TRITON_INTERPRET itself is set in tests/conftest.py (Triton reads it at import, and other folders import it
+indirectly first); here only the block sizes are shrunk for the interpreter.
 """
 
 from __future__ import annotations
@@ -9,10 +9,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)
