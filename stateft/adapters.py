@@ -70,6 +70,7 @@ def save_adapter(
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; an adapter directory is an ordinary folder
     try:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "method": recorded["name"]})
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))

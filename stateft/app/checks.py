@@ -120,22 +120,6 @@ def _check_key(cfg: DictConfig, dotted: str) -> None:
         node = node._get_node(part)
 
 
-def _validate_method_cfg(node: Any) -> Any:
-    """``stateft.methods.configs.validate_method_cfg`` without importing the ``stateft.methods`` package, whose
-    ``__init__`` imports torch and every method (1.5 s): the module is loaded from its file under its own name, so a
-    later ``import stateft.methods`` reuses it (same dataclasses)."""
-    import importlib.util
-
-    name = "stateft.methods.configs"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "methods" / "configs.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name].validate_method_cfg(node)
-
-
 def validate_cfg(cfg: DictConfig) -> None:
     """Checks that need the composed config: method options (typed), learning rate, extra top-level keys."""
 
@@ -146,7 +130,9 @@ def validate_cfg(cfg: DictConfig) -> None:
                 f"no learning rate for {cfg.method.name} on {dataset} (the papers report none); "
                 "pass method.lr=... (or run sweep=lr_grid to find one)"
             )
-        _validate_method_cfg(cfg.method)
+        from stateft.methods.configs import validate_method_cfg  # torch-free
+
+        validate_method_cfg(cfg.method)
     optim = cfg.get("optim")
     if optim is not None:
         lr = optim.get("lr")

@@ -1,65 +1,22 @@
-"""Every PEFT method behind one registry. The key is the method's one name: registry key = ``conf/method/<name>.yaml``
-= CLI value (``method=<name>``) = W&B tag."""
+"""PEFT methods for Mamba. ``METHODS``, ``apply_method`` and ``get_method`` live in ``registry.py`` (which imports
+torch and every method); the typed configs in ``configs.py`` are torch-free, so that importing
+``stateft.methods.configs`` for start-up checks stays light. The registry's names are loaded on first use."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict
 from typing import Any
 
-from torch import nn
-
-from stateft.methods import (
-    additional_scan,
-    bitfit,
-    full,
-    init_state,
-    lora,
-    prefix,
-    prompt,
-    sdt,
-    state_offset,
-)
-from stateft.methods.base import MethodSpec
 from stateft.methods.configs import MethodConfig, validate_method_cfg
 
-METHODS: dict[str, MethodSpec] = {
-    "full": full.SPEC,
-    "full_s6": full.SPEC_S6,
-    "full_ssd": full.SPEC_SSD,
-    "bitfit": bitfit.SPEC,
-    "lora": lora.SPEC,
-    "prompt": prompt.SPEC,
-    "prefix": prefix.SPEC,
-    "additional_scan": additional_scan.SPEC,
-    "sdt": sdt.SPEC,
-    "init_state": init_state.SPEC,
-    "state_offset_h": state_offset.SPEC_H,
-    "state_offset_y": state_offset.SPEC_Y,
-}
+_REGISTRY_NAMES = ("METHODS", "apply_method", "get_method")
 
 
-def get_method(name: str) -> MethodSpec:
-    if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
-    return METHODS[name]
+def __getattr__(name: str) -> Any:
+    if name in _REGISTRY_NAMES:
+        from stateft.methods import registry
 
-
-def apply_method(name: str, model: nn.Module, cfg: Any = None, train_batches: Iterable | None = None) -> list[str]:
-    """Apply method ``name`` to ``model`` in place; returns the sorted names of the trainable parameters.
-
-    ``cfg``: the method's options (dict, DictConfig or its typed config; validated). ``train_batches``: training
-    batches for methods with a data-driven set-up (sdt's warm-up). The resolved config (with derived fields such as
-    sdt's selection) is recorded as ``model.peft_config`` for the adapter checkpoint.
-    """
-    cfg = validate_method_cfg({"name": name} if cfg is None else cfg)
-    if cfg.name != name:
-        raise ValueError(f"apply_method({name!r}) got the config of {cfg.name!r}")
-    spec = get_method(name)
-    names = spec.apply(model, cfg, train_batches) if spec.needs_data else spec.apply(model, cfg)
-    model.peft_config = asdict(cfg)
-    model.peft_trainable = names
-    return names
+        return getattr(registry, name)
+    raise AttributeError(f"module 'stateft.methods' has no attribute {name!r}")
 
 
 __all__ = ["METHODS", "MethodConfig", "apply_method", "get_method", "validate_method_cfg"]
