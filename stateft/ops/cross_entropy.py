@@ -41,7 +41,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         count = (y != ignore_index).sum()
         total = h.new_zeros((), dtype=torch.float32)
         grad_h = torch.empty_like(h) if want_grad else None
-        grad_w = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if want_grad else None
+        train_w = want_grad and weight.requires_grad  # a frozen head needs no (V d) fp32 gradient buffer
+        grad_w = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if train_w else None
         for start in range(0, h.shape[0], chunk_size):
             sl = slice(start, start + chunk_size)
             loss, gh, gw = _chunk_loss_and_grads(h[sl], weight, y[sl], ignore_index, want_grad)
@@ -52,7 +53,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                     grad_w += gw
         count = count.clamp_min(1).float()
         if want_grad:
-            ctx.save_for_backward(grad_h, grad_w if weight.requires_grad else None, count)
+            ctx.save_for_backward(grad_h, grad_w, count)
             ctx.shapes = (hidden.shape, weight.dtype)
         return total / count
 
