@@ -31,6 +31,7 @@ class MambaConfig:
     dt_min: float = 0.001
     dt_max: float = 0.1
     dt_init_floor: float = 1e-4
+    init_std: float = 0.02  # std of the random embedding init (mamba_ssm: 0.02); irrelevant when weights are loaded
     # Mamba-2 only
     headdim: int = 64  # P
     ngroups: int = 1

@@ -68,11 +68,11 @@ class MambaLM(nn.Module):
         """Random init (mamba_ssm's scheme); used for tiny test models and benchmarks."""
         if seed is not None:
             torch.manual_seed(seed)
-        nn.init.normal_(self.backbone.embedding.weight, std=0.02)
+        nn.init.normal_(self.backbone.embedding.weight, std=self.config.init_std)
         for mixer in self.mixers():
             mixer.reset_parameters()
         if not self.config.tie_embeddings:
-            nn.init.normal_(self.lm_head.weight, std=0.02)
+            nn.init.normal_(self.lm_head.weight, std=self.config.init_std)
 
     def mixers(self) -> Iterator[nn.Module]:
         for layer in self.backbone.layers:

@@ -307,6 +307,7 @@ _ARCH_KEYS = (
     "ngroups",
     "chunk_size",
     "pad_vocab_size_multiple",
+    "init_std",
 )
 
 
