@@ -15,12 +15,14 @@ import yaml
 from stateft.models.config import MambaConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SIZES = ("130m", "370m", "790m", "1.4b", "2.8b")
+SIZES = ("130m", "370m", "790m", "1.4b", "2.8b")  # Mamba-1, named by size
+MAMBA2_SIZES = ("mamba2-130m", "mamba2-370m", "mamba2-780m", "mamba2-1.3b", "mamba2-2.7b")  # named in full
 
 
 def model_config(size: str) -> MambaConfig:
-    """The architecture of ``mamba-<size>`` from conf/model (only MambaConfig's fields)."""
-    raw = yaml.safe_load((REPO / "conf" / "model" / f"mamba-{size}.yaml").read_text())
+    """The architecture of ``mamba-<size>`` (or of ``mamba2-...`` given in full) from conf/model."""
+    name = size if size.startswith("mamba2-") else f"mamba-{size}"
+    raw = yaml.safe_load((REPO / "conf" / "model" / f"{name}.yaml").read_text())
     names = {f.name for f in dataclasses.fields(MambaConfig)}
     return MambaConfig(**{k: v for k, v in raw.items() if k in names})
 

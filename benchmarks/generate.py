@@ -3,7 +3,7 @@
 Random-init weights (speed does not depend on them), bf16, ``state_offset_h`` applied (its h' is added at every
 read-out, so decoding pays for it), a 128-token prompt, 128 new tokens (EOS disabled so every run is full length).
 
-    PYTHONPATH=. python benchmarks/generate.py --sizes 130m 1.4b
+    PYTHONPATH=. python benchmarks/generate.py --sizes 130m 1.4b mamba2-130m mamba2-1.3b
 """
 
 from __future__ import annotations
