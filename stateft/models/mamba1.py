@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from stateft.models.cache import LayerCache
 from stateft.models.config import MambaConfig
+from stateft.models.conv import causal_conv, conv_input, last_window
 from stateft.models.init import dt_bias_init
 from stateft.ops import selective_scan, selective_step
 
@@ -93,16 +94,6 @@ class Mamba1Mixer(nn.Module):
             return None, None
         return self.state_offset.h_prime(), self.state_offset.y_prime()
 
-    def _start(self, batch: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Conv window (b E K-1) and SSM state (b E N) | None at the start of a sequence."""
-        init = self.init_state
-        if init is not None and getattr(init, "conv", None) is not None:
-            conv = init.conv.to(like.dtype)[None].expand(batch, -1, -1)
-        else:
-            conv = like.new_zeros(batch, self.d_inner, self.d_conv - 1)
-        h0 = None if init is None else init.h0[None].expand(batch, -1, -1)
-        return conv, h0
-
     # -- parallel path -------------------------------------------------------------------------------------
     def forward(self, hidden: Tensor, cache: LayerCache | None = None, fresh: bool = True) -> Tensor:
         """hidden (b l d) -> (b l d). With ``cache``, start from it (unless ``fresh``) and leave the end state in it."""
@@ -114,18 +105,13 @@ class Mamba1Mixer(nn.Module):
             xz = torch.cat([pre, xz], dim=2)
             n_prefix = pre.shape[2]
         x, z = xz.chunk(2, dim=1)  # (b E l') each
-        if fresh:
-            conv_start, h_start = self._start(b, x)
-        else:
-            conv_start, h_start = cache.conv.to(x.dtype), cache.ssm
-        x_padded = torch.cat([conv_start, x], dim=2)  # (b E K-1+l')
+        x_padded, h_start = conv_input(self, x, cache, fresh)  # (b E K-1+l')
         if x.shape[2] == 0:
             if cache is not None:
                 cache.conv = x_padded
                 cache.ssm = (x.new_zeros(b, self.d_inner, self._n_states()) if h_start is None else h_start).float()
             return hidden.new_zeros(b, 0, self.d_model)
-        bias = None if self.conv1d.bias is None else self.conv1d.bias.to(x.dtype)
-        u = F.silu(F.conv1d(x_padded, self.conv1d.weight.to(x.dtype), bias, groups=self.d_inner))  # (b E l')
+        u = F.silu(causal_conv(self.conv1d, x_padded))  # (b E l')
         delta, delta_bias, A, B, C = self._ssm_params(u.transpose(1, 2))
         h_off, y_off = self._offsets()
         out = selective_scan(
@@ -146,7 +132,7 @@ class Mamba1Mixer(nn.Module):
         )
         if cache is not None:
             y, cache.ssm = out
-            cache.conv = x_padded[:, :, x_padded.shape[2] - (self.d_conv - 1) :]
+            cache.conv = last_window(x_padded, self.d_conv)
         else:
             y = out
         y = y[:, :, n_prefix:]  # drop the prefix positions

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from stateft.models.cache import LayerCache
 from stateft.models.config import MambaConfig
+from stateft.models.conv import causal_conv, conv_input, last_window
 from stateft.models.init import dt_bias_init
 from stateft.ops import ssd_scan, ssd_step
 
@@ -125,34 +126,19 @@ class Mamba2Mixer(nn.Module):
         y = self.norm(y, z) if self.norm is not None else y * F.silu(z)
         return self.out_proj(y)
 
-    def _start(self, batch: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Conv window (b E+2GN K-1) and SSM state (b H P N) | None at the start of a sequence."""
-        init = self.init_state
-        if init is not None and getattr(init, "conv", None) is not None:
-            conv = init.conv.to(like.dtype)[None].expand(batch, -1, -1)
-        else:
-            conv = like.new_zeros(batch, self.conv_channels, self.d_conv - 1)
-        h0 = None if init is None else init.h0[None].expand(batch, -1, -1, -1)
-        return conv, h0
-
     # -- parallel path -------------------------------------------------------------------------------------
     def forward(self, hidden: Tensor, cache: LayerCache | None = None, fresh: bool = True) -> Tensor:
         """hidden (b l d) -> (b l d). With ``cache``, start from it (unless ``fresh``) and leave the end state in it."""
         b, length, _ = hidden.shape
         z, xbc, dt = self.in_proj(hidden).split([self.d_inner, self.conv_channels, self.nheads], dim=-1)
         xbc = xbc.transpose(1, 2)  # (b E+2GN l)
-        if fresh:
-            conv_start, h_start = self._start(b, xbc)
-        else:
-            conv_start, h_start = cache.conv.to(xbc.dtype), cache.ssm
-        xbc_padded = torch.cat([conv_start, xbc], dim=2)  # (b E+2GN K-1+l): causal conv from the cached window
+        xbc_padded, h_start = conv_input(self, xbc, cache, fresh)  # (b E+2GN K-1+l)
         if length == 0:
             if cache is not None:
                 cache.conv = xbc_padded
                 cache.ssm = (xbc.new_zeros(b, *self.state_shape) if h_start is None else h_start).float()
             return hidden.new_zeros(b, 0, self.d_model)
-        bias = None if self.conv1d.bias is None else self.conv1d.bias.to(xbc.dtype)
-        xbc = F.silu(F.conv1d(xbc_padded, self.conv1d.weight.to(xbc.dtype), bias, groups=self.conv_channels))
+        xbc = F.silu(causal_conv(self.conv1d, xbc_padded))
         # (b l E+2GN) laid out contiguously so the scan reads x, B, C rows coalesced
         x, B, C = self._split_xbc(xbc.transpose(1, 2).contiguous())  # (b l H P), (b l G N), (b l G N)
         A = -torch.exp(self.A_log.float())  # (H,)
@@ -173,7 +159,7 @@ class Mamba2Mixer(nn.Module):
         )
         if cache is not None:
             y, cache.ssm = out
-            cache.conv = xbc_padded[:, :, xbc_padded.shape[2] - (self.d_conv - 1) :]
+            cache.conv = last_window(xbc_padded, self.d_conv)
         else:
             y = out
         return self._gate_out(y, C, z)
