@@ -60,4 +60,3 @@ def apply_method(name: str, model: nn.Module, cfg: Any = None, train_batches: It
     model.peft_config = asdict(cfg)
     model.peft_trainable = names
     return names
-
