@@ -60,19 +60,26 @@ class LoRALinear(nn.Module):
     def out_features(self) -> int:
         return self.base.out_features
 
+    def update_factors(self) -> tuple[Tensor, Tensor]:
+        """All blocks' factors as one pair: A (k r, in) stacked, B (out, k r) block-diagonal, zero on rows no block
+        covers, so the update is two matrix products whatever the number of blocks."""
+        A = torch.cat(list(self.lora_A.values()), dim=0)
+        rows, cursor = [], 0
+        for key, (start, end) in self.blocks.items():
+            B_k = self.lora_B[key]
+            if start > cursor:
+                rows.append(B_k.new_zeros(start - cursor, 0))
+            rows.append(B_k)
+            cursor = end
+        if cursor < self.base.out_features:
+            rows.append(A.new_zeros(self.base.out_features - cursor, 0))
+        return A, torch.block_diag(*rows)
+
     def forward(self, x: Tensor) -> Tensor:
         out = self.base(x)
-        h = self.dropout(x)
-        pieces, cursor = [], 0
-        for key, (start, end) in self.blocks.items():
-            if start > cursor:
-                pieces.append(out.new_zeros(*out.shape[:-1], start - cursor))
-            A, B = self.lora_A[key], self.lora_B[key]
-            pieces.append(F.linear(F.linear(h, A.to(h.dtype)), B.to(h.dtype)) * self.scaling)
-            cursor = end
-        if cursor < out.shape[-1]:
-            pieces.append(out.new_zeros(*out.shape[:-1], out.shape[-1] - cursor))
-        return out + torch.cat(pieces, dim=-1).to(out.dtype)
+        A, B = self.update_factors()
+        update = F.linear(F.linear(self.dropout(x), A.to(x.dtype)), (B * self.scaling).to(x.dtype))
+        return out + update.to(out.dtype)
 
 
 def _linear_blocks(mixer: nn.Module, linear: str) -> dict[str, tuple[int, int]]:
