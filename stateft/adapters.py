@@ -39,12 +39,15 @@ def save_adapter(
     method_cfg: Any = None,
     trainable: list[str] | None = None,
     base_model: dict[str, Any] | None = None,
+    extra_files: dict[str, Any] | None = None,
 ) -> Path:
     """Write the adapter of ``model`` (after ``apply_method``) to ``directory`` atomically.
 
     method_cfg: optional; must name the method that was applied (the recorded, resolved config is what is written,
     so derived fields such as sdt's selection are kept). trainable: defaults to the names apply_method returned.
     base_model: the model's config node (name, name_or_path...), stored for ``eval.py``.
+    extra_files: ``{file name: JSON-serialisable payload}`` written into the same directory in the same atomic swap
+    (e.g. the run's config, which ``eval.py`` reads).
     """
     from safetensors.torch import save_file
 
@@ -74,6 +77,8 @@ def save_adapter(
     try:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "method": recorded["name"]})
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
+        for name, payload in (extra_files or {}).items():
+            (tmp / name).write_text(json.dumps(payload, indent=2, default=str))
         for f in tmp.iterdir():
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())

@@ -13,7 +13,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from stateft.adapters import save_adapter
-from stateft.app.files import write_json_atomic, write_predictions
+from stateft.app.files import write_predictions
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -72,9 +72,9 @@ class BestAdapter(L.Callback):
 
     def save(self, pl_module: L.LightningModule) -> Path:
         """Write the current adapter (atomically) with the run's config files beside it."""
-        save_adapter(self.directory, pl_module.model, self.method_cfg, pl_module.trainable, self.base_model)
-        for name, payload in self.extra_files.items():
-            write_json_atomic(self.directory / name, payload)
+        save_adapter(
+            self.directory, pl_module.model, self.method_cfg, pl_module.trainable, self.base_model, self.extra_files
+        )
         return self.directory
 
     def state_dict(self) -> dict[str, Any]:
@@ -85,7 +85,7 @@ class BestAdapter(L.Callback):
 
 
 class ValidationPredictions(L.Callback):
-    """Writes the latest validation predictions to ``predictions_val.jsonl`` (rank 0)."""
+    """Writes the latest validation predictions (``predictions_validation.jsonl``, rank 0)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)

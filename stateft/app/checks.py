@@ -120,11 +120,26 @@ def _check_key(cfg: DictConfig, dotted: str) -> None:
         node = node._get_node(part)
 
 
+def _check_lr_grid(grid: DictConfig) -> None:
+    from stateft.app.resolvers import lr_ladder
+
+    try:
+        ladder = lr_ladder(grid.min, grid.max)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"sweep=lr_grid: {err}") from None
+    if not ladder:
+        raise UserError(f"sweep=lr_grid: no value of the ladder {{1, 2, 4}} x 10^k lies in [{grid.min}, {grid.max}]")
+
+
 def validate_cfg(cfg: DictConfig) -> None:
     """Checks that need the composed config: method options (typed), learning rate, extra top-level keys."""
 
+    sweeping_lr = cfg.get("lr_grid") is not None  # sweep=lr_grid sets optim.lr per job
+    if sweeping_lr:
+        _check_lr_grid(cfg.lr_grid)
     if "method" in cfg and cfg.method is not None:
-        if cfg.method.get("lr") is None:  # experiment=paper/* found no paper value for this (method, dataset)
+        no_lr = cfg.method.get("lr") is None and OmegaConf.select(cfg, "optim.lr") is None
+        if no_lr and not sweeping_lr:  # experiment=paper/* has no value for this pair, and none was given
             dataset = OmegaConf.select(cfg, "dataset.name")
             raise UserError(
                 f"no learning rate for {cfg.method.name} on {dataset} (the papers report none); "
@@ -134,7 +149,7 @@ def validate_cfg(cfg: DictConfig) -> None:
 
         validate_method_cfg(cfg.method)
     optim = cfg.get("optim")
-    if optim is not None:
+    if optim is not None and not sweeping_lr:
         lr = optim.get("lr")
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
             raise UserError(f"optim.lr must be a positive number, got {lr!r} (set method.lr=... or optim.lr=...)")

@@ -1,11 +1,14 @@
 """Batches in a resumable, device-count-independent order.
 
-The training order of epoch ``e`` is ``randperm(n, seed + e)`` (the same permutation as the data module's
-``SeededShuffleSampler`` and as ``DistributedSampler``). With ``w`` devices, rank ``r`` takes positions
+The training order of epoch ``e`` is ``randperm(n, seed + e)`` with the run's ``seed`` (the permutation
+``DistributedSampler`` draws; ``dataset.seed`` only fixes the train/validation split). With ``w`` devices, rank ``r``
+takes positions
 ``r, r + w, r + 2w, ...``, so global batch ``j`` of a ``w``-device run holds exactly the examples of batch ``j`` of a
 one-device run with a ``w`` times larger batch. After a resume mid-epoch the sampler skips the batches the
 checkpoint already trained on, so an interrupted run sees the same data as an uninterrupted one.
-Validation and test sets are split by the same stride; ``gather_by_index`` puts predictions back in order.
+With ``n`` not a multiple of ``w`` the permutation wraps around (a few examples twice per epoch, as
+``DistributedSampler`` does) so every rank runs the same number of batches. Validation and test sets are split by
+the same stride; ``lit_module.gather_records`` puts predictions back in order.
 """
 
 from __future__ import annotations
@@ -38,13 +41,17 @@ class ResumableSampler(Sampler[int]):
 
     def _indices(self) -> list[int]:
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        # every rank gets the same number of examples (else the rank with one more batch waits forever in the
+        # gradient all-reduce): like DistributedSampler, wrap around to a multiple of world_size
+        padded = len(self) * self.world_size
+        order = (order * (padded // max(self.n, 1) + 1))[:padded]
         return order[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._indices()[self.skip() * self.batch_size :])
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world_size))
+        return -(-self.n // self.world_size)  # ceil(n / world_size), the same on every rank
 
 
 def _batches_done_this_epoch(trainer: L.Trainer) -> int:

@@ -24,6 +24,11 @@ def lr_ladder(low: float, high: float) -> str:
     return ",".join(repr(v) for v in values)
 
 
+def paper_method(name: str, rank: int | None) -> str:
+    """The key of a method in the papers' learning-rate table: low-rank State-offset Tuning has its own row."""
+    return f"{name}_lowrank" if name == "state_offset_h" and rank is not None else name
+
+
 def dir_suffix(overrides: str) -> str:
     """``"_" + overrides`` for a run directory name, or nothing when the command line overrides nothing."""
     return f"_{overrides}" if overrides else ""
@@ -31,7 +36,7 @@ def dir_suffix(overrides: str) -> str:
 
 def register() -> None:
     """Register the resolvers once (idempotent)."""
-    for name, fn in (("lr_ladder", lr_ladder), ("dir_suffix", dir_suffix)):
+    for name, fn in (("lr_ladder", lr_ladder), ("dir_suffix", dir_suffix), ("paper_method", paper_method)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

@@ -109,7 +109,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     model = model_from_config(cfg.model)
     tokenizer = load_tokenizer(cfg.model.tokenizer)
-    datamodule = ResumableDataModule(instantiate(cfg.dataset))
+    datamodule = ResumableDataModule(instantiate(cfg.dataset), seed=cfg.seed)  # the run seed orders the data
     trainable = _apply(cfg, model, TrainBatches(datamodule))
     print(f"{config_summary(cfg)}; outputs in {_short(out)}")
     print(format_parameter_summary(model))

@@ -15,7 +15,8 @@ from stateft.errors import UserError
 @dataclass
 class MethodConfig:
     name: str = ""
-    lr: float = 1e-3  # each method owns its learning rate: PEFT methods differ by orders of magnitude
+    # each method owns its learning rate (PEFT methods differ by orders of magnitude); None when a sweep sets optim.lr
+    lr: float | None = 1e-3
 
 
 @dataclass

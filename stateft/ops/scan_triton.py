@@ -2,9 +2,10 @@
 
 Same signature and semantics as `scan_ref.selective_scan_ref`; the state offset h', the output offset y', the initial
 state h_0 (and their gradients), delta bias + softplus, the D skip and the z gate all happen inside the kernels
-(`triton_scan_kernels`). Inputs may be strided (the mixer passes transposed views of (b l d) activations; no copies
-are made here) and bf16 or fp32; the arithmetic is fp32. ``initial_state`` may be an expanded (stride-0 batch) view
-of one (d n) parameter: its gradient comes back per batch row and autograd sums it.
+(`triton_scan_kernels`). Inputs may be strided (the mixer passes transposed views of (b l d) activations; with
+``CONFIG["rows"] = 1``, the measured default, delta, z and dy are copied row-major first) and bf16 or fp32; the
+arithmetic is fp32. ``initial_state`` may be an expanded (stride-0 batch) view of one (d n) parameter: its gradient
+comes back per batch row and autograd sums it.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def ssd_fwd_kernel(
     BLOCK_Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     pid_p = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh = tl.program_id(1).to(tl.int64)  # 64-bit offsets: b * H * P * N * L can pass 2^31 at large sizes
     b = pid_bh // nheads
     h = pid_bh % nheads
     g = h // heads_per_group
@@ -89,7 +89,7 @@ def ssd_bwd_kernel(
     BLOCK_Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     pid_p = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh = tl.program_id(1).to(tl.int64)  # 64-bit offsets: b * H * P * N * L can pass 2^31 at large sizes
     b = pid_bh // nheads
     h = pid_bh % nheads
     g = h // heads_per_group
