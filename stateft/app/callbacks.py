@@ -96,18 +96,28 @@ class ValidationPredictions(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Logs ``train/samples_per_sec`` and ``train/tokens_per_sec`` (all input tokens, padding included)."""
+    """Logs ``train/samples_per_sec`` and ``train/tokens_per_sec`` (all input tokens, padding included).
+
+    Timed from one batch end to the next (data loading included): on a GPU the host only queues work, so timing a
+    single batch's start to end would measure how fast kernels are queued; between consecutive batch ends the host
+    cannot run ahead of the device for long (the loss read-out syncs), so the interval is the real step rate.
+    The first batch of an epoch has no interval and logs nothing.
+    """
 
     def __init__(self) -> None:
-        self._start = 0.0
+        self._last: float | None = None
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
-        self._start = time.perf_counter()
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = None
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        seconds = max(time.perf_counter() - self._start, 1e-9)
+        now, last = time.perf_counter(), self._last
+        self._last = now
+        if last is None:
+            return
+        seconds = max(now - last, 1e-9)
         ids = batch["input_ids"]
         world = trainer.world_size
         pl_module.log_dict(
