@@ -83,7 +83,9 @@ class FineTuneModule(L.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
         loss = lm_loss(self.model, batch["input_ids"], batch["labels"])
-        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=len(batch["input_ids"]))
+        # weighted by target tokens, so the epoch value is the token mean (as in training), not a mean of batch means
+        tokens = max(count_target_tokens(batch["labels"]), 1)
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=tokens)
         for prompt, example, text in zip(batch["prompt_ids"], batch["examples"], self.predict(batch["prompt_ids"])):
             self._pending.append({"prediction": text, "example": example, "prompt_ids": prompt})
 
