@@ -26,6 +26,18 @@ for phase in "$@"; do
       export STATEFT_SCAN_CONFIG=$(cat "$OUT/scan_best.json") ;;
     stepsmall) wait_peer; timeout 420 python3 benchmarks/train_step.py --sizes 130m 370m 790m --out "$OUT" --name train_step_small 2>&1 | grep -v "^{" | tail -20 ;;
     stepbig5) wait_peer; timeout 400 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --warmup 2 --iters 6 --out "$OUT" --name train_step_big 2>&1 | grep -v "^{" | tail -14 ;;
+    m2check) timeout 200 python3 benchmarks/mamba2_check.py --out "$OUT/mamba2_check.json" 2>&1 | tee "$OUT/mamba2_check.log" | tail -25 ;;
+    m2train) pip install -q --no-index --no-deps --target /tmp/site .whl/app/*.whl >/dev/null 2>&1;
+      PYTHONPATH=.:/tmp/site HF_HUB_OFFLINE=1 timeout 240 python3 train.py model=mamba2-1.3b method=state_offset_h \
+        method.rank=64 dataset=spider model.pretrained=false dataset.path=tests/fixtures/spider trainer=gpu \
+        logger=csv trainer.max_epochs=2 dataset.num_beams=1 dataset.max_new_tokens=16 hydra.run.dir="$OUT/m2train" \
+        2>&1 | tee "$OUT/m2train.log" | grep -v "━" | tail -25 ;;
+    step130g) wait_peer; timeout 300 python3 benchmarks/train_step.py --sizes 130m --out "$OUT" --name train_step_130m 2>&1 | grep -v "^{" | tail -9 ;;
+    scanlong) timeout 150 python3 benchmarks/scan_kernel.py --long 2>&1 | tee "$OUT/scan_long.log" | tail -8 ;;
+    m2step) timeout 300 python3 benchmarks/train_step.py --sizes mamba2-130m mamba2-1.3b --methods state_offset_h lora \
+      --backends stateft graph --out "$OUT" --name train_step_mamba2 2>&1 | grep -v "^{" | tail -8 ;;
+    stepbigg) wait_peer; timeout 420 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --methods state_offset_h lora \
+      --warmup 2 --iters 6 --out "$OUT" --name train_step_big 2>&1 | grep -v "^{" | tail -8 ;;
     gen) timeout 150 python3 benchmarks/generate.py --sizes 130m 1.4b --out "$OUT" 2>&1 | tail -6 ;;
     stepall) wait_peer; timeout 560 python3 benchmarks/train_step.py --out "$OUT" 2>&1 | tail -30 ;;
     peerso) wait_peer; d=$(python3 -c "import mamba_ssm, os; print(os.path.dirname(os.path.dirname(mamba_ssm.__file__)))");

@@ -14,15 +14,22 @@ import torch
 import triton
 from torch import Tensor
 
-from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_fwd_kernel
+from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kernel, scan_fwd_kernel, seg_carry_kernel
 
 # Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels x all states x BLOCK_T
 # steps per block; the forward stores the state every CHUNK steps (a multiple of BLOCK_T) for the backward.
 # rows: copy (b l d)-major inputs to unit stride along the sequence first (cost: one copy each; gain: each
 # program's loads are rows, not scattered 16-byte pieces).
+# SEG: the sequence is cut into segments of SEG steps (a multiple of CHUNK; 0 = one segment) that run as separate
+# programs: a first pass finds each segment's end state from zero, a sequential pass over the segment boundaries
+# (`seg_carry_kernel`) gives the states entering them, a second pass writes y. The backward does the same for the
+# adjoint. More programs in flight (b x E / BLOCK_D alone is a few per SM at 130m) for about 1.5x the arithmetic.
 CONFIG: dict[str, int] = {
     "BLOCK_D": 8, "BLOCK_T": 4, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 32, "rows": 1,
+    "SEG": 0,
 }  # fmt: skip
+_CARRY_BLOCK_D = 32
+LAUNCHED: dict[str, object] = {}  # the last compiled kernel of each pass (registers, spills: benchmarks/scan_kernel.py)
 
 
 def _strides3(t: Tensor | None) -> tuple[int, int, int]:
@@ -36,6 +43,26 @@ def _rows(x: Tensor | None) -> Tensor | None:
 
 def _block_n(n: int) -> int:
     return max(triton.next_power_of_2(n), 2)
+
+
+def _n_segments(length: int, chunk: int) -> tuple[int, int]:
+    """(segment length, number of segments) for CONFIG["SEG"]."""
+    seg = int(CONFIG.get("SEG", 0))
+    if seg % chunk:
+        raise ValueError(f"scan_triton.CONFIG: SEG {seg} must be a multiple of CHUNK {chunk}")
+    if seg <= 0 or seg >= length:
+        return max(triton.cdiv(length, chunk), 1) * chunk, 1
+    return seg, triton.cdiv(length, seg)
+
+
+def _bdn_strides(t: Tensor | None) -> tuple[int, int, int, int]:
+    """(b, segment, d, n) strides of a (b d n) tensor used as the one slot of a one-segment buffer."""
+    return (0, 0, 0, 0) if t is None else (t.stride(0), 0, t.stride(1), t.stride(2))
+
+
+def _slot_strides(buf: Tensor) -> tuple[int, int, int, int]:
+    """(b, segment, d, n) strides of a (b, S + 1, n, d) segment buffer."""
+    return buf.stride(0), buf.stride(1), buf.stride(3), buf.stride(2)
 
 
 def _grad_like_bld(x: Tensor) -> Tensor:
@@ -58,27 +85,45 @@ class _SelectiveScan(torch.autograd.Function):
         if chunk % block_t:
             raise ValueError(f"scan_triton.CONFIG: CHUNK {chunk} must be a multiple of BLOCK_T {block_t}")
         n_chunks = triton.cdiv(length, chunk)
+        seg, n_seg = _n_segments(length, chunk)
         need_grad = any(ctx.needs_input_grad)
+        f32 = {"device": u.device, "dtype": torch.float32}
         # y written as (b l d): the out projection reads it that way, so its transpose is free
         y = torch.empty(b, length, d, device=u.device, dtype=u.dtype).transpose(1, 2)
-        last = torch.empty(b, d, n, device=u.device, dtype=torch.float32) if return_last else None
-        states = torch.empty(b, n_chunks, n, d, device=u.device, dtype=torch.float32) if need_grad else None
-        grid = (triton.cdiv(d, block_d), b)
+        last = torch.empty(b, d, n, **f32) if return_last else None
+        states = torch.empty(b, n_chunks, n, d, **f32) if need_grad else None
         uk, dk, zk, Bk, Ck = _rows(u), _rows(delta), _rows(z), _rows(B), _rows(C)
-        scan_fwd_kernel[grid](
-            uk, dk, A_t, Bk, Ck, D, uk if zk is None else zk, delta_bias, h0, hoff_t, y_offset, y, last, states,
-            d, n, length,
-            *uk.stride(), *dk.stride(), *Bk.stride(), *Ck.stride(), *_strides3(zk), *_strides3(h0), *y.stride(),
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-            HAS_H0=h0 is not None, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
-            STORE_LAST=return_last, STORE_STATES=need_grad,
-            BLOCK_D=block_d, BLOCK_N=_block_n(n), BLOCK_T=block_t, CHUNK=chunk, num_warps=int(CONFIG["num_warps"]),
-        )  # fmt: skip
+        block_n = _block_n(n)
+
+        def launch(n_programs, hin, hin_strides, has_hin, local, dsum=None):
+            LAUNCHED["fwd_local" if local else "fwd"] = scan_fwd_kernel[(triton.cdiv(d, block_d), n_programs, b)](
+                uk, dk, A_t, Bk, Ck, D, uk if zk is None else zk, delta_bias, hin, hoff_t, y_offset, y, last, states,
+                dsum, d, n, length,
+                *uk.stride(), *dk.stride(), *Bk.stride(), *Ck.stride(), *_strides3(zk), *hin_strides, *y.stride(),
+                HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
+                HAS_HIN=has_hin, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
+                STORE_LAST=return_last, STORE_STATES=need_grad, LOCAL=local,
+                BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, SEG=seg,
+                num_warps=int(CONFIG["num_warps"]),
+            )  # fmt: skip
+
+        if n_seg == 1:
+            launch(1, h0, _bdn_strides(h0), h0 is not None, False)
+        else:  # segment end states from zero, the carry over the boundaries, then y
+            hbuf = torch.empty(b, n_seg + 1, n, d, **f32)
+            dsum = torch.empty(b, n_seg, d, **f32)
+            launch(n_seg - 1, hbuf, _slot_strides(hbuf), True, True, dsum)
+            hs = _bdn_strides(h0)
+            seg_carry_kernel[(triton.cdiv(d, _CARRY_BLOCK_D), b)](
+                hbuf, dsum, A_t, hbuf if h0 is None else h0, d, n, n_seg, hs[0], hs[2], hs[3],
+                HAS_INIT=h0 is not None, REVERSE=False, BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=block_n,
+            )  # fmt: skip
+            launch(n_seg, hbuf, _slot_strides(hbuf), True, False)
         if need_grad:
             ctx.save_for_backward(u, delta, A_t, B, C, D, z, delta_bias, h0, hoff_t, y_offset, states)
             ctx.dtypes = (A.dtype, None if h_offset is None else h_offset.dtype)
             ctx.softplus = bool(softplus)
-            ctx.block = (int(CONFIG["bwd_BLOCK_D"]), block_t, chunk)
+            ctx.block = (int(CONFIG["bwd_BLOCK_D"]), block_t, chunk, seg, n_seg)
             ctx.h0_dtype = None if h0 is None else h0.dtype
         return (y, last) if return_last else y
 
@@ -88,47 +133,65 @@ class _SelectiveScan(torch.autograd.Function):
         b, d, length = u.shape
         n = A_t.shape[0]
         A_dtype, hoff_dtype = ctx.dtypes
-        block_d, block_t, chunk = ctx.block
+        block_d, block_t, chunk, seg, n_seg = ctx.block
         n_parts = triton.cdiv(d, block_d)
         block_n = _block_n(n)
         f32 = {"device": u.device, "dtype": torch.float32}
-        # gradients are written one step at a time across the channels: (b l d)-major stores are coalesced
-        du = _grad_like_bld(u)
+        # gradients are written one step at a time across the channels: du like u, delta's and z's gradients
+        # (b l d)-major where they are consumed (linear outputs)
+        du = torch.empty_like(u) if u.is_contiguous() else _grad_like_bld(u)
         ddelta = _grad_like_bld(delta)
         dz = None if z is None else _grad_like_bld(z)
         dB = torch.empty(b, n_parts, n, length, **f32)  # one partial sum per channel block
         dC = torch.empty(b, n_parts, n, length, **f32)
         # per program, the states entering each block of one chunk: (chunk / BLOCK_T) x (n, BLOCK_D) fp32 (L2)
-        scratch = torch.empty(b * n_parts * (chunk // block_t) * block_n * block_d, **f32)
-        dA = torch.empty(b, d, n, **f32)
-        dD = torch.empty(b, d, **f32) if D is not None else None
-        dbias = torch.empty(b, d, **f32) if delta_bias is not None else None
+        scratch = torch.empty(b * n_seg * n_parts * (chunk // block_t) * block_n * block_d, **f32)
+        dA = torch.empty(b, n_seg, d, n, **f32)  # partials per (sequence, segment)
+        dD = torch.empty(b, n_seg, d, **f32) if D is not None else None
+        dbias = torch.empty(b, n_seg, d, **f32) if delta_bias is not None else None
         dh0 = torch.empty(b, d, n, **f32) if h0 is not None else None
-        dhoff = torch.empty(b, d, n, **f32) if hoff_t is not None else None
-        dyoff = torch.empty(b, d, **f32) if y_offset is not None else None
-        if dlast is not None:
-            dlast = dlast.contiguous()
+        dhoff = torch.empty(b, n_seg, d, n, **f32) if hoff_t is not None else None
+        dyoff = torch.empty(b, n_seg, d, **f32) if y_offset is not None else None
         g_strides = ddelta.stride()
         u, delta, z, dy, B, C = _rows(u), _rows(delta), _rows(z), _rows(dy), _rows(B), _rows(C)
-        scan_bwd_kernel[(n_parts, b)](
-            u, delta, A_t, B, C, D, u if z is None else z, delta_bias, hoff_t, y_offset, states, scratch, dy, dlast,
+        if n_seg == 1:
+            dhin, dhin_strides = dlast, _bdn_strides(dlast)
+        else:  # the adjoint at each segment's start from zero, then the carry from the right
+            dhin = torch.empty(b, n_seg + 1, n, d, **f32)
+            dsum = torch.empty(b, n_seg, d, **f32)
+            zz = u if z is None else z
+            scan_bwd_local_kernel[(n_parts, n_seg - 1, b)](
+                delta, A_t, C, zz, delta_bias, dy, dhin, dsum, d, n, length,
+                *delta.stride(), *C.stride(), *_strides3(z), *dy.stride(),
+                HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus,
+                BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, SEG=seg, num_warps=int(CONFIG["bwd_num_warps"]),
+            )  # fmt: skip
+            dl = _bdn_strides(dlast)
+            seg_carry_kernel[(triton.cdiv(d, _CARRY_BLOCK_D), b)](
+                dhin, dsum, A_t, dhin if dlast is None else dlast, d, n, n_seg, dl[0], dl[2], dl[3],
+                HAS_INIT=dlast is not None, REVERSE=True, BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=block_n,
+            )  # fmt: skip
+            dhin_strides = _slot_strides(dhin)
+        LAUNCHED["bwd"] = scan_bwd_kernel[(n_parts, n_seg, b)](
+            u, delta, A_t, B, C, D, u if z is None else z, delta_bias, hoff_t, y_offset, states, scratch, dy, dhin,
             du, ddelta, dz, dB, dC, dA, dD, dbias, dh0, dhoff, dyoff,
             d, n, length,
             *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z),
-            *dy.stride(), *du.stride(), *g_strides, dB.stride(0), dB.stride(1), dB.stride(2),
+            *dy.stride(), *du.stride(), *g_strides, dB.stride(0), dB.stride(1), dB.stride(2), *dhin_strides,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus,
             HAS_H0=h0 is not None, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
-            HAS_DLAST=dlast is not None,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, num_warps=int(CONFIG["bwd_num_warps"]),
+            HAS_DHIN=dhin is not None,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, SEG=seg,
+            num_warps=int(CONFIG["bwd_num_warps"]),
         )  # fmt: skip
         dB = dB.sum(1).to(B.dtype)
         dC = dC.sum(1).to(C.dtype)
 
         def _param(g: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
-            return None if g is None else g.sum(0).to(dtype)
+            return None if g is None else g.sum((0, 1)).to(dtype)
 
         return (
-            du, ddelta, dA.sum(0).to(A_dtype), dB, dC, _param(dD, D.dtype if D is not None else None), dz,
+            du, ddelta, dA.sum((0, 1)).to(A_dtype), dB, dC, _param(dD, D.dtype if D is not None else None), dz,
             _param(dbias, None if delta_bias is None else delta_bias.dtype), None,
             None if dh0 is None else dh0.to(ctx.h0_dtype), _param(dhoff, hoff_dtype),
             _param(dyoff, None if y_offset is None else y_offset.dtype), None,

@@ -20,8 +20,12 @@ from stateft.ops.ssd_triton_kernels import ssd_bwd_kernel, ssd_fwd_kernel
 
 # Launch shape. BLOCK_Q steps per chunk (the (Q Q) tiles live in registers), BLOCK_P head channels per program.
 # PRECISION: "tf32" uses the tensor cores for fp32 dots (about 1e-3 relative error), "ieee" is exact fp32.
-# Not tuned on a GPU yet: benchmarks/mamba2_check.py times it.
-CONFIG: dict[str, int | str] = {"BLOCK_Q": 64, "BLOCK_P": 32, "num_warps": 8, "PRECISION": "tf32"}
+# bwd_num_stages: software-pipelining depth of the backward's chunk loop; the default (3) buffers its tf32 dot operands
+# three times and needs 263 KB of shared memory on an H100 (limit 227 KB), so the backward runs unpipelined.
+# benchmarks/mamba2_check.py times it.
+CONFIG: dict[str, int | str] = {
+    "BLOCK_Q": 64, "BLOCK_P": 32, "num_warps": 8, "PRECISION": "tf32", "bwd_num_stages": 1,
+}  # fmt: skip
 
 
 def _block(n: int) -> int:
@@ -79,7 +83,7 @@ class _SSDScan(torch.autograd.Function):
             *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *dy.stride(),
             HAS_D=D is not None, HAS_DFINAL=dfinal is not None, STORE_DH0=ctx.has_h0,
             BLOCK_Q=block_q, BLOCK_P=block_p, BLOCK_N=block_n, PRECISION=CONFIG["PRECISION"],
-            num_warps=int(CONFIG["num_warps"]),
+            num_warps=int(CONFIG["num_warps"]), num_stages=int(CONFIG["bwd_num_stages"]),
         )  # fmt: skip
         da = da.sum(0)  # (b l h): gradient of a = dt A
         ddt = ddt.sum(0) + da * A

@@ -91,18 +91,26 @@ def _last(hs, offs_c, BLOCK_T: tl.constexpr):
 
 @triton.jit
 def scan_fwd_kernel(
-    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, hoff_ptr, yoff_ptr,
-    y_ptr, last_ptr, states_ptr,
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hin_ptr, hoff_ptr, yoff_ptr,
+    y_ptr, last_ptr, states_ptr, dsum_ptr,
     E, N, L,
     su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l, sz_b, sz_d, sz_l,
-    sh0_b, sh0_d, sh0_n, sy_b, sy_d, sy_l,
+    shi_b, shi_s, shi_d, shi_n, sy_b, sy_d, sy_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_H0: tl.constexpr, HAS_HOFF: tl.constexpr, HAS_YOFF: tl.constexpr,
-    STORE_LAST: tl.constexpr, STORE_STATES: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr,
+    HAS_HIN: tl.constexpr, HAS_HOFF: tl.constexpr, HAS_YOFF: tl.constexpr,
+    STORE_LAST: tl.constexpr, STORE_STATES: tl.constexpr, LOCAL: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr, SEG: tl.constexpr,
 ):  # fmt: skip
+    """One program: BLOCK_D channels of one sequence over one segment of SEG steps.
+
+    LOCAL: the segment's end state from a zero start, into slot s + 1 of the segment buffer ``hin`` (b, S + 1, n, d),
+    and the segment's sum of delta into ``dsum`` (b, S, d); `seg_carry_kernel` then turns the slots into the states
+    entering each segment. Otherwise: start from slot s of ``hin`` (strided: h_0 itself when there is one segment),
+    write y, the state entering every CHUNK steps (for the backward) and, in the last segment, the last state.
+    """
     pid_d = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
+    pid_s = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     offs_c = tl.arange(0, BLOCK_T)
@@ -114,61 +122,168 @@ def scan_fwd_kernel(
 
     A2 = tl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) * LOG2E  # exp2 units
     bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else None
-    Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_D else None
-    yoff = tl.load(yoff_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_YOFF else None
-    hoff = tl.load(hoff_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) if HAS_HOFF else None
-    if HAS_H0:
-        h0_ptrs = h0_ptr + pid_b * sh0_b + offs_d[None, :] * sh0_d + offs_n[:, None] * sh0_n
-        h = tl.load(h0_ptrs, mask=mask_nd, other=0.0).to(tl.float32)
-    else:
-        h = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-
     u_base = u_ptr + pid_b * su_b
     dt_base = dt_ptr + pid_b * sdt_b
     B_base = B_ptr + pid_b * sB_b
+    s0 = pid_s * SEG
+    s1 = tl.minimum(s0 + SEG, L)
+    if LOCAL:
+        h = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        dsum = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        for t0 in range(s0, s1, BLOCK_T):
+            hs, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
+                u_base, dt_base, B_base, A2, bias, h, t0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
+                su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, HAS_BIAS, SOFTPLUS,
+            )  # fmt: skip
+            dsum += tl.sum(dt, axis=0)
+            h = _last(hs, offs_c, BLOCK_T)
+        hin = hin_ptr + pid_b * shi_b + (pid_s + 1) * shi_s + offs_d[None, :] * shi_d + offs_n[:, None] * shi_n
+        tl.store(hin, h, mask=mask_nd)
+        tl.store(dsum_ptr + (pid_b * tl.cdiv(L, SEG) + pid_s) * E + offs_d, dsum, mask=mask_d)
+    else:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_D else None
+        yoff = tl.load(yoff_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_YOFF else None
+        hoff = tl.load(hoff_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) if HAS_HOFF else None
+        if HAS_HIN:
+            hin = hin_ptr + pid_b * shi_b + pid_s * shi_s + offs_d[None, :] * shi_d + offs_n[:, None] * shi_n
+            h = tl.load(hin, mask=mask_nd, other=0.0).to(tl.float32)
+        else:
+            h = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        C_base = C_ptr + pid_b * sC_b
+        n_chunks = tl.cdiv(L, CHUNK)
+        for t0 in range(s0, s1, BLOCK_T):
+            if STORE_STATES:
+                if t0 % CHUNK == 0:  # state entering the chunk, for the backward
+                    tl.store(states_ptr + (pid_b * n_chunks + t0 // CHUNK) * E * N + dn_off, h, mask=mask_nd)
+            hs, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
+                u_base, dt_base, B_base, A2, bias, h, t0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
+                su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, HAS_BIAS, SOFTPLUS,
+            )  # fmt: skip
+            offs_t = t0 + offs_c
+            Ct = tl.load(C_base + offs_t[:, None] * sC_l + offs_n[None, :] * sC_n, mask=mask_tn, other=0.0)
+            Ct = Ct.to(tl.float32)
+            hr = hs + hoff[None, :, :] if HAS_HOFF else hs
+            y = tl.sum(hr * Ct[:, :, None], axis=1)  # (t d) C_t (h_t + h')
+            if HAS_D:
+                y += Dv[None, :] * u
+            if HAS_YOFF:
+                y += yoff[None, :]
+            if HAS_Z:
+                z = _load_td(z_ptr + pid_b * sz_b, offs_t, offs_d, mask_td, sz_d, sz_l)
+                y = y * z * tl.sigmoid(z)
+            y_ptrs = y_ptr + pid_b * sy_b + offs_t[:, None] * sy_l + offs_d[None, :] * sy_d
+            tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask_td)
+            h = _last(hs, offs_c, BLOCK_T)
+        if STORE_LAST:
+            if pid_s == tl.num_programs(1) - 1:
+                tl.store(last_ptr + pid_b * E * N + nd_off, h, mask=mask_nd)
+
+
+@triton.jit
+def seg_carry_kernel(
+    buf_ptr, dsum_ptr, A_ptr, init_ptr, E, N, n_seg, si_b, si_d, si_n,
+    HAS_INIT: tl.constexpr, REVERSE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Segment boundaries, sequentially over the S segments of one sequence; ``buf`` (b, S + 1, n, d) fp32.
+
+    Forward: slot 0 = h_0 (``init``, strided (b d n), or 0); slot k + 1 holds segment k's end state from a zero start
+    and becomes the state entering segment k + 1: slot_{k+1} = exp(A dsum_k) slot_k + slot_{k+1}.
+    REVERSE (the adjoint): slot S = the gradient of the last state (or 0); slot k holds dL/dh at segment k's first
+    step with nothing arriving from the right, and becomes the full one: slot_k += exp(A dsum_k) slot_{k+1}, where
+    dsum_k sums delta_{t+1} over the segment's steps t (the adjoint's decay).
+    """
+    pid_d = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < E
+    mask_nd = (offs_n < N)[:, None] & mask_d[None, :]
+    dn_off = offs_n[:, None] * E + offs_d[None, :]
+    A2 = tl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) * LOG2E
+    if HAS_INIT:
+        init = init_ptr + pid_b * si_b + offs_d[None, :] * si_d + offs_n[:, None] * si_n
+        s = tl.load(init, mask=mask_nd, other=0.0).to(tl.float32)
+    else:
+        s = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    base = buf_ptr + pid_b * (n_seg + 1) * N * E
+    first = n_seg if REVERSE else 0
+    tl.store(base + first * N * E + dn_off, s, mask=mask_nd)
+    for i in range(1, n_seg):
+        k = n_seg - i if REVERSE else i
+        j = k if REVERSE else k - 1  # the segment whose decay carries s into slot k
+        ds = tl.load(dsum_ptr + (pid_b * n_seg + j) * E + offs_d, mask=mask_d, other=0.0)
+        s = tl.exp2(ds[None, :] * A2) * s + tl.load(base + k * N * E + dn_off, mask=mask_nd, other=0.0)
+        tl.store(base + k * N * E + dn_off, s, mask=mask_nd)
+
+
+@triton.jit
+def scan_bwd_local_kernel(
+    dt_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dy_ptr, adj_ptr, dsum_ptr,
+    E, N, L,
+    sdt_b, sdt_d, sdt_l, sC_b, sC_n, sC_l, sz_b, sz_d, sz_l, sdy_b, sdy_d, sdy_l,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, SEG: tl.constexpr,
+):  # fmt: skip
+    """The adjoint alone over segment s + 1 (program axis 1 = s), from zero at its end: dL/dh at its first step into
+    slot s + 1 of ``adj`` (b, S + 1, n, d), and the sum of delta_{t+1} over its steps into ``dsum`` (b, S, d)."""
+    pid_d = tl.program_id(0)
+    seg = tl.program_id(1) + 1
+    pid_b = tl.program_id(2).to(tl.int64)
+    n_seg = tl.cdiv(L, SEG)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_c = tl.arange(0, BLOCK_T)
+    mask_d = offs_d < E
+    mask_n = offs_n < N
+    mask_nd = mask_n[:, None] & mask_d[None, :]
+    dn_off = offs_n[:, None] * E + offs_d[None, :]
+    A2 = tl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) * LOG2E
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else None
+    dt_base = dt_ptr + pid_b * sdt_b
     C_base = C_ptr + pid_b * sC_b
-    n_chunks = tl.cdiv(L, CHUNK)
-    for t0 in range(0, L, BLOCK_T):
-        if STORE_STATES:
-            if t0 % CHUNK == 0:  # state entering the chunk, for the backward
-                tl.store(states_ptr + (pid_b * n_chunks + t0 // CHUNK) * E * N + dn_off, h, mask=mask_nd)
-        hs, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
-            u_base, dt_base, B_base, A2, bias, h, t0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
-            su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, HAS_BIAS, SOFTPLUS,
-        )  # fmt: skip
-        offs_t = t0 + offs_c
+    dh = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    dsum = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    s0 = seg * SEG
+    n_blocks = tl.cdiv(tl.minimum(SEG, L - s0), BLOCK_T)
+    for j in range(0, n_blocks):
+        offs_t = s0 + (n_blocks - 1 - j) * BLOCK_T + offs_c
+        mask_td = (offs_t < L)[:, None] & mask_d[None, :]
+        mask_tn = (offs_t < L)[:, None] & mask_n[None, :]
         Ct = tl.load(C_base + offs_t[:, None] * sC_l + offs_n[None, :] * sC_n, mask=mask_tn, other=0.0)
-        Ct = Ct.to(tl.float32)
-        hr = hs + hoff[None, :, :] if HAS_HOFF else hs
-        y = tl.sum(hr * Ct[:, :, None], axis=1)  # (t d) C_t (h_t + h')
-        if HAS_D:
-            y += Dv[None, :] * u
-        if HAS_YOFF:
-            y += yoff[None, :]
+        g = _load_td(dy_ptr + pid_b * sdy_b, offs_t, offs_d, mask_td, sdy_d, sdy_l)
         if HAS_Z:
             z = _load_td(z_ptr + pid_b * sz_b, offs_t, offs_d, mask_td, sz_d, sz_l)
-            y = y * z * tl.sigmoid(z)
-        y_ptrs = y_ptr + pid_b * sy_b + offs_t[:, None] * sy_l + offs_d[None, :] * sy_d
-        tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask_td)
-        h = _last(hs, offs_c, BLOCK_T)
-    if STORE_LAST:
-        tl.store(last_ptr + pid_b * E * N + nd_off, h, mask=mask_nd)
+            g = g * z * tl.sigmoid(z)
+        mask_next = (offs_t + 1 < L)[:, None] & mask_d[None, :]
+        dt_next, _ = _delta(dt_base, bias, offs_t + 1, offs_d, mask_next, sdt_d, sdt_l, HAS_BIAS, SOFTPLUS)
+        dsum += tl.sum(dt_next, axis=0)
+        e = tl.exp2(dt_next[:, None, :] * A2[None, :, :])
+        pp, rr = tl.associative_scan((e, Ct.to(tl.float32)[:, :, None] * g[:, None, :]), 0, _combine, reverse=True)
+        dh = tl.sum(tl.where((offs_c == 0)[:, None, None], rr + pp * dh[None, :, :], 0.0), axis=0)
+    tl.store(adj_ptr + (pid_b * (n_seg + 1) + seg) * N * E + dn_off, dh, mask=mask_nd)
+    tl.store(dsum_ptr + (pid_b * n_seg + seg) * E + offs_d, dsum, mask=mask_d)
 
 
 @triton.jit
 def scan_bwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hoff_ptr, yoff_ptr, states_ptr, scratch_ptr,
-    dy_ptr, dlast_ptr,
+    dy_ptr, dhin_ptr,
     du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr, dhoff_ptr, dyoff_ptr,
     E, N, L,
     su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l, sz_b, sz_d, sz_l,
     sdy_b, sdy_d, sdy_l, sdu_b, sdu_d, sdu_l, sg_b, sg_d, sg_l, sdB_b, sdB_p, sdB_n,
+    sdh_b, sdh_s, sdh_d, sdh_n,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_H0: tl.constexpr, HAS_HOFF: tl.constexpr, HAS_YOFF: tl.constexpr, HAS_DLAST: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr,
+    HAS_H0: tl.constexpr, HAS_HOFF: tl.constexpr, HAS_YOFF: tl.constexpr, HAS_DHIN: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr, SEG: tl.constexpr,
 ):  # fmt: skip
+    """One program: BLOCK_D channels of one sequence over one segment (program axis 1). dL/dh arriving after the
+    segment's last step comes from slot s + 1 of ``dhin`` (strided: the last state's gradient with one segment).
+    Per-channel parameter gradients leave as one partial per (sequence, segment), dB and dC per channel block."""
     pid_d = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
+    pid_s = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    n_seg = tl.num_programs(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     offs_c = tl.arange(0, BLOCK_T)
@@ -178,7 +293,8 @@ def scan_bwd_kernel(
     nd_off = offs_d[None, :] * N + offs_n[:, None]
     dn_off = offs_n[:, None] * E + offs_d[None, :]
     # this program's scratch: the states entering each block of one chunk, (CHUNK / BLOCK_T) x (n, BLOCK_D) fp32
-    scratch = scratch_ptr + (pid_b * tl.num_programs(0) + pid_d) * (CHUNK // BLOCK_T) * BLOCK_N * BLOCK_D
+    prog = (pid_b * n_seg + pid_s) * tl.num_programs(0) + pid_d
+    scratch = scratch_ptr + prog * (CHUNK // BLOCK_T) * BLOCK_N * BLOCK_D
     sc_off = offs_n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
 
     A2 = tl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) * LOG2E  # A = A2 ln 2
@@ -186,8 +302,9 @@ def scan_bwd_kernel(
     Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_D else None
     yoff = tl.load(yoff_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_YOFF else None
     hoff = tl.load(hoff_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) if HAS_HOFF else None
-    if HAS_DLAST:  # gradient arriving through the returned last state: dh after the last step starts from it
-        dh = tl.load(dlast_ptr + pid_b * E * N + nd_off, mask=mask_nd, other=0.0).to(tl.float32)
+    if HAS_DHIN:  # dL/dh after the segment (the last segment: the gradient of the returned last state)
+        dhin = dhin_ptr + pid_b * sdh_b + (pid_s + 1) * sdh_s + offs_d[None, :] * sdh_d + offs_n[:, None] * sdh_n
+        dh = tl.load(dhin, mask=mask_nd, other=0.0).to(tl.float32)
     else:
         dh = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dA_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
@@ -201,8 +318,10 @@ def scan_bwd_kernel(
     B_base = B_ptr + pid_b * sB_b
     C_base = C_ptr + pid_b * sC_b
     n_chunks = tl.cdiv(L, CHUNK)
-    for i in range(0, n_chunks):
-        c = n_chunks - 1 - i
+    c_first = pid_s * (SEG // CHUNK)
+    c_end = tl.minimum(c_first + SEG // CHUNK, n_chunks)
+    for i in range(0, c_end - c_first):
+        c = c_end - 1 - i
         c0 = c * CHUNK
         n_blocks = tl.cdiv(tl.minimum(CHUNK, L - c0), BLOCK_T)
         # 1. the states entering each block of the chunk, into the scratch buffer
@@ -281,17 +400,19 @@ def scan_bwd_kernel(
             tl.store(ddt_ptr + g_ptrs, ddt.to(ddt_ptr.dtype.element_ty), mask=mask_td)
         tl.debug_barrier()  # the next chunk overwrites the scratch
 
-    row = pid_b * E * N + nd_off
+    part = pid_b * n_seg + pid_s  # partials per (sequence, segment), (b, S, d, n) and (b, S, d)
+    row = part * E * N + nd_off
     tl.store(dA_ptr + row, dA_acc, mask=mask_nd)
     if HAS_H0:  # h_0 = exp(delta_0 A) h_init + ...: dh_init = exp(delta_0 A) dh_0
-        offs_0 = tl.zeros((1,), dtype=tl.int32)
-        dt0, _ = _delta(dt_base, bias, offs_0, offs_d, mask_d[None, :], sdt_d, sdt_l, HAS_BIAS, SOFTPLUS)
-        tl.store(dh0_ptr + row, dh * tl.exp2(dt0 * A2), mask=mask_nd)
+        if pid_s == 0:
+            offs_0 = tl.zeros((1,), dtype=tl.int32)
+            dt0, _ = _delta(dt_base, bias, offs_0, offs_d, mask_d[None, :], sdt_d, sdt_l, HAS_BIAS, SOFTPLUS)
+            tl.store(dh0_ptr + pid_b * E * N + nd_off, dh * tl.exp2(dt0 * A2), mask=mask_nd)
     if HAS_HOFF:
         tl.store(dhoff_ptr + row, dhoff_acc, mask=mask_nd)
     if HAS_D:
-        tl.store(dD_ptr + pid_b * E + offs_d, dD_acc, mask=mask_d)
+        tl.store(dD_ptr + part * E + offs_d, dD_acc, mask=mask_d)
     if HAS_YOFF:
-        tl.store(dyoff_ptr + pid_b * E + offs_d, dyoff_acc, mask=mask_d)
+        tl.store(dyoff_ptr + part * E + offs_d, dyoff_acc, mask=mask_d)
     if HAS_BIAS:
-        tl.store(dbias_ptr + pid_b * E + offs_d, dbias_acc, mask=mask_d)
+        tl.store(dbias_ptr + part * E + offs_d, dbias_acc, mask=mask_d)

@@ -172,3 +172,25 @@ def test_strided_inputs_read_in_place(monkeypatch):
 
     monkeypatch.setitem(scan_triton.CONFIG, "rows", 0)
     check(make_inputs(2, 20, 6, 37, torch.bfloat16, DEVICE, h0="batch", layout="bld"))
+
+
+@pytest.mark.parametrize(
+    ("seg", "chunk", "h0", "last"), [(8, 8, "batch", True), (16, 8, "none", True), (8, 4, "shared", False)]
+)
+def test_segments_run_in_parallel_and_agree(monkeypatch, seg, chunk, h0, last):
+    # the sequence cut into segments (separate programs, states and adjoints carried across the boundaries):
+    # several segments, a short last one (37 = 4 x 8 + 5), h_0 and the last state's gradient entering at the ends
+    from stateft.ops import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "SEG", seg)
+    monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", chunk)
+    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0=h0, layout="bld"), last=last)
+
+
+def test_segment_length_must_be_a_multiple_of_the_chunk(monkeypatch):
+    from stateft.ops import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "SEG", 12)
+    monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 8)
+    with pytest.raises(ValueError, match="multiple of CHUNK"):
+        check(make_inputs(1, 4, 2, 30, torch.float32, DEVICE))
