@@ -25,7 +25,7 @@ from stateft.ops import (  # noqa: E402
 SHAPES = {"130m": (4, 1536, 16, 1024), "1.4b": (4, 4096, 16, 1024)}
 # --long: one long sequence (few programs without segments): does cutting it into segments pay?
 LONG = {"130m-b1-8k": (1, 1536, 16, 8192)}
-LONG_SEGS = (0, 2048, 1024, 512)
+LONG_SEGS = (0, 2048, 1024, 512, -1)
 KEYS = ("BLOCK_D", "BLOCK_T", "num_warps", "bwd_BLOCK_D", "bwd_num_warps", "CHUNK", "rows", "SEG")
 CONFIGS = [
     (8, 4, 1, 8, 1, 32, 1, 0),  # one segment: the 2026-11-23 default

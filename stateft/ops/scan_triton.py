@@ -23,10 +23,10 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kern
 # SEG: the sequence is cut into segments of SEG steps (a multiple of CHUNK; 0 = one segment) that run as separate
 # programs: a first pass finds each segment's end state from zero, a sequential pass over the segment boundaries
 # (`seg_carry_kernel`) gives the states entering them, a second pass writes y. The backward does the same for the
-# adjoint. More programs in flight (b x E / BLOCK_D alone is a few per SM at 130m) for about 1.5x the arithmetic.
+# adjoint: more programs in flight for about 1.5x the arithmetic. -1 = by the number of programs (`_n_segments`).
 CONFIG: dict[str, int] = {
     "BLOCK_D": 8, "BLOCK_T": 4, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 32, "rows": 1,
-    "SEG": 0,
+    "SEG": -1,
 }  # fmt: skip
 _CARRY_BLOCK_D = 32
 LAUNCHED: dict[str, object] = {}  # the last compiled kernel of each pass (registers, spills: benchmarks/scan_kernel.py)
@@ -45,9 +45,17 @@ def _block_n(n: int) -> int:
     return max(triton.next_power_of_2(n), 2)
 
 
-def _n_segments(length: int, chunk: int) -> tuple[int, int]:
-    """(segment length, number of segments) for CONFIG["SEG"]."""
+def _n_segments(length: int, chunk: int, programs: int) -> tuple[int, int]:
+    """(segment length, number of segments) for CONFIG["SEG"] and ``programs`` = b x ceil(E / BLOCK_D).
+
+    Auto (-1), from `benchmarks/scan_kernel.py` on an H100 (2026-11-23): with 768 or more programs one segment is
+    fastest (4 x 1024 at E 1536 and 4096: segments of 64-256 cost 4-25%); with 192 (one sequence of 8192, E 1536)
+    segments of 512 were 2.65x faster than one. So: enough segments of at least 512 steps for ~3072 programs.
+    """
     seg = int(CONFIG.get("SEG", 0))
+    if seg < 0:
+        n = 1 if programs >= 768 else min(-(-3072 // programs), length // 512)
+        seg = 0 if n <= 1 else triton.cdiv(triton.cdiv(length, n), chunk) * chunk
     if seg % chunk:
         raise ValueError(f"scan_triton.CONFIG: SEG {seg} must be a multiple of CHUNK {chunk}")
     if seg <= 0 or seg >= length:
@@ -85,7 +93,7 @@ class _SelectiveScan(torch.autograd.Function):
         if chunk % block_t:
             raise ValueError(f"scan_triton.CONFIG: CHUNK {chunk} must be a multiple of BLOCK_T {block_t}")
         n_chunks = triton.cdiv(length, chunk)
-        seg, n_seg = _n_segments(length, chunk)
+        seg, n_seg = _n_segments(length, chunk, b * triton.cdiv(d, block_d))
         need_grad = any(ctx.needs_input_grad)
         f32 = {"device": u.device, "dtype": torch.float32}
         # y written as (b l d): the out projection reads it that way, so its transpose is free

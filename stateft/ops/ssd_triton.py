@@ -14,18 +14,20 @@ import math
 import torch
 import triton
 from torch import Tensor
+from triton.runtime.errors import OutOfResources
 
 from stateft.ops.ssd_ref import discretize_dt
 from stateft.ops.ssd_triton_kernels import ssd_bwd_kernel, ssd_fwd_kernel
 
 # Launch shape. BLOCK_Q steps per chunk (the (Q Q) tiles live in registers), BLOCK_P head channels per program.
 # PRECISION: "tf32" uses the tensor cores for fp32 dots (about 1e-3 relative error), "ieee" is exact fp32.
-# bwd_num_stages: software-pipelining depth of the backward's chunk loop; the default (3) buffers its tf32 dot operands
-# three times and needs 263 KB of shared memory on an H100 (limit 227 KB), so the backward runs unpipelined.
-# benchmarks/mamba2_check.py times it.
+# The backward holds more tiles than the forward: with fp32 inputs and BLOCK_P 32 it asks for 246-263 KB of shared
+# memory on an H100 (limit 227 KB; H100, 2026-11-23), so it halves BLOCK_P until its kernel fits (`_BWD_BLOCK_P`).
+# bwd_num_stages: software-pipelining depth of its chunk loop (1: none). benchmarks/mamba2_check.py times it.
 CONFIG: dict[str, int | str] = {
     "BLOCK_Q": 64, "BLOCK_P": 32, "num_warps": 8, "PRECISION": "tf32", "bwd_num_stages": 1,
 }  # fmt: skip
+_BWD_BLOCK_P: dict[tuple, int] = {}  # (dtype, headdim, dstate, config) -> the BLOCK_P whose backward kernel fits
 
 
 def _block(n: int) -> int:
@@ -68,23 +70,20 @@ class _SSDScan(torch.autograd.Function):
         x, dt, A, B, C, D, states = ctx.saved_tensors
         batch, length, nheads, headdim = x.shape
         ngroups, dstate = B.shape[2], B.shape[3]
-        block_q, block_p, block_n, n_pblocks = _launch_shape(headdim, dstate)
-        f32 = {"device": x.device, "dtype": torch.float32}
-        dx = torch.empty(batch, length, nheads, headdim, device=x.device, dtype=x.dtype)
-        ddt = torch.empty(n_pblocks, batch, length, nheads, **f32)  # partial sums over channel blocks
-        da = torch.empty(n_pblocks, batch, length, nheads, **f32)
-        dB = torch.empty(n_pblocks, batch, length, nheads, dstate, **f32)  # per head; summed into groups below
-        dC = torch.empty(n_pblocks, batch, length, nheads, dstate, **f32)
-        dh0 = torch.empty(batch, nheads, headdim, dstate, **f32) if ctx.has_h0 else None
+        block_q, block_p, block_n, _ = _launch_shape(headdim, dstate)
         dfinal = None if dfinal is None else dfinal.float().contiguous()
-        ssd_bwd_kernel[(n_pblocks, batch * nheads)](
-            x, dt, A, B, C, D, dy, dfinal, states, dx, ddt, da, dB, dC, dh0,
-            batch, length, nheads, headdim, dstate, nheads // ngroups,
-            *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *dy.stride(),
-            HAS_D=D is not None, HAS_DFINAL=dfinal is not None, STORE_DH0=ctx.has_h0,
-            BLOCK_Q=block_q, BLOCK_P=block_p, BLOCK_N=block_n, PRECISION=CONFIG["PRECISION"],
-            num_warps=int(CONFIG["num_warps"]), num_stages=int(CONFIG["bwd_num_stages"]),
-        )  # fmt: skip
+        key = (x.dtype, headdim, dstate, tuple(sorted(CONFIG.items())))
+        block_p = _BWD_BLOCK_P.get(key, block_p)
+        while True:
+            try:
+                grads = _ssd_backward(x, dt, A, B, C, D, dy, dfinal, states, ctx.has_h0, block_q, block_p, block_n)
+                break
+            except OutOfResources:
+                if block_p <= 16:
+                    raise
+                block_p //= 2  # fewer (Q P) and (P N) tiles; one more partial sum over channel blocks
+        _BWD_BLOCK_P[key] = block_p
+        ddt, da, dB, dC, dx, dh0 = grads
         da = da.sum(0)  # (b l h): gradient of a = dt A
         ddt = ddt.sum(0) + da * A
         dA = (da * dt).sum((0, 1))
@@ -93,6 +92,29 @@ class _SSDScan(torch.autograd.Function):
         dC = dC.sum(0).view(group).sum(3).to(C.dtype)
         dD = None if D is None else (dy.float() * x.float()).sum((0, 1, 3)).to(D.dtype)
         return dx, ddt, dA, dB, dC, dD, dh0, None
+
+
+def _ssd_backward(x, dt, A, B, C, D, dy, dfinal, states, has_h0, block_q, block_p, block_n):
+    """Launch the backward kernel with BLOCK_P = block_p; returns the partial sums and dx, dh0."""
+    batch, length, nheads, headdim = x.shape
+    ngroups, dstate = B.shape[2], B.shape[3]
+    n_pblocks = triton.cdiv(headdim, block_p)
+    f32 = {"device": x.device, "dtype": torch.float32}
+    dx = torch.empty(batch, length, nheads, headdim, device=x.device, dtype=x.dtype)
+    ddt = torch.empty(n_pblocks, batch, length, nheads, **f32)  # partial sums over channel blocks
+    da = torch.empty(n_pblocks, batch, length, nheads, **f32)
+    dB = torch.empty(n_pblocks, batch, length, nheads, dstate, **f32)  # per head; summed into groups by the caller
+    dC = torch.empty(n_pblocks, batch, length, nheads, dstate, **f32)
+    dh0 = torch.empty(batch, nheads, headdim, dstate, **f32) if has_h0 else None
+    ssd_bwd_kernel[(n_pblocks, batch * nheads)](
+        x, dt, A, B, C, D, dy, dfinal, states, dx, ddt, da, dB, dC, dh0,
+        batch, length, nheads, headdim, dstate, nheads // ngroups,
+        *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *dy.stride(),
+        HAS_D=D is not None, HAS_DFINAL=dfinal is not None, STORE_DH0=has_h0,
+        BLOCK_Q=block_q, BLOCK_P=block_p, BLOCK_N=block_n, PRECISION=CONFIG["PRECISION"],
+        num_warps=int(CONFIG["num_warps"]), num_stages=int(CONFIG["bwd_num_stages"]),
+    )  # fmt: skip
+    return ddt, da, dB, dC, dx, dh0
 
 
 def ssd_scan_triton(

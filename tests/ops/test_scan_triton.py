@@ -194,3 +194,13 @@ def test_segment_length_must_be_a_multiple_of_the_chunk(monkeypatch):
     monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 8)
     with pytest.raises(ValueError, match="multiple of CHUNK"):
         check(make_inputs(1, 4, 2, 30, torch.float32, DEVICE))
+
+
+def test_automatic_segments(monkeypatch):
+    from stateft.ops import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "SEG", -1)
+    assert scan_triton._n_segments(1024, 32, 768) == (1024, 1)  # 4 x 1024 at E 1536: one segment (measured)
+    assert scan_triton._n_segments(8192, 32, 192) == (512, 16)  # one sequence of 8192: 16 x 512 (measured best)
+    assert scan_triton._n_segments(1000, 32, 192) == (1024, 1)  # too short to cut into >= 512-step segments
+    assert scan_triton._n_segments(2048, 32, 384) == (512, 4)  # 2 sequences of 2048: 8 wanted, 4 of 512 allowed

@@ -130,3 +130,25 @@ def test_triton_matches_ref_full_size(size, dtype, precision, tol, monkeypatch):
     monkeypatch.setitem(ssd_triton.CONFIG, "PRECISION", precision)
     nheads = {"130m": 24, "1.3b": 64}[size]
     compare(make_inputs(2, 1000, nheads, 64, 1, 128, dtype=dtype, h0="shared"), tol_y=tol, tol_grad=tol)
+
+
+def test_backward_halves_the_channel_block_when_shared_memory_runs_out(monkeypatch):
+    # a GPU whose shared memory cannot hold the backward's tiles at BLOCK_P 32: the backward retries at 16
+    from triton.runtime.errors import OutOfResources
+
+    monkeypatch.setitem(ssd_triton.CONFIG, "BLOCK_Q", 16)
+    monkeypatch.setitem(ssd_triton.CONFIG, "BLOCK_P", 32)
+    monkeypatch.setitem(ssd_triton.CONFIG, "PRECISION", "ieee")
+    monkeypatch.setattr(ssd_triton, "_BWD_BLOCK_P", {})
+    real, tried = ssd_triton._ssd_backward, []
+
+    def limited(*args):
+        tried.append(args[-2])
+        if args[-2] > 16:
+            raise OutOfResources(245760, 232448, "shared memory")
+        return real(*args)
+
+    monkeypatch.setattr(ssd_triton, "_ssd_backward", limited)
+    compare(make_inputs(2, 21, 2, 32, 1, 16, h0="batch"), tol_y=1e-5, tol_grad=1e-5)
+    assert tried == [32, 16]
+    assert list(ssd_triton._BWD_BLOCK_P.values()) == [16]  # remembered: the next backward starts at 16
