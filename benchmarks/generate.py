@@ -1,7 +1,9 @@
 """Decoding throughput with an adapter: greedy and beam-5 generation, new tokens per second.
 
 Random-init weights (speed does not depend on them), bf16, ``state_offset_h`` applied (its h' is added at every
-read-out, so decoding pays for it), a 128-token prompt, 128 new tokens (EOS disabled so every run is full length).
+read-out, so decoding pays for it), a 128-token prompt, 128 new tokens (EOS disabled so every run is full length);
+each with the eager step and with the recorded one (`stateft.decode_graph`, the default on CUDA), checked to give the
+same tokens.
 
     PYTHONPATH=. python benchmarks/generate.py --sizes 130m 1.4b mamba2-130m mamba2-1.3b
 """
@@ -23,17 +25,19 @@ from stateft.methods import apply_method  # noqa: E402
 from stateft.models.loading import build_model  # noqa: E402
 
 
-def tokens_per_second(model, prompt: list[int], new_tokens: int, beams: int, repeats: int) -> float:
-    generate(model, prompt, max_new_tokens=8, num_beams=beams, eos_id=None)  # warm-up
+def tokens_per_second(model, prompt: list[int], new_tokens: int, beams: int, repeats: int, graph: bool):
+    """(median new tokens per second, the tokens of the last run)."""
+    kw = dict(num_beams=beams, eos_id=None, cuda_graph=graph)
+    generate(model, prompt, max_new_tokens=8, **kw)  # warm-up
     times = []
     for _ in range(repeats):
         torch.cuda.synchronize()
         start = time.perf_counter()
-        out = generate(model, prompt, max_new_tokens=new_tokens, num_beams=beams, eos_id=None)
+        out = generate(model, prompt, max_new_tokens=new_tokens, **kw)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     assert len(out) == new_tokens
-    return new_tokens / sorted(times)[len(times) // 2]
+    return new_tokens / sorted(times)[len(times) // 2], out
 
 
 def main() -> None:
@@ -52,13 +56,24 @@ def main() -> None:
         prompt = torch.randint(0, model.config.vocab_size, (args.prompt,), generator=torch.Generator().manual_seed(0))
         row = {"size": size, "method": args.method}
         for name, beams in (("greedy", 1), ("beam5", 5)):
-            row[name] = tokens_per_second(model, prompt.tolist(), args.new, beams, args.repeats)
-            print(size, name, f"{row[name]:.1f} tokens/s", flush=True)
+            row[name], eager = tokens_per_second(model, prompt.tolist(), args.new, beams, args.repeats, False)
+            row[name + "_graph"], graphed = tokens_per_second(
+                model, prompt.tolist(), args.new, beams, args.repeats, True
+            )
+            row[name + "_same_tokens"] = eager == graphed
+            print(size, name, f"eager {row[name]:.1f}, graph {row[name + '_graph']:.1f} tokens/s", flush=True)
         rows.append(row)
         del model
         torch.cuda.empty_cache()
-    lines = ["| model | method | greedy tokens/s | beam-5 tokens/s |", "|---|---|---|---|"]
-    lines += [f"| {r['size']} | {r['method']} | {r['greedy']:.1f} | {r['beam5']:.1f} |" for r in rows]
+    lines = [
+        "| model | method | greedy tokens/s eager / graph | beam-5 tokens/s eager / graph | same tokens |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['size']} | {r['method']} | {r['greedy']:.1f} / {r['greedy_graph']:.1f} | {r['beam5']:.1f} / "
+        f"{r['beam5_graph']:.1f} | {r['greedy_same_tokens'] and r['beam5_same_tokens']} |"
+        for r in rows
+    ]
     setting = {"prompt": args.prompt, "new_tokens": args.new, "batch": 1, "dtype": "bf16"}
     paths = write_results("generate", {"setting": setting, "rows": rows}, "\n".join(lines) + "\n", args.out)
     print("\n".join(lines))

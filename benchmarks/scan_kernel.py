@@ -26,6 +26,21 @@ SHAPES = {"130m": (4, 1536, 16, 1024), "1.4b": (4, 4096, 16, 1024)}
 # --long: one long sequence (few programs without segments): does cutting it into segments pay?
 LONG = {"130m-b1-8k": (1, 1536, 16, 8192)}
 LONG_SEGS = (0, 2048, 1024, 512, -1)
+KEYS = ("BLOCK_D", "BLOCK_T", "num_warps", "bwd_BLOCK_D", "bwd_num_warps", "CHUNK", "rows", "SEG", "STORE_HS")
+# (segments were also tried at these shapes on 2026-11-23 (SEG 64-256): 4-25% slower than one; SEG -1 picks one here)
+CONFIGS = [
+    (8, 4, 1, 8, 1, 32, 1, -1, 0),  # the 2026-11-23 default
+    (8, 4, 1, 8, 1, 32, 1, -1, 1),
+    (8, 4, 1, 8, 1, 64, 1, -1, 1),
+    (8, 8, 1, 8, 1, 32, 1, -1, 1),
+    (8, 8, 1, 8, 1, 32, 1, -1, 0),
+    (16, 4, 1, 8, 1, 32, 1, -1, 1),
+    (8, 4, 1, 8, 2, 32, 1, -1, 1),
+    (8, 4, 1, 16, 2, 32, 1, -1, 1),
+]
+# --long: one long sequence (few programs without segments): does cutting it into segments pay?
+LONG = {"130m-b1-8k": (1, 1536, 16, 8192)}
+LONG_SEGS = (0, 2048, 1024, 512, -1)
 KEYS = ("BLOCK_D", "BLOCK_T", "num_warps", "bwd_BLOCK_D", "bwd_num_warps", "CHUNK", "rows", "SEG")
 CONFIGS = [
     (8, 4, 1, 8, 1, 32, 1, 0),  # one segment: the 2026-11-23 default
@@ -102,7 +117,8 @@ def long_sequence() -> None:
             f, fb = bench(t, "triton")
             got = outputs(t, "triton")
             first = first or got
-            row = {"shape": name, "SEG": seg, "fwd_ms": f, "fwd_bwd_ms": fb, "vs_first": max_rel(got, first)}
+            row = {"shape": name, "SEG": seg, "fwd_ms": f, "fwd_bwd_ms": fb, "vs_first": max_rel(got, first),
+                   "regs_spills": registers()}  # fmt: skip
             print(json.dumps(row), flush=True)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from stateft.decode_graph import Step, make_step
 from stateft.models.lm import MambaLM
 
 
@@ -26,19 +27,23 @@ def generate(
     num_beams: int = 1,
     eos_id: int | None = 0,
     length_penalty: float = 1.0,
+    cuda_graph: bool = True,
 ) -> list[int]:
-    """Continue ``prompt_ids``; returns the new tokens without the EOS token."""
+    """Continue ``prompt_ids``; returns the new tokens without the EOS token. On CUDA, ``cuda_graph`` replays a
+    recorded decoding step after the first few tokens (`stateft.decode_graph`; same tokens, fewer launches)."""
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
     cache = model.new_cache()
     ids = torch.tensor([prompt_ids], device=device)
     logits = model(ids, cache)[:, -1]  # (1 V)
     if num_beams == 1:
-        return _greedy(model, cache, logits, max_new_tokens, eos_id, vocab)
-    return _beam_search(model, cache, logits, max_new_tokens, num_beams, eos_id, length_penalty, vocab)
+        return _greedy(make_step(model, cache, 1, cuda_graph), logits, max_new_tokens, eos_id, vocab)
+    cache.reorder(torch.zeros(num_beams, dtype=torch.long, device=device))  # num_beams copies of the prompt's state
+    step = make_step(model, cache, num_beams, cuda_graph)
+    return _beam_search(step, cache, logits, max_new_tokens, num_beams, eos_id, length_penalty, vocab)
 
 
-def _greedy(model: MambaLM, cache, logits: Tensor, max_new_tokens: int, eos_id: int | None, vocab: int) -> list[int]:
+def _greedy(step: Step, logits: Tensor, max_new_tokens: int, eos_id: int | None, vocab: int) -> list[int]:
     out: list[int] = []
     for i in range(max_new_tokens):
         token = int(logits[0, :vocab].argmax())
@@ -46,12 +51,12 @@ def _greedy(model: MambaLM, cache, logits: Tensor, max_new_tokens: int, eos_id: 
             break
         out.append(token)
         if i + 1 < max_new_tokens:
-            logits = model.step(torch.tensor([token], device=logits.device), cache)  # (1 V)
+            logits = step(torch.tensor([token], device=logits.device))  # (1 V)
     return out
 
 
 def _beam_search(
-    model: MambaLM,
+    step: Step,
     cache,
     logits: Tensor,
     max_new_tokens: int,
@@ -61,13 +66,12 @@ def _beam_search(
     vocab: int,
 ) -> list[int]:
     device = logits.device
-    cache.reorder(torch.zeros(num_beams, dtype=torch.long, device=device))
     logprobs = _log_probs(logits, vocab).expand(num_beams, -1)  # (k V)
     scores = torch.full((num_beams,), float("-inf"), device=device)
     scores[0] = 0.0  # all beams start identical: expand only the first
     beams: list[list[int]] = [[] for _ in range(num_beams)]
     finished: list[tuple[float, list[int]]] = []
-    for step in range(max_new_tokens):
+    for i in range(max_new_tokens):
         candidates = (scores[:, None] + logprobs).flatten()
         top_scores, top_index = candidates.topk(2 * num_beams)
         next_beams, next_rows, next_tokens, next_scores = [], [], [], []
@@ -83,13 +87,13 @@ def _beam_search(
             next_scores.append(score)
             if len(next_beams) == num_beams:
                 break
-        if _done(finished, num_beams, top_scores[0].item(), step + 1, length_penalty):
+        if _done(finished, num_beams, top_scores[0].item(), i + 1, length_penalty):
             return max(finished, key=lambda item: item[0])[1]
         beams, scores = next_beams, torch.tensor(next_scores, device=device)
-        if step + 1 == max_new_tokens:
+        if i + 1 == max_new_tokens:
             break
         cache.reorder(torch.tensor(next_rows, device=device))
-        logprobs = _log_probs(model.step(torch.tensor(next_tokens, device=device), cache), vocab)
+        logprobs = _log_probs(step(torch.tensor(next_tokens, device=device)), vocab)
     for beam, score in zip(beams, scores.tolist()):
         finished.append((score / max(len(beam), 1) ** length_penalty, beam))
     return max(finished, key=lambda item: item[0])[1]

@@ -28,7 +28,13 @@ class MambaCache:
         return cls(layers=[LayerCache() for _ in range(n_layer)])
 
     def reorder(self, index: Tensor) -> None:
-        """Select batch rows (beam search): index (b',) into the batch dimension."""
+        """Select batch rows (beam search): index (b',) into the batch dimension. With as many rows as before the
+        rows are copied into the same tensors (a recorded decoding step reads fixed buffers: `decode_graph`)."""
         for layer in self.layers:
-            layer.conv = layer.conv.index_select(0, index)
-            layer.ssm = layer.ssm.index_select(0, index)
+            for name in ("conv", "ssm"):
+                old = getattr(layer, name)
+                new = old.index_select(0, index)
+                if new.shape == old.shape:
+                    old.copy_(new)
+                else:
+                    setattr(layer, name, new)

@@ -24,9 +24,11 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kern
 # programs: a first pass finds each segment's end state from zero, a sequential pass over the segment boundaries
 # (`seg_carry_kernel`) gives the states entering them, a second pass writes y. The backward does the same for the
 # adjoint: more programs in flight for about 1.5x the arithmetic. -1 = by the number of programs (`_n_segments`).
+# STORE_HS: the backward keeps every h_t of a chunk in its scratch (CHUNK x n x BLOCK_D fp32 per program, L2-sized)
+# and reads it on the reverse walk, instead of rebuilding h_t there (one exp and one scan per element fewer).
 CONFIG: dict[str, int] = {
     "BLOCK_D": 8, "BLOCK_T": 4, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 32, "rows": 1,
-    "SEG": -1,
+    "SEG": -1, "STORE_HS": 0,
 }  # fmt: skip
 _CARRY_BLOCK_D = 32
 LAUNCHED: dict[str, object] = {}  # the last compiled kernel of each pass (registers, spills: benchmarks/scan_kernel.py)
@@ -153,7 +155,10 @@ class _SelectiveScan(torch.autograd.Function):
         dB = torch.empty(b, n_parts, n, length, **f32)  # one partial sum per channel block
         dC = torch.empty(b, n_parts, n, length, **f32)
         # per program, the states entering each block of one chunk: (chunk / BLOCK_T) x (n, BLOCK_D) fp32 (L2)
-        scratch = torch.empty(b * n_seg * n_parts * (chunk // block_t) * block_n * block_d, **f32)
+        store_hs = bool(CONFIG.get("STORE_HS", 0))
+        scratch = torch.empty(
+            b * n_seg * n_parts * (chunk if store_hs else chunk // block_t) * block_n * block_d, **f32
+        )
         dA = torch.empty(b, n_seg, d, n, **f32)  # partials per (sequence, segment)
         dD = torch.empty(b, n_seg, d, **f32) if D is not None else None
         dbias = torch.empty(b, n_seg, d, **f32) if delta_bias is not None else None
@@ -189,7 +194,7 @@ class _SelectiveScan(torch.autograd.Function):
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus,
             HAS_H0=h0 is not None, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
             HAS_DHIN=dhin is not None,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, SEG=seg,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, SEG=seg, STORE_HS=store_hs,
             num_warps=int(CONFIG["bwd_num_warps"]),
         )  # fmt: skip
         dB = dB.sum(1).to(B.dtype)

@@ -204,3 +204,15 @@ def test_automatic_segments(monkeypatch):
     assert scan_triton._n_segments(8192, 32, 192) == (512, 16)  # one sequence of 8192: 16 x 512 (measured best)
     assert scan_triton._n_segments(1000, 32, 192) == (1024, 1)  # too short to cut into >= 512-step segments
     assert scan_triton._n_segments(2048, 32, 384) == (512, 4)  # 2 sequences of 2048: 8 wanted, 4 of 512 allowed
+
+
+@pytest.mark.parametrize("seg", [0, 16])
+def test_backward_reading_stored_states(monkeypatch, seg):
+    # STORE_HS: the reverse walk reads each chunk's h_t from the scratch instead of rebuilding them
+    from stateft.ops import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "STORE_HS", 1)
+    monkeypatch.setitem(scan_triton.CONFIG, "SEG", seg)
+    monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 8)
+    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"))
+    check(make_inputs(1, 9, 5, 21, torch.bfloat16, DEVICE, h0="shared", z=False, bias=False))
