@@ -38,22 +38,6 @@ CONFIGS = [
     (8, 4, 1, 8, 2, 32, 1, -1, 1),
     (8, 4, 1, 16, 2, 32, 1, -1, 1),
 ]
-# --long: one long sequence (few programs without segments): does cutting it into segments pay?
-LONG = {"130m-b1-8k": (1, 1536, 16, 8192)}
-LONG_SEGS = (0, 2048, 1024, 512, -1)
-KEYS = ("BLOCK_D", "BLOCK_T", "num_warps", "bwd_BLOCK_D", "bwd_num_warps", "CHUNK", "rows", "SEG")
-CONFIGS = [
-    (8, 4, 1, 8, 1, 32, 1, 0),  # one segment: the 2026-11-23 default
-    (8, 4, 1, 8, 1, 32, 1, 256),
-    (8, 4, 1, 8, 1, 32, 1, 128),
-    (8, 4, 1, 8, 1, 32, 1, 64),
-    (4, 4, 1, 4, 1, 32, 1, 128),
-    (8, 4, 1, 4, 1, 32, 1, 128),
-    (16, 4, 1, 8, 1, 32, 1, 128),
-    (8, 8, 1, 8, 1, 32, 1, 128),
-    (16, 4, 2, 16, 2, 32, 1, 128),
-    (8, 4, 1, 8, 1, 32, 0, 128),
-]
 
 
 def inputs(b, d, n, length, offsets=True):
