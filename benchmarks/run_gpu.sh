@@ -36,8 +36,12 @@ for phase in "$@"; do
     scanlong) timeout 150 python3 benchmarks/scan_kernel.py --long 2>&1 | tee "$OUT/scan_long.log" | tail -8 ;;
     m2step) timeout 300 python3 benchmarks/train_step.py --sizes mamba2-130m mamba2-1.3b --methods state_offset_h lora \
       --backends stateft graph --out "$OUT" --name train_step_mamba2 2>&1 | grep -v "^{" | tail -8 ;;
-    stepbigg) wait_peer; timeout 420 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --methods state_offset_h lora \
+    stepbigg) wait_peer; timeout 360 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --methods state_offset_h lora \
       --warmup 2 --iters 6 --out "$OUT" --name train_step_big 2>&1 | grep -v "^{" | tail -8 ;;
+    stepfull) wait_peer; timeout 300 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --methods full --warmup 2 --iters 6 \
+      --out "$OUT" --name train_step_full 2>&1 | grep -v "^{" | tail -6 ;;
+    profile14) timeout 120 python3 benchmarks/profile_step.py --size 1.4b --method state_offset_h --rows 25 2>&1 \
+      | tee "$OUT/profile_1.4b.log" | cut -c1-72,120-190 | tail -30 ;;
     gen) timeout 150 python3 benchmarks/generate.py --sizes 130m 1.4b --out "$OUT" 2>&1 | tail -6 ;;
     stepall) wait_peer; timeout 560 python3 benchmarks/train_step.py --out "$OUT" 2>&1 | tail -30 ;;
     peerso) wait_peer; d=$(python3 -c "import mamba_ssm, os; print(os.path.dirname(os.path.dirname(mamba_ssm.__file__)))");

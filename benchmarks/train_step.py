@@ -2,8 +2,10 @@
 
 Random-init weights (speed does not depend on them), batch 4 x 1024 tokens (the State-offset paper's Table 7), every
 token a target. stateft: frozen weights bf16, trainable parameters fp32 (``full``: everything bf16), the Triton scan,
-chunked cross-entropy. Peer: `benchmarks/peer.py`. Median of CUDA-event timings after warm-up; peak =
-``torch.cuda.max_memory_allocated`` over the timed steps (weights, optimizer state and activations).
+chunked cross-entropy; backend ``graph``: the same with the whole step (forward, backward, AdamW) captured once as a
+CUDA graph and replayed (fixed shapes, as here). Peer: `benchmarks/peer.py`. Median of CUDA-event timings after
+warm-up; peak = ``torch.cuda.max_memory_allocated`` from before the warm-up (and the capture) to the end (weights,
+optimizer state, activations, a graph's pool).
 
     PYTHONPATH=. python benchmarks/train_step.py --sizes 130m 1.4b --methods state_offset_h lora
     PYTHONPATH=. python benchmarks/train_step.py --sizes mamba2-130m mamba2-1.3b --backends stateft   # Mamba-2
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import MAMBA2_SIZES, SIZES, model_config, time_cuda, write_results  # noqa: E402
 from stateft.methods import apply_method  # noqa: E402
-from stateft.models.loading import build_model  # noqa: E402
+from stateft.models.loading import build_model, cast_model  # noqa: E402
 from stateft.ops.cross_entropy import chunked_cross_entropy  # noqa: E402
 
 METHODS = ("state_offset_h", "state_offset_y", "init_state", "lora", "full")
@@ -70,7 +72,9 @@ def build(size: str, method: str, backend: str):
 
         make_peer(model)
         return model, trainable, peer_loss
-    if method != "full":
+    if method == "full":  # everything bf16 like the peer (the trainable tensors came back fp32 masters)
+        cast_model(model, torch.bfloat16)
+    else:
         for p in trainable:  # fp32 adapters over bf16 frozen weights
             p.data = p.data.float()
     return model, trainable, stateft_loss

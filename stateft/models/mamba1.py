@@ -85,6 +85,17 @@ class Mamba1Mixer(nn.Module):
             C = torch.cat([C, F.linear(u_t, es.W_C.to(u_t.dtype))], dim=-1)
         return delta, delta_bias, A, B, C
 
+    def _plain_projections(self) -> bool:
+        return type(self.x_proj) is nn.Linear and type(self.dt_proj) is nn.Linear and self.extra_states is None
+
+    def _ssm_params_channels_first(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """`_ssm_params` for u (b E l) with plain x_proj/dt_proj, as W @ u: delta (b E l), B and C (b N l) come out
+        with the sequence contiguous, as the scan reads them, and u is not transposed for x_proj (no copies)."""
+        R, N = self.dt_rank, self.d_state
+        dt_r, B, C = torch.matmul(self.x_proj.weight.to(u.dtype), u).split([R, N, N], dim=1)
+        delta = torch.matmul(self.dt_proj.weight.to(dt_r.dtype), dt_r)  # bias (fp32) inside the scan
+        return delta, self.dt_proj.bias, -torch.exp(self.A_log.float()), B, C
+
     def _n_states(self) -> int:
         extra = 0 if self.extra_states is None else self.extra_states.A_log.shape[1]
         return self.d_state + extra
@@ -112,14 +123,18 @@ class Mamba1Mixer(nn.Module):
                 cache.ssm = (x.new_zeros(b, self.d_inner, self._n_states()) if h_start is None else h_start).float()
             return hidden.new_zeros(b, 0, self.d_model)
         u = F.silu(causal_conv(self.conv1d, x_padded))  # (b E l')
-        delta, delta_bias, A, B, C = self._ssm_params(u.transpose(1, 2))
+        if self._plain_projections():
+            delta, delta_bias, A, B, C = self._ssm_params_channels_first(u)
+        else:
+            delta, delta_bias, A, B, C = self._ssm_params(u.transpose(1, 2))
+            delta, B, C = delta.transpose(1, 2), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
         h_off, y_off = self._offsets()
         out = selective_scan(
             u,
-            delta.transpose(1, 2),
+            delta,
             A,
-            B.transpose(1, 2).contiguous(),
-            C.transpose(1, 2).contiguous(),
+            B,
+            C,
             D=self.D,
             z=z,
             delta_bias=delta_bias,

@@ -24,11 +24,9 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kern
 # programs: a first pass finds each segment's end state from zero, a sequential pass over the segment boundaries
 # (`seg_carry_kernel`) gives the states entering them, a second pass writes y. The backward does the same for the
 # adjoint: more programs in flight for about 1.5x the arithmetic. -1 = by the number of programs (`_n_segments`).
-# STORE_HS: the backward keeps every h_t of a chunk in its scratch (CHUNK x n x BLOCK_D fp32 per program, L2-sized)
-# and reads it on the reverse walk, instead of rebuilding h_t there (one exp and one scan per element fewer).
 CONFIG: dict[str, int] = {
     "BLOCK_D": 8, "BLOCK_T": 4, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 32, "rows": 1,
-    "SEG": -1, "STORE_HS": 0,
+    "SEG": -1,
 }  # fmt: skip
 _CARRY_BLOCK_D = 32
 LAUNCHED: dict[str, object] = {}  # the last compiled kernel of each pass (registers, spills: benchmarks/scan_kernel.py)
@@ -73,12 +71,6 @@ def _bdn_strides(t: Tensor | None) -> tuple[int, int, int, int]:
 def _slot_strides(buf: Tensor) -> tuple[int, int, int, int]:
     """(b, segment, d, n) strides of a (b, S + 1, n, d) segment buffer."""
     return buf.stride(0), buf.stride(1), buf.stride(3), buf.stride(2)
-
-
-def _grad_like_bld(x: Tensor) -> Tensor:
-    """An empty (b d l) tensor laid out as (b l d): where the gradients of delta and z are consumed (linear outputs)."""
-    b, d, length = x.shape
-    return torch.empty(b, length, d, device=x.device, dtype=x.dtype).transpose(1, 2)
 
 
 class _SelectiveScan(torch.autograd.Function):
@@ -147,18 +139,15 @@ class _SelectiveScan(torch.autograd.Function):
         n_parts = triton.cdiv(d, block_d)
         block_n = _block_n(n)
         f32 = {"device": u.device, "dtype": torch.float32}
-        # gradients are written one step at a time across the channels: du like u, delta's and z's gradients
-        # (b l d)-major where they are consumed (linear outputs)
-        du = torch.empty_like(u) if u.is_contiguous() else _grad_like_bld(u)
-        ddelta = _grad_like_bld(delta)
-        dz = None if z is None else _grad_like_bld(z)
+        # each gradient laid out like its input (empty_like keeps the strides of a dense view): the op that made
+        # the input reads its gradient without a copy
+        du = torch.empty_like(u)
+        ddelta = torch.empty_like(delta)
+        dz = None if z is None else torch.empty_like(z)
         dB = torch.empty(b, n_parts, n, length, **f32)  # one partial sum per channel block
         dC = torch.empty(b, n_parts, n, length, **f32)
         # per program, the states entering each block of one chunk: (chunk / BLOCK_T) x (n, BLOCK_D) fp32 (L2)
-        store_hs = bool(CONFIG.get("STORE_HS", 0))
-        scratch = torch.empty(
-            b * n_seg * n_parts * (chunk if store_hs else chunk // block_t) * block_n * block_d, **f32
-        )
+        scratch = torch.empty(b * n_seg * n_parts * (chunk // block_t) * block_n * block_d, **f32)
         dA = torch.empty(b, n_seg, d, n, **f32)  # partials per (sequence, segment)
         dD = torch.empty(b, n_seg, d, **f32) if D is not None else None
         dbias = torch.empty(b, n_seg, d, **f32) if delta_bias is not None else None
@@ -190,11 +179,12 @@ class _SelectiveScan(torch.autograd.Function):
             du, ddelta, dz, dB, dC, dA, dD, dbias, dh0, dhoff, dyoff,
             d, n, length,
             *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z),
-            *dy.stride(), *du.stride(), *g_strides, dB.stride(0), dB.stride(1), dB.stride(2), *dhin_strides,
+            *dy.stride(), *du.stride(), *g_strides, *_strides3(dz),
+            dB.stride(0), dB.stride(1), dB.stride(2), *dhin_strides,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus,
             HAS_H0=h0 is not None, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
             HAS_DHIN=dhin is not None,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, SEG=seg, STORE_HS=store_hs,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, SEG=seg,
             num_warps=int(CONFIG["bwd_num_warps"]),
         )  # fmt: skip
         dB = dB.sum(1).to(B.dtype)

@@ -66,9 +66,9 @@ def _delta(dt_base, bias, offs_t, offs_d, mask, s_d, s_l, HAS_BIAS: tl.constexpr
 
 
 @triton.jit
-def _block_inputs(u_base, dt_base, B_base, bias, t0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
+def _block_states(u_base, dt_base, B_base, A2, bias, h_in, t0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
                   su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):  # fmt: skip
-    """The BLOCK_T steps from t0: delta, u, B, delta B u (t n d), raw delta and the masks."""
+    """h_t for the BLOCK_T steps from t0, (t n d), and what the backward reuses: delta, u, B, delta B u, raw delta."""
     offs_t = t0 + offs_c
     mask_t = offs_t < L
     mask_td = mask_t[:, None] & mask_d[None, :]
@@ -76,19 +76,8 @@ def _block_inputs(u_base, dt_base, B_base, bias, t0, L, offs_c, offs_d, offs_n, 
     dt, raw = _delta(dt_base, bias, offs_t, offs_d, mask_td, sdt_d, sdt_l, HAS_BIAS, SOFTPLUS)
     mask_tn = mask_t[:, None] & mask_n[None, :]
     Bt = tl.load(B_base + offs_t[:, None] * sB_l + offs_n[None, :] * sB_n, mask=mask_tn, other=0.0).to(tl.float32)
-    dBu = Bt[:, :, None] * (dt * u)[:, None, :]  # (t n d) delta B u
-    return dt, u, Bt, dBu, raw, mask_td, mask_tn
-
-
-@triton.jit
-def _block_states(u_base, dt_base, B_base, A2, bias, h_in, t0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
-                  su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):  # fmt: skip
-    """h_t for the BLOCK_T steps from t0, (t n d), and what the backward reuses: delta, u, B, delta B u, raw delta."""
-    dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_inputs(
-        u_base, dt_base, B_base, bias, t0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
-        su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, HAS_BIAS, SOFTPLUS,
-    )  # fmt: skip
     dA = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (t n d) exp(delta A)
+    dBu = Bt[:, :, None] * (dt * u)[:, None, :]  # (t n d) delta B u
     aa, hs = tl.associative_scan((dA, dBu), 0, _combine)
     hs = hs + aa * h_in[None, :, :]
     return hs, dt, u, Bt, dBu, raw, mask_td, mask_tn
@@ -282,12 +271,11 @@ def scan_bwd_kernel(
     du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr, dhoff_ptr, dyoff_ptr,
     E, N, L,
     su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l, sz_b, sz_d, sz_l,
-    sdy_b, sdy_d, sdy_l, sdu_b, sdu_d, sdu_l, sg_b, sg_d, sg_l, sdB_b, sdB_p, sdB_n,
+    sdy_b, sdy_d, sdy_l, sdu_b, sdu_d, sdu_l, sg_b, sg_d, sg_l, sdz_b, sdz_d, sdz_l, sdB_b, sdB_p, sdB_n,
     sdh_b, sdh_s, sdh_d, sdh_n,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, HAS_HOFF: tl.constexpr, HAS_YOFF: tl.constexpr, HAS_DHIN: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr, SEG: tl.constexpr,
-    STORE_HS: tl.constexpr,
 ):  # fmt: skip
     """One program: BLOCK_D channels of one sequence over one segment (program axis 1). dL/dh arriving after the
     segment's last step comes from slot s + 1 of ``dhin`` (strided: the last state's gradient with one segment).
@@ -306,10 +294,8 @@ def scan_bwd_kernel(
     dn_off = offs_n[:, None] * E + offs_d[None, :]
     # this program's scratch: the states entering each block of one chunk, (CHUNK / BLOCK_T) x (n, BLOCK_D) fp32
     prog = (pid_b * n_seg + pid_s) * tl.num_programs(0) + pid_d
-    # STORE_HS: every h_t of the chunk, (CHUNK, n, BLOCK_D), so the reverse walk reads h_t instead of rebuilding it
-    scratch = scratch_ptr + prog * (CHUNK if STORE_HS else CHUNK // BLOCK_T) * BLOCK_N * BLOCK_D
+    scratch = scratch_ptr + prog * (CHUNK // BLOCK_T) * BLOCK_N * BLOCK_D
     sc_off = offs_n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
-    hs_off = offs_c[:, None, None] * BLOCK_N * BLOCK_D + sc_off[None, :, :]
 
     A2 = tl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) * LOG2E  # A = A2 ln 2
     bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else None
@@ -340,35 +326,24 @@ def scan_bwd_kernel(
         n_blocks = tl.cdiv(tl.minimum(CHUNK, L - c0), BLOCK_T)
         # 1. the states entering each block of the chunk, into the scratch buffer
         h = tl.load(states_ptr + (pid_b * n_chunks + c) * E * N + dn_off, mask=mask_nd, other=0.0)
-        for k in range(0, n_blocks if STORE_HS else n_blocks - 1):
-            if not STORE_HS:
-                tl.store(scratch + k * BLOCK_N * BLOCK_D + sc_off, h)
+        for k in range(0, n_blocks - 1):
+            tl.store(scratch + k * BLOCK_N * BLOCK_D + sc_off, h)
             hs, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
                 u_base, dt_base, B_base, A2, bias, h, c0 + k * BLOCK_T, L, offs_c, offs_d, offs_n, mask_d, mask_n,
                 su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, HAS_BIAS, SOFTPLUS,
             )  # fmt: skip
-            if STORE_HS:
-                tl.store(scratch + k * BLOCK_T * BLOCK_N * BLOCK_D + hs_off, hs)
             h = _last(hs, offs_c, BLOCK_T)
-        if not STORE_HS:
-            tl.store(scratch + (n_blocks - 1) * BLOCK_N * BLOCK_D + sc_off, h)
+        tl.store(scratch + (n_blocks - 1) * BLOCK_N * BLOCK_D + sc_off, h)
         tl.debug_barrier()  # scratch written above is read below (possibly by other lanes)
 
         # 2. the blocks in reverse
         for j in range(0, n_blocks):
             t0 = c0 + (n_blocks - 1 - j) * BLOCK_T
-            if STORE_HS:
-                hs = tl.load(scratch + (n_blocks - 1 - j) * BLOCK_T * BLOCK_N * BLOCK_D + hs_off)
-                dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_inputs(
-                    u_base, dt_base, B_base, bias, t0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
-                    su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, HAS_BIAS, SOFTPLUS,
-                )  # fmt: skip
-            else:
-                h_in = tl.load(scratch + (n_blocks - 1 - j) * BLOCK_N * BLOCK_D + sc_off)
-                hs, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
-                    u_base, dt_base, B_base, A2, bias, h_in, t0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
-                    su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, HAS_BIAS, SOFTPLUS,
-                )  # fmt: skip
+            h_in = tl.load(scratch + (n_blocks - 1 - j) * BLOCK_N * BLOCK_D + sc_off)
+            hs, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
+                u_base, dt_base, B_base, A2, bias, h_in, t0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
+                su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, HAS_BIAS, SOFTPLUS,
+            )  # fmt: skip
             offs_t = t0 + offs_c
             Ct = tl.load(C_base + offs_t[:, None] * sC_l + offs_n[None, :] * sC_n, mask=mask_tn, other=0.0)
             Ct = Ct.to(tl.float32)
@@ -384,7 +359,8 @@ def scan_bwd_kernel(
                     o += yoff[None, :]
                 sig = tl.sigmoid(z)
                 dz = dy * o * sig * (1.0 + z * (1.0 - sig))
-                tl.store(dz_ptr + g_ptrs, dz.to(dz_ptr.dtype.element_ty), mask=mask_td)
+                dz_ptrs = dz_ptr + pid_b * sdz_b + offs_t[:, None] * sdz_l + offs_d[None, :] * sdz_d
+                tl.store(dz_ptrs, dz.to(dz_ptr.dtype.element_ty), mask=mask_td)
                 g = dy * z * sig
             else:
                 g = dy

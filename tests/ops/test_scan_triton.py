@@ -33,8 +33,10 @@ def make_inputs(b, d, n, length, dtype, device, *, h0="none", offsets=True, z=Tr
     def r(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g) * scale).to(device)
 
-    def act(scale=1.0):
-        x = r(b, length, d, scale=scale).transpose(1, 2) if layout == "bld" else r(b, d, length, scale=scale)
+    def act(scale=1.0, name=""):
+        # "mixed": delta (b d l)-contiguous, z a (b l d)-major view: the Mamba-1 mixer's layouts
+        bld = layout == "bld" or (layout == "mixed" and name == "z")
+        x = r(b, length, d, scale=scale).transpose(1, 2) if bld else r(b, d, length, scale=scale)
         return x.to(dtype)
 
     inp = {
@@ -44,7 +46,7 @@ def make_inputs(b, d, n, length, dtype, device, *, h0="none", offsets=True, z=Tr
         "B": r(b, n, length).to(dtype),
         "C": r(b, n, length).to(dtype),
         "D": r(d),
-        "z": act() if z else None,
+        "z": act(name="z") if z else None,
         "delta_bias": r(d, scale=0.5) - 2.0 if bias else None,
         "initial_state": None,
         "h_offset": r(d, n, scale=0.5) if offsets else None,
@@ -120,6 +122,7 @@ def test_all_features_fp32_bf16(dtype):
         (2, 5, 16, 27, "none", False, False, False, "bdl"),  # plain scan: no optional inputs
         (1, 9, 24, 21, "shared", True, True, False, "bld"),  # additional_scan's n = 24
         (1, 4, 3, 1, "batch", True, True, True, "bdl"),  # a single step
+        (2, 11, 5, 29, "shared", True, True, True, "mixed"),  # delta and z in different layouts (as the mixer)
     ],
 )
 def test_shapes_and_options(b, d, n, length, h0, offsets, z, bias, layout):
@@ -204,15 +207,3 @@ def test_automatic_segments(monkeypatch):
     assert scan_triton._n_segments(8192, 32, 192) == (512, 16)  # one sequence of 8192: 16 x 512 (measured best)
     assert scan_triton._n_segments(1000, 32, 192) == (1024, 1)  # too short to cut into >= 512-step segments
     assert scan_triton._n_segments(2048, 32, 384) == (512, 4)  # 2 sequences of 2048: 8 wanted, 4 of 512 allowed
-
-
-@pytest.mark.parametrize("seg", [0, 16])
-def test_backward_reading_stored_states(monkeypatch, seg):
-    # STORE_HS: the reverse walk reads each chunk's h_t from the scratch instead of rebuilding them
-    from stateft.ops import scan_triton
-
-    monkeypatch.setitem(scan_triton.CONFIG, "STORE_HS", 1)
-    monkeypatch.setitem(scan_triton.CONFIG, "SEG", seg)
-    monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 8)
-    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"))
-    check(make_inputs(1, 9, 5, 21, torch.bfloat16, DEVICE, h0="shared", z=False, bias=False))
