@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--name", default="generate")
     args = ap.parse_args()
     rows = []
     for size in args.sizes:
@@ -75,7 +76,7 @@ def main() -> None:
         for r in rows
     ]
     setting = {"prompt": args.prompt, "new_tokens": args.new, "batch": 1, "dtype": "bf16"}
-    paths = write_results("generate", {"setting": setting, "rows": rows}, "\n".join(lines) + "\n", args.out)
+    paths = write_results(args.name, {"setting": setting, "rows": rows}, "\n".join(lines) + "\n", args.out)
     print("\n".join(lines))
     print("wrote", *paths)
 

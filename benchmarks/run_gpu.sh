@@ -42,6 +42,7 @@ for phase in "$@"; do
       --out "$OUT" --name train_step_full 2>&1 | grep -v "^{" | tail -6 ;;
     profile14) timeout 120 python3 benchmarks/profile_step.py --size 1.4b --method state_offset_h --rows 25 2>&1 \
       | tee "$OUT/profile_1.4b.log" | cut -c1-72,120-190 | tail -30 ;;
+    gen2) timeout 200 python3 benchmarks/generate.py --sizes mamba2-130m mamba2-1.3b --out "$OUT" --name generate_mamba2 2>&1 | tail -5 ;;
     gen) timeout 150 python3 benchmarks/generate.py --sizes 130m 1.4b --out "$OUT" 2>&1 | tail -6 ;;
     stepall) wait_peer; timeout 560 python3 benchmarks/train_step.py --out "$OUT" 2>&1 | tail -30 ;;
     peerso) wait_peer; d=$(python3 -c "import mamba_ssm, os; print(os.path.dirname(os.path.dirname(mamba_ssm.__file__)))");
