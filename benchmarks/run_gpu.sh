@@ -1,6 +1,8 @@
 #!/bin/bash
 # One device call: build the peer in the background, run the GPU tests, then time. Output under $OUT.
-#   bash benchmarks/run_gpu.sh PHASE...   phases: tests scan profile step130 stepall peerso
+#   bash benchmarks/run_gpu.sh PHASE...   phases: tests peertests scan scanpick scanlong profile profile14 step130
+#   step130g stepbig stepbigg stepbig5 stepsmall stepfull stepall m2check m2train m2step gen gen2 peerso
+#   (NOPEER=1: no peer build; scanpick exports its best launch config to the later phases)
 set -uo pipefail
 export PYTHONPATH=.:.whl/site PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
