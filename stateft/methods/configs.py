@@ -41,8 +41,8 @@ class BitFitConfig(MethodConfig):
 
 @dataclass
 class LoraConfig(MethodConfig):
-    r: int = 8  # rank; higher = more parameters (paper: 8 on Mamba-1, 16 on Mamba-2)
-    alpha: float = 8.0  # the update is scaled by alpha / r
+    r: int | None = None  # rank; None = the papers' per architecture: 8 on Mamba-1, 16 on Mamba-2
+    alpha: float | None = None  # the update is scaled by alpha / r; None = r (scale 1, as the papers)
     dropout: float = 0.1
     # null = the paper's targets: Mamba-1 x_proj's dt, B and C row blocks (each its own LoRA) and dt_proj;
     # Mamba-2 in_proj and out_proj. Otherwise mixer linears (in_proj, x_proj, dt_proj, out_proj) or

@@ -9,6 +9,7 @@ Kaiming-uniform(a=sqrt 5), B (out_block, r) zeros, so the model is unchanged at 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,10 @@ from stateft.methods.base import MethodSpec, freeze_all, new_parameter, trainabl
 from stateft.methods.configs import LoraConfig
 
 DEFAULT_TARGETS = {"mamba1": ["x_proj.dt", "x_proj.B", "x_proj.C", "dt_proj"], "mamba2": ["in_proj", "out_proj"]}
+DEFAULT_RANK = {
+    "mamba1": 8,
+    "mamba2": 16,
+}  # State-offset paper: LoRA r 8 (alpha 8) on Mamba-1, r 16 (alpha 16) on Mamba-2
 WHOLE = "w"  # block key of a LoRA on the whole linear
 
 
@@ -123,8 +128,15 @@ def wrap_targets(mixer: nn.Module, targets: list[str], cfg: LoraConfig, generato
         setattr(mixer, linear, LoRALinear(getattr(mixer, linear), blocks, cfg.r, cfg.alpha, cfg.dropout, generator))
 
 
+def resolve(cfg: LoraConfig, arch: str) -> LoraConfig:
+    """``cfg`` with the per-architecture defaults filled in (r None -> the papers' rank, alpha None -> r)."""
+    r = DEFAULT_RANK[arch] if cfg.r is None else cfg.r
+    return replace(cfg, r=r, alpha=float(r) if cfg.alpha is None else cfg.alpha)
+
+
 def apply(model: nn.Module, cfg: LoraConfig) -> list[str]:
     freeze_all(model)
+    cfg = resolve(cfg, model.config.arch)
     targets = list(cfg.target_modules or DEFAULT_TARGETS[model.config.arch])
     generator = torch.Generator().manual_seed(0)
     for mixer in model.mixers():

@@ -44,3 +44,16 @@ def test_sdt_count_follows_its_selection_rule():
     apply_method("sdt", model, OmegaConf.load(REPO / "conf" / "method" / "sdt.yaml"))
     per_layer = 15 * 4 + 2 * 16 * 15 + 8 * (1536 + 768)
     assert count_parameters(model)[0] == 24 * per_layer == 455_328
+
+
+@pytest.mark.parametrize(("size", "expected"), [("130m", 2_466_816), ("1.3b", 12_828_672)])
+def test_mamba2_lora_takes_the_papers_rank_16_by_default(size, expected):
+    """conf/method/lora.yaml leaves r/alpha to the architecture: r 16 on in_proj + out_proj of every Mamba-2 layer
+    (the README's Mamba-2 table); an explicit r still wins."""
+    conf = OmegaConf.load(REPO / "conf" / "model" / f"mamba2-{size}.yaml")
+    model = model_from_config(conf, device="meta")
+    apply_method("lora", model, OmegaConf.load(REPO / "conf" / "method" / "lora.yaml"))
+    assert count_parameters(model)[0] == expected
+    half = model_from_config(conf, device="meta")
+    apply_method("lora", half, {"name": "lora", "r": 8})
+    assert count_parameters(half)[0] * 2 == expected
