@@ -27,11 +27,22 @@ class FineTuneModule(L.LightningModule):
         optim: ``lr``, ``weight_decay``, ``betas``, ``eps``, ``warmup_ratio``, ``schedule`` (``conf/train.yaml``).
         task: the benchmark's ``stateft.data.task.Task`` (decoding settings and scorer).
         tokenizer: decodes predictions (``decode``, ``eos_id``).
+        graphed_loss: optional `stateft.train_graph.GraphedLoss` for the training loss (``cuda_graph=true``).
     """
 
-    def __init__(self, model: nn.Module, trainable: list[str], optim: dict[str, Any], task: Any, tokenizer: Any):
+    def __init__(
+        self,
+        model: nn.Module,
+        trainable: list[str],
+        optim: dict[str, Any],
+        task: Any,
+        tokenizer: Any,
+        graphed_loss: Any = None,
+    ):
         super().__init__()
         self.model = model
+        # cuda_graph=true: a stateft.train_graph.GraphedLoss replays the training forward/backward (same loss)
+        self.graphed_loss = graphed_loss
         self.trainable = sorted(trainable)
         self.optim = dict(optim)
         self.task = task
@@ -45,7 +56,10 @@ class FineTuneModule(L.LightningModule):
 
     # ---- training ---------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss = lm_loss(self.model, batch["input_ids"], batch["labels"])
+        if self.graphed_loss is not None:
+            loss = self.graphed_loss(batch["input_ids"], batch["labels"])
+        else:
+            loss = lm_loss(self.model, batch["input_ids"], batch["labels"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["input_ids"]))
         # a tensor sum: no device-to-host sync per step
         self._loss_sum, self._loss_count = self._loss_sum + loss.detach(), self._loss_count + 1

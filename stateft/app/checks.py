@@ -153,9 +153,27 @@ def validate_cfg(cfg: DictConfig) -> None:
         lr = optim.get("lr")
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
             raise UserError(f"optim.lr must be a positive number, got {lr!r} (set method.lr=... or optim.lr=...)")
+    if cfg.get("cuda_graph"):
+        _check_cuda_graph(cfg)
     resume = cfg.get("resume") or cfg.get("ckpt_path")
     if resume is not None and not Path(str(resume)).expanduser().exists():
         raise UserError(f"resume checkpoint {resume} does not exist (pass a last.ckpt or the run directory)")
+
+
+def _check_cuda_graph(cfg: DictConfig) -> None:
+    """cuda_graph=true replays recorded graphs on one CUDA GPU (stateft/train_graph.py)."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
+    devices = OmegaConf.select(cfg, "trainer.devices")
+    if accelerator == "cpu" or (accelerator == "auto" and not _cuda_available()):
+        raise UserError("cuda_graph=true needs a CUDA GPU (trainer=gpu); set cuda_graph=false on this machine")
+    if OmegaConf.select(cfg, "trainer.strategy") == "ddp" or (isinstance(devices, int) and devices > 1):
+        raise UserError("cuda_graph=true is for one GPU; with several GPUs (trainer=ddp) set cuda_graph=false")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def preflight(config_name: str, argv: Sequence[str]) -> None:

@@ -120,7 +120,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "params/trainable_pct": 100 * n_trainable / n_total,
     }
 
-    module = FineTuneModule(model, trainable, to_container(cfg.optim), datamodule.task, tokenizer)
+    graphed = None
+    if cfg.get("cuda_graph"):
+        from stateft.train_graph import GraphedLoss
+
+        graphed = GraphedLoss(model, cfg.dataset.batch_size, cfg.dataset.max_length, getattr(tokenizer, "pad_id", 0))
+    module = FineTuneModule(model, trainable, to_container(cfg.optim), datamodule.task, tokenizer, graphed)
     run_config = {k: v for k, v in to_container(cfg).items() if k != "hydra"}
     best = cb.BestAdapter(
         out / "adapter",

@@ -119,6 +119,8 @@ CONFIG_ERRORS = [
     (["method=lora", "method.r=eight"], ["'r'", "valid options"]),
     (["-m", "method=lora,lorra"], ["unknown method 'lorra'"]),
     (["logger=null"], ["~logger", "none"]),
+    (["cuda_graph=true", "trainer.accelerator=cpu"], ["cuda_graph=true needs a CUDA GPU", "cuda_graph=false"]),
+    (["cuda_graph=true", "trainer=ddp", "trainer.accelerator=gpu"], ["for one GPU", "cuda_graph=false"]),
 ]
 
 

@@ -1,0 +1,61 @@
+"""The training forward and backward recorded as CUDA graphs (``cuda_graph=true`` in `train.py`).
+
+A small model on short batches is launch-bound: a 130m step is several hundred small kernels, and the GPU waits on
+Python between them (benchmarks/NOTES.md: the same 130m step takes 67 ms eager, 53 ms replayed; LoRA 107 -> 64 ms).
+``GraphedLoss`` records the loss's forward and backward once (``torch.cuda.make_graphed_callables``) and replays them
+every step; the optimiser step, gradient clipping and logging stay eager.
+
+A graph replays fixed shapes, so every batch is padded to one shape, (batch size, ``length``): extra rows and
+positions are padding with ignored labels, which the token-mean loss does not see. The loss goes through the LM head
+at every position (selecting the target positions would make the shape depend on the data).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stateft.errors import UserError
+from stateft.loss import IGNORE_INDEX
+from stateft.ops.cross_entropy import chunked_cross_entropy
+
+
+class _Loss(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, labels: Tensor) -> Tensor:
+        hidden = self.model.hidden_states(input_ids)[:, :-1]
+        return chunked_cross_entropy(hidden, self.model.lm_head.weight, labels[:, 1:], IGNORE_INDEX)
+
+
+class GraphedLoss:
+    """``loss(input_ids, labels)``, the same value and gradients as `stateft.loss.lm_loss`, from replayed graphs.
+
+    Batches of at most ``batch_size`` rows and ``length`` tokens are padded to exactly that; the graphs are recorded at
+    the first call (under the autocast state of that call, with autocast's cast cache off, as graphs require).
+    """
+
+    def __init__(self, model: nn.Module, batch_size: int, length: int, pad_id: int = 0) -> None:
+        self.model, self.batch_size, self.length, self.pad_id = model, batch_size, length, pad_id
+        self._graphed = None
+
+    def pad(self, input_ids: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        b, n = input_ids.shape
+        if b > self.batch_size or n > self.length:
+            raise UserError(
+                f"cuda_graph: a batch of {b} x {n} tokens does not fit the recorded {self.batch_size} x {self.length}; "
+                "raise dataset.max_length (every batch is padded to it) or set cuda_graph=false"
+            )
+        grow = (0, self.length - n, 0, self.batch_size - b)
+        return F.pad(input_ids, grow, value=self.pad_id), F.pad(labels, grow, value=IGNORE_INDEX)
+
+    def __call__(self, input_ids: Tensor, labels: Tensor) -> Tensor:
+        input_ids, labels = self.pad(input_ids, labels)
+        dtype = torch.get_autocast_dtype("cuda")
+        with torch.autocast("cuda", dtype=dtype, enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False):
+            if self._graphed is None:
+                self._graphed = torch.cuda.make_graphed_callables(_Loss(self.model), (input_ids, labels))
+            return self._graphed(input_ids, labels)

@@ -1,0 +1,55 @@
+"""The recorded training loss (`stateft.train_graph`, ``cuda_graph=true``): same loss and gradients as `lm_loss`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stateft.errors import UserError
+from stateft.loss import IGNORE_INDEX, lm_loss
+from stateft.train_graph import GraphedLoss
+from tests.conftest import TINY, TINY2
+from tests.test_generation import _model
+
+
+def _batch(b, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, TINY.vocab_size, (b, n), generator=g)
+    labels = ids.clone()
+    labels[:, : n // 2] = IGNORE_INDEX  # a prompt half without loss, as in the benchmarks
+    return ids, labels
+
+
+def test_padding_to_the_recorded_shape_and_its_limit():
+    graphed = GraphedLoss(torch.nn.Identity(), batch_size=4, length=12, pad_id=0)
+    ids, labels = graphed.pad(*_batch(3, 9, 0))
+    assert ids.shape == labels.shape == (4, 12)
+    assert (labels[3] == IGNORE_INDEX).all()  # the added row
+    assert (labels[:, 9:] == IGNORE_INDEX).all()  # the added positions
+    assert (ids[:, 9:] == 0).all()
+    with pytest.raises(UserError, match="dataset.max_length"):
+        graphed.pad(*_batch(2, 13, 0))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize(("config", "method"), [(TINY, "state_offset_h"), (TINY, "lora"), (TINY2, "state_offset_h")])
+def test_graphed_loss_matches_eager_gpu(config, method, autocast):
+    model = _model(config, method).cuda().train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    graphed = GraphedLoss(model, batch_size=4, length=24)
+    tol = {"rtol": 2e-2, "atol": 1e-4} if autocast else {"rtol": 1e-4, "atol": 1e-6}
+    for seed, (b, n) in enumerate([(4, 24), (3, 17), (4, 20)]):  # full, then padded batches: one recorded shape
+        ids, labels = (t.cuda() for t in _batch(b, n, seed))
+        results = []
+        for fn in (lambda: lm_loss(model, ids, labels), lambda: graphed(ids, labels)):
+            for p in trainable:
+                p.grad = None
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                loss = fn()
+            loss.backward()
+            results.append((loss.detach().float(), [p.grad.clone() for p in trainable]))
+        (loss_ref, grads_ref), (loss, grads) = results
+        torch.testing.assert_close(loss, loss_ref, **tol)
+        for g, g_ref in zip(grads, grads_ref):
+            torch.testing.assert_close(g, g_ref, **tol)
