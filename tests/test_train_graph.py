@@ -42,11 +42,11 @@ def test_graphed_loss_matches_eager_gpu(config, method, autocast):
     for seed, (b, n) in enumerate([(4, 24), (3, 17), (4, 20)]):  # full, then padded batches: one recorded shape
         ids, labels = (t.cuda() for t in _batch(b, n, seed))
         results = []
-        for fn in (lambda: lm_loss(model, ids, labels), lambda: graphed(ids, labels)):
+        for fn in (lambda i, y: lm_loss(model, i, y), graphed):
             for p in trainable:
                 p.grad = None
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                loss = fn()
+                loss = fn(ids, labels)
             loss.backward()
             results.append((loss.detach().float(), [p.grad.clone() for p in trainable]))
         (loss_ref, grads_ref), (loss, grads) = results
