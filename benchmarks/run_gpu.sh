@@ -1,7 +1,7 @@
 #!/bin/bash
 # One device call: build the peer in the background, run the GPU tests, then time. Output under $OUT.
 #   bash benchmarks/run_gpu.sh PHASE...   phases: tests peertests scan scanpick scanlong profile profile14 step130
-#   step130g stepbig stepbigg stepbig5 stepsmall stepfull stepall m2check m2train m2step gen gen2 peerso
+#   step130g stepbig stepbigg stepbig5 stepsmall stepfull stepall m2check m2train m2step graphtrain gen gen2 peerso
 #   (NOPEER=1: no peer build; scanpick exports its best launch config to the later phases)
 set -uo pipefail
 export PYTHONPATH=.:.whl/site PYTHONUNBUFFERED=1
@@ -18,7 +18,7 @@ wait_peer() { while [ ! -f /tmp/peer_done ]; do sleep 5; done; tail -2 "$OUT/pee
 for phase in "$@"; do
   echo "=== $phase $(date -u +%T)"
   case $phase in
-    tests) timeout 240 python3 -m pytest tests/ops tests/test_decode_graph.py -m gpu -q 2>&1 | tee "$OUT/gpu_tests.log" | tail -4 ;;
+    tests) timeout 240 python3 -m pytest tests/ops tests/test_decode_graph.py tests/test_train_graph.py -m gpu -q 2>&1 | tee "$OUT/gpu_tests.log" | tail -4 ;;
     peertests) wait_peer; timeout 120 python3 -m pytest tests/ops/test_scan_mamba_ssm.py -q --tb=short 2>&1 | grep -E "Error|assert|passed|failed" | head -12 ;;
     scan) wait_peer; timeout 200 python3 benchmarks/scan_kernel.py 2>&1 | tee "$OUT/scan_kernel.log" | grep -v "^{" ;;
     profile) timeout 100 python3 benchmarks/profile_step.py --size 130m --method state_offset_h 2>&1 | tee "$OUT/profile.log" | head -45 ;;
@@ -45,6 +45,8 @@ for phase in "$@"; do
     profile14) timeout 120 python3 benchmarks/profile_step.py --size 1.4b --method state_offset_h --rows 25 2>&1 \
       | tee "$OUT/profile_1.4b.log" | cut -c1-72,120-190 | tail -30 ;;
     gen2) timeout 200 python3 benchmarks/generate.py --sizes mamba2-130m mamba2-1.3b --out "$OUT" --name generate_mamba2 2>&1 | tail -5 ;;
+    graphtrain) pip install -q --no-index --no-deps --target /tmp/site .whl/app/*.whl >/dev/null 2>&1;
+      PYTHONPATH=.:/tmp/site HF_HUB_OFFLINE=1 bash benchmarks/train_graph_check.sh 2>&1 | tee "$OUT/train_graph_check.log" ;;
     gen) timeout 150 python3 benchmarks/generate.py --sizes 130m 1.4b --out "$OUT" 2>&1 | tail -6 ;;
     stepall) wait_peer; timeout 560 python3 benchmarks/train_step.py --out "$OUT" 2>&1 | tail -30 ;;
     peerso) wait_peer; d=$(python3 -c "import mamba_ssm, os; print(os.path.dirname(os.path.dirname(mamba_ssm.__file__)))");
