@@ -57,5 +57,11 @@ class GraphedLoss:
         dtype = torch.get_autocast_dtype("cuda")
         with torch.autocast("cuda", dtype=dtype, enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False):
             if self._graphed is None:
-                self._graphed = torch.cuda.make_graphed_callables(_Loss(self.model), (input_ids, labels))
+                loss_fn = _Loss(self.model)
+                # one eager forward and backward first (gradients returned, not accumulated): lazy initialisation on
+                # this thread and stream (cuBLAS handles, kernel compilation) must not happen inside a capture
+                params = [p for p in loss_fn.parameters() if p.requires_grad]
+                torch.autograd.grad(loss_fn(input_ids, labels), params, allow_unused=True)
+                torch.cuda.synchronize()
+                self._graphed = torch.cuda.make_graphed_callables(loss_fn, (input_ids, labels))
             return self._graphed(input_ids, labels)
