@@ -57,11 +57,25 @@ class GraphedLoss:
         dtype = torch.get_autocast_dtype("cuda")
         with torch.autocast("cuda", dtype=dtype, enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False):
             if self._graphed is None:
-                loss_fn = _Loss(self.model)
-                # one eager forward and backward first (gradients returned, not accumulated): lazy initialisation on
-                # this thread and stream (cuBLAS handles, kernel compilation) must not happen inside a capture
-                params = [p for p in loss_fn.parameters() if p.requires_grad]
-                torch.autograd.grad(loss_fn(input_ids, labels), params, allow_unused=True)
-                torch.cuda.synchronize()
-                self._graphed = torch.cuda.make_graphed_callables(loss_fn, (input_ids, labels))
+                self._graphed = _record(_Loss(self.model), input_ids, labels)
             return self._graphed(input_ids, labels)
+
+
+def _record(loss_fn: nn.Module, input_ids: Tensor, labels: Tensor):
+    """``make_graphed_callables``, after releasing the pinned host blocks that earlier eager work left behind.
+
+    On an H100, an eager `lm_loss` earlier in the process (its boolean-mask selection copies through pinned memory)
+    made the first recording fail ("operation would make the legacy stream depend on a capturing blocking stream");
+    with the pinned blocks released first it records (2026-11-23; tests/test_train_graph.py covers both orders).
+    """
+    torch.cuda.synchronize()
+    if hasattr(torch._C, "_host_emptyCache"):
+        torch._C._host_emptyCache()
+    try:
+        return torch.cuda.make_graphed_callables(loss_fn, (input_ids, labels))
+    except RuntimeError as err:
+        if "captur" not in str(err):
+            raise
+        raise UserError(
+            f"cuda_graph=true: recording the training step failed ({str(err).splitlines()[0]}); set cuda_graph=false"
+        ) from None

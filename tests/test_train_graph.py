@@ -42,14 +42,24 @@ def test_graphed_loss_matches_eager_gpu(config, method, autocast):
     for seed, (b, n) in enumerate([(4, 24), (3, 17), (4, 20)]):  # full, then padded batches: one recorded shape
         ids, labels = (t.cuda() for t in _batch(b, n, seed))
         results = []
-        for fn in (lambda i, y: lm_loss(model, i, y), graphed):
+        # recorded first, as in train.py
+        for fn in (graphed, lambda i, y: lm_loss(model, i, y)):
             for p in trainable:
                 p.grad = None
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 loss = fn(ids, labels)
             loss.backward()
             results.append((loss.detach().float(), [p.grad.clone() for p in trainable]))
-        (loss_ref, grads_ref), (loss, grads) = results
+        (loss, grads), (loss_ref, grads_ref) = results
         torch.testing.assert_close(loss, loss_ref, **tol)
         for g, g_ref in zip(grads, grads_ref):
             torch.testing.assert_close(g, g_ref, **tol)
+
+
+@pytest.mark.gpu
+def test_recording_after_eager_training_work_gpu():
+    # an eager lm_loss (boolean-mask selection, pinned-memory copies) before the first recording in the process
+    model = _model(TINY, "state_offset_h").cuda().train()
+    ids, labels = (t.cuda() for t in _batch(4, 24, 0))
+    lm_loss(model, ids, labels).backward()
+    torch.testing.assert_close(GraphedLoss(model, 4, 24)(ids, labels), lm_loss(model, ids, labels))
