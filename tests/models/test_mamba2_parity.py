@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import json
 
 import pytest
 import torch
@@ -13,12 +12,9 @@ from transformers.models.mamba2 import modeling_mamba2
 
 from stateft.generation import generate
 from stateft.models.loading import load_pretrained
+from tests.models.layouts import rel_err, save_mamba_ssm_layout
 
 VOCAB = 104
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["groups1", "groups2"])
@@ -61,15 +57,7 @@ def hf_folder(hf_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def mamba_ssm_folder(hf_model, tmp_path_factory):
     """The same weights in mamba_ssm's layout: config.json with d_model/n_layer/ssm_cfg, pytorch_model.bin."""
-    folder = tmp_path_factory.mktemp("mamba_ssm")
     cfg = hf_model.config
-    state = {
-        k.replace("backbone.embeddings.", "backbone.embedding."): v.clone()
-        for k, v in hf_model.state_dict().items()
-        if k != "lm_head.weight"
-    }
-    state["backbone.embedding.weight"] = torch.cat([state["backbone.embedding.weight"], torch.zeros(8, 64)])  # pad 16
-    torch.save(state, folder / "pytorch_model.bin")
     ssm_cfg = {
         "layer": "Mamba2",
         "d_state": cfg.state_size,
@@ -91,8 +79,8 @@ def mamba_ssm_folder(hf_model, tmp_path_factory):
         "pad_vocab_size_multiple": 16,
         "tie_embeddings": True,
     }
-    (folder / "config.json").write_text(json.dumps(raw))
-    return folder
+    # the embedding padded to a multiple of 16 rows (104 -> 112), as mamba_ssm stores it
+    return save_mamba_ssm_layout(tmp_path_factory.mktemp("mamba_ssm"), hf_model, raw, vocab_rows=112, drop_head=True)
 
 
 def test_transformers_runs_its_torch_path():

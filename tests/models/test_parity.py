@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from transformers import MambaConfig as HFMambaConfig
@@ -11,12 +9,9 @@ from transformers import MambaForCausalLM
 
 from stateft.generation import generate
 from stateft.models.loading import load_pretrained
+from tests.models.layouts import rel_err, save_mamba_ssm_layout
 
 VOCAB = 104
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +47,7 @@ def hf_folder(hf_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def mamba_ssm_folder(hf_model, tmp_path_factory):
     """The same weights written in mamba_ssm's layout (config.json with d_model/n_layer, pytorch_model.bin)."""
-    folder = tmp_path_factory.mktemp("mamba_ssm")
     cfg = hf_model.config
-    state = {
-        k.replace("backbone.embeddings.", "backbone.embedding."): v.clone() for k, v in hf_model.state_dict().items()
-    }
-    torch.save(state, folder / "pytorch_model.bin")
     raw = {
         "d_model": cfg.hidden_size,
         "n_layer": cfg.num_hidden_layers,
@@ -68,8 +58,7 @@ def mamba_ssm_folder(hf_model, tmp_path_factory):
         "fused_add_norm": True,
         "pad_vocab_size_multiple": 8,
     }
-    (folder / "config.json").write_text(json.dumps(raw))
-    return folder
+    return save_mamba_ssm_layout(tmp_path_factory.mktemp("mamba_ssm"), hf_model, raw)
 
 
 @pytest.mark.parametrize("layout", ["transformers", "mamba_ssm"])
