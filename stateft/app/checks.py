@@ -166,8 +166,16 @@ def _check_cuda_graph(cfg: DictConfig) -> None:
     devices = OmegaConf.select(cfg, "trainer.devices")
     if accelerator == "cpu" or (accelerator == "auto" and not _cuda_available()):
         raise UserError("cuda_graph=true needs a CUDA GPU (trainer=gpu); set cuda_graph=false on this machine")
-    if OmegaConf.select(cfg, "trainer.strategy") == "ddp" or (isinstance(devices, int) and devices > 1):
-        raise UserError("cuda_graph=true is for one GPU; with several GPUs (trainer=ddp) set cuda_graph=false")
+    strategy = str(OmegaConf.select(cfg, "trainer.strategy") or "auto")
+    one_device = devices in (1, "1") or (OmegaConf.is_list(devices) and len(devices) == 1)
+    if strategy not in ("auto", "single_device") or not one_device:
+        raise UserError(
+            f"cuda_graph=true is for one GPU (got trainer.devices={devices}, trainer.strategy={strategy}); "
+            "set trainer.devices=1 or cuda_graph=false"
+        )
+    if (OmegaConf.select(cfg, "trainer.accumulate_grad_batches") or 1) != 1:
+        # make_graphed_callables hands out its gradient buffers: the next replay would overwrite an accumulated one
+        raise UserError("cuda_graph=true cannot accumulate gradients; set trainer.accumulate_grad_batches=1")
 
 
 def _cuda_available() -> bool:

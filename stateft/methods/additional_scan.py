@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from stateft.methods.base import MethodSpec, freeze_all, new_parameter, trainable_names
+from stateft.methods.base import MethodSpec, freeze_all, init_generator, new_parameter, trainable_names
 from stateft.methods.configs import AdditionalScanConfig
 
 
@@ -37,7 +37,7 @@ def apply(model: nn.Module, cfg: AdditionalScanConfig) -> list[str]:
             "scalar per head, so extra dims would change every head's state size"
         )
     freeze_all(model)
-    generator = torch.Generator().manual_seed(0)
+    generator = init_generator()
     for mixer in model.mixers():
         E, N = mixer.d_inner, mixer.d_state
         if cfg.A_init == "continue":

@@ -43,6 +43,13 @@ def mark_trainable(model: nn.Module, predicate: Callable[[str], bool]) -> list[s
     return trainable_names(model)
 
 
+def init_generator(offset: int = 0) -> torch.Generator:
+    """A CPU generator for adapter initialisation, seeded from the run's seed (``torch.initial_seed()``, which
+    ``seed=...`` sets through Lightning's seed_everything) plus ``offset``: runs with different seeds start from
+    different adapters, the same seed from the same ones, and the global random stream is not consumed."""
+    return torch.Generator().manual_seed((torch.initial_seed() + offset) % 2**63)
+
+
 def new_parameter(tensor: torch.Tensor, *, no_weight_decay: bool = False) -> nn.Parameter:
     """An fp32 trainable adapter parameter."""
     p = nn.Parameter(tensor.float())

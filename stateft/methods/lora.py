@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stateft.errors import UserError
-from stateft.methods.base import MethodSpec, freeze_all, new_parameter, trainable_names
+from stateft.methods.base import MethodSpec, freeze_all, init_generator, new_parameter, trainable_names
 from stateft.methods.configs import LoraConfig
 
 DEFAULT_TARGETS = {"mamba1": ["x_proj.dt", "x_proj.B", "x_proj.C", "dt_proj"], "mamba2": ["in_proj", "out_proj"]}
@@ -136,9 +136,10 @@ def resolve(cfg: LoraConfig, arch: str) -> LoraConfig:
 
 def apply(model: nn.Module, cfg: LoraConfig) -> list[str]:
     freeze_all(model)
-    cfg = resolve(cfg, model.config.arch)
+    resolved = resolve(cfg, model.config.arch)
+    cfg.r, cfg.alpha = resolved.r, resolved.alpha  # written back: adapter_config.json records the rank used
     targets = list(cfg.target_modules or DEFAULT_TARGETS[model.config.arch])
-    generator = torch.Generator().manual_seed(0)
+    generator = init_generator()
     for mixer in model.mixers():
         wrap_targets(mixer, targets, cfg, generator)
     return trainable_names(model)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stateft.methods.base import MethodSpec, freeze_all, new_parameter, trainable_names
+from stateft.methods.base import MethodSpec, freeze_all, init_generator, new_parameter, trainable_names
 from stateft.methods.configs import PrefixConfig
 
 
@@ -25,7 +25,7 @@ def apply(model: nn.Module, cfg: PrefixConfig) -> list[str]:
     if model.config.arch != "mamba1":
         raise NotImplementedError("prefix is implemented for Mamba-1 only (Mamba-2's in_proj also emits B, C, dt)")
     freeze_all(model)
-    generator = torch.Generator().manual_seed(0)
+    generator = init_generator()
     for mixer in model.mixers():
         mixer.prefix = Prefix(cfg.num_virtual_tokens, 2 * mixer.d_inner, generator).to(mixer.D.device)
     return trainable_names(model)

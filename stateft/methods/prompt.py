@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stateft.methods.base import MethodSpec, freeze_all, new_parameter, trainable_names
+from stateft.methods.base import MethodSpec, freeze_all, init_generator, new_parameter, trainable_names
 from stateft.methods.configs import PromptConfig
 
 
@@ -23,7 +23,7 @@ class PromptEmbedding(nn.Module):
 def apply(model: nn.Module, cfg: PromptConfig) -> list[str]:
     freeze_all(model)
     vocab = model.backbone.embedding.weight.detach()[: model.config.vocab_size].float()
-    generator = torch.Generator().manual_seed(0)
+    generator = init_generator()
     if cfg.init == "vocab":
         rows = torch.randint(0, vocab.shape[0], (cfg.num_virtual_tokens,), generator=generator)
         init = vocab[rows.to(vocab.device)].clone()

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from stateft.errors import UserError
-from stateft.methods.base import MethodSpec, batches_cycle, freeze_all, new_parameter, trainable_names
+from stateft.methods.base import MethodSpec, batches_cycle, freeze_all, init_generator, new_parameter, trainable_names
 from stateft.methods.configs import LoraConfig, SDTConfig
 from stateft.methods.lora import wrap_targets
 
@@ -60,7 +60,7 @@ def warmup_selection(model: nn.Module, cfg: SDTConfig, train_batches: Iterable) 
 
     work = copy.deepcopy(model)
     freeze_all(work)
-    generator = torch.Generator().manual_seed(0)
+    generator = init_generator()
     deltas = []
     for mixer in work.mixers():
         delta = DenseDelta(tuple(mixer.A_log.shape), mixer.A_log.device)
@@ -107,7 +107,7 @@ def apply(model: nn.Module, cfg: SDTConfig, train_batches: Iterable | None = Non
     if len(cfg.selection) != model.config.n_layer:
         raise UserError(f"sdt selection has {len(cfg.selection)} layers; the model has {model.config.n_layer}")
     freeze_all(model)
-    generator = torch.Generator().manual_seed(1)
+    generator = init_generator(1)
     for mixer, (channels, states) in zip(model.mixers(), cfg.selection):
         device = mixer.D.device
         ch = torch.tensor(channels, dtype=torch.long, device=device)  # (k,)

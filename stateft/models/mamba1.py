@@ -86,7 +86,8 @@ class Mamba1Mixer(nn.Module):
         return delta, delta_bias, A, B, C
 
     def _plain_projections(self) -> bool:
-        return type(self.x_proj) is nn.Linear and type(self.dt_proj) is nn.Linear and self.extra_states is None
+        plain = type(self.x_proj) is nn.Linear and type(self.dt_proj) is nn.Linear
+        return plain and self.x_proj.bias is None and self.extra_states is None
 
     def _ssm_params_channels_first(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """`_ssm_params` for u (b E l) with plain x_proj/dt_proj, as W @ u: delta (b E l), B and C (b N l) come out

@@ -46,7 +46,8 @@ def _block_n(n: int) -> int:
 
 
 def _n_segments(length: int, chunk: int, programs: int) -> tuple[int, int]:
-    """(segment length, number of segments) for CONFIG["SEG"] and ``programs`` = b x ceil(E / BLOCK_D).
+    """(segment length, number of segments) for CONFIG["SEG"] and ``programs`` = b x ceil(E / BLOCK_D). The segment
+    length is a runtime argument of the kernels (not a compile-time one): new lengths do not recompile them.
 
     Auto (-1), from `benchmarks/scan_kernel.py` on an H100 (2026-11-23): with 768 or more programs one segment is
     fastest (4 x 1024 at E 1536 and 4096: segments of 64-256 cost 4-25%); with 192 (one sequence of 8192, E 1536)

@@ -99,7 +99,7 @@ def scan_fwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_HIN: tl.constexpr, HAS_HOFF: tl.constexpr, HAS_YOFF: tl.constexpr,
     STORE_LAST: tl.constexpr, STORE_STATES: tl.constexpr, LOCAL: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr, SEG: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr, SEG,
 ):  # fmt: skip
     """One program: BLOCK_D channels of one sequence over one segment of SEG steps.
 
@@ -222,7 +222,7 @@ def scan_bwd_local_kernel(
     E, N, L,
     sdt_b, sdt_d, sdt_l, sC_b, sC_n, sC_l, sz_b, sz_d, sz_l, sdy_b, sdy_d, sdy_l,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, SEG: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, SEG,
 ):  # fmt: skip
     """The adjoint alone over segment s + 1 (program axis 1 = s), from zero at its end: dL/dh at its first step into
     slot s + 1 of ``adj`` (b, S + 1, n, d), and the sum of delta_{t+1} over its steps into ``dsum`` (b, S, d)."""
@@ -275,7 +275,7 @@ def scan_bwd_kernel(
     sdh_b, sdh_s, sdh_d, sdh_n,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, HAS_HOFF: tl.constexpr, HAS_YOFF: tl.constexpr, HAS_DHIN: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr, SEG: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr, SEG,
 ):  # fmt: skip
     """One program: BLOCK_D channels of one sequence over one segment (program axis 1). dL/dh arriving after the
     segment's last step comes from slot s + 1 of ``dhin`` (strided: the last state's gradient with one segment).

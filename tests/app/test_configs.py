@@ -121,6 +121,11 @@ CONFIG_ERRORS = [
     (["logger=null"], ["~logger", "none"]),
     (["cuda_graph=true", "trainer.accelerator=cpu"], ["cuda_graph=true needs a CUDA GPU", "cuda_graph=false"]),
     (["cuda_graph=true", "trainer=ddp", "trainer.accelerator=gpu"], ["for one GPU", "cuda_graph=false"]),
+    (["cuda_graph=true", "trainer.accelerator=gpu", "trainer.devices=-1"], ["for one GPU", "trainer.devices=1"]),
+    (
+        ["cuda_graph=true", "trainer.accelerator=gpu", "trainer.accumulate_grad_batches=2"],
+        ["cannot accumulate gradients", "accumulate_grad_batches=1"],
+    ),
 ]
 
 

@@ -31,3 +31,29 @@ def test_blocks_with_gaps_update_only_their_rows():
 def test_overlapping_targets_are_refused():
     with pytest.raises(UserError, match="overlap"):
         apply_method("lora", build_model(TINY), {"name": "lora", "target_modules": ["x_proj", "x_proj.dt"]})
+
+
+def test_adapter_init_follows_the_run_seed():
+    from stateft.methods import apply_method
+    from stateft.models.loading import build_model
+    from tests.conftest import TINY
+
+    def lora_a(seed):
+        model = build_model(TINY, seed=0)
+        torch.manual_seed(seed)  # what seed=... does (seed_everything)
+        apply_method("lora", model, {"name": "lora"})
+        return next(p for n, p in model.named_parameters() if ".lora_A." in n).detach()
+
+    assert torch.equal(lora_a(1), lora_a(1))
+    assert not torch.equal(lora_a(1), lora_a(2))
+
+
+def test_adapter_config_records_the_rank_used():
+    from stateft.methods import apply_method
+    from stateft.models.loading import build_model
+    from tests.conftest import TINY, TINY2
+
+    for config, rank in ((TINY, 8), (TINY2, 16)):
+        model = build_model(config, seed=0)
+        apply_method("lora", model, {"name": "lora"})
+        assert (model.peft_config["r"], model.peft_config["alpha"]) == (rank, float(rank))
