@@ -125,6 +125,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         from stateft.train_graph import GraphedLoss
 
         graphed = GraphedLoss(model, cfg.dataset.batch_size, cfg.dataset.max_length, getattr(tokenizer, "pad_id", 0))
+        print(
+            f"cuda_graph: training batches padded to {cfg.dataset.batch_size} x {cfg.dataset.max_length} tokens "
+            "(dataset.max_length) and replayed as CUDA graphs"
+        )
     module = FineTuneModule(model, trainable, to_container(cfg.optim), datamodule.task, tokenizer, graphed)
     run_config = {k: v for k, v in to_container(cfg).items() if k != "hydra"}
     best = cb.BestAdapter(
