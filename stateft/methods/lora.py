@@ -9,7 +9,6 @@ Kaiming-uniform(a=sqrt 5), B (out_block, r) zeros, so the model is unchanged at 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -128,16 +127,13 @@ def wrap_targets(mixer: nn.Module, targets: list[str], cfg: LoraConfig, generato
         setattr(mixer, linear, LoRALinear(getattr(mixer, linear), blocks, cfg.r, cfg.alpha, cfg.dropout, generator))
 
 
-def resolve(cfg: LoraConfig, arch: str) -> LoraConfig:
-    """``cfg`` with the per-architecture defaults filled in (r None -> the papers' rank, alpha None -> r)."""
-    r = DEFAULT_RANK[arch] if cfg.r is None else cfg.r
-    return replace(cfg, r=r, alpha=float(r) if cfg.alpha is None else cfg.alpha)
-
-
 def apply(model: nn.Module, cfg: LoraConfig) -> list[str]:
     freeze_all(model)
-    resolved = resolve(cfg, model.config.arch)
-    cfg.r, cfg.alpha = resolved.r, resolved.alpha  # written back: adapter_config.json records the rank used
+    # per-architecture defaults filled into cfg itself, so adapter_config.json records the rank used
+    if cfg.r is None:
+        cfg.r = DEFAULT_RANK[model.config.arch]
+    if cfg.alpha is None:
+        cfg.alpha = float(cfg.r)
     targets = list(cfg.target_modules or DEFAULT_TARGETS[model.config.arch])
     generator = init_generator()
     for mixer in model.mixers():
