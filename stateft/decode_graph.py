@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from stateft.capture import autocast_for_capture
 from stateft.models.cache import MambaCache
 
 Step = Callable[[Tensor], Tensor]
@@ -36,12 +37,8 @@ class GraphedStep:
             layer.ssm = layer.ssm.clone(memory_format=torch.contiguous_format)
         self.tokens = torch.zeros(rows, dtype=torch.long, device=device)
         saved = [(layer.conv.clone(), layer.ssm.clone()) for layer in cache.layers]
-        # autocast's cast cache would keep casts made before the capture, which the replay would then read after they
-        # are freed: record with the cache off (same casts, recomputed in the graph)
-        autocast = torch.is_autocast_enabled("cuda")
-        dtype = torch.get_autocast_dtype("cuda")
         try:
-            with torch.autocast("cuda", dtype=dtype, enabled=autocast, cache_enabled=False):
+            with autocast_for_capture():
                 side = torch.cuda.Stream(device)
                 side.wait_stream(torch.cuda.current_stream(device))
                 with torch.cuda.stream(side):  # warm-up outside the capture: lazy initialisation, allocator

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stateft.capture import autocast_for_capture
 from stateft.errors import UserError
 from stateft.loss import IGNORE_INDEX
 from stateft.ops.cross_entropy import chunked_cross_entropy
@@ -35,7 +36,7 @@ class GraphedLoss:
     """``loss(input_ids, labels)``, the same value and gradients as `stateft.loss.lm_loss`, from replayed graphs.
 
     Batches of at most ``batch_size`` rows and ``length`` tokens are padded to exactly that; the graphs are recorded at
-    the first call (under the autocast state of that call, with autocast's cast cache off, as graphs require).
+    the first call (under the autocast state of that call, `autocast_for_capture`).
     """
 
     def __init__(self, model: nn.Module, batch_size: int, length: int, pad_id: int = 0) -> None:
@@ -54,8 +55,7 @@ class GraphedLoss:
 
     def __call__(self, input_ids: Tensor, labels: Tensor) -> Tensor:
         input_ids, labels = self.pad(input_ids, labels)
-        dtype = torch.get_autocast_dtype("cuda")
-        with torch.autocast("cuda", dtype=dtype, enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False):
+        with autocast_for_capture():
             if self._graphed is None:
                 self._graphed = _record(_Loss(self.model), input_ids, labels)
             return self._graphed(input_ids, labels)
