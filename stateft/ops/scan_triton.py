@@ -116,9 +116,8 @@ class _SelectiveScan(torch.autograd.Function):
             hbuf = torch.empty(b, n_seg + 1, n, d, **f32)
             dsum = torch.empty(b, n_seg, d, **f32)
             launch(n_seg - 1, hbuf, _slot_strides(hbuf), True, True, dsum)
-            hs = _bdn_strides(h0)
             seg_carry_kernel[(triton.cdiv(d, _CARRY_BLOCK_D), b)](
-                hbuf, dsum, A_t, hbuf if h0 is None else h0, d, n, n_seg, hs[0], hs[2], hs[3],
+                hbuf, dsum, A_t, hbuf if h0 is None else h0, d, n, n_seg, *_strides3(h0),
                 HAS_INIT=h0 is not None, REVERSE=False, BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=block_n,
             )  # fmt: skip
             launch(n_seg, hbuf, _slot_strides(hbuf), True, False)
@@ -157,26 +156,25 @@ class _SelectiveScan(torch.autograd.Function):
         dyoff = torch.empty(b, n_seg, d, **f32) if y_offset is not None else None
         g_strides = ddelta.stride()
         u, delta, z, dy, B, C = _rows(u), _rows(delta), _rows(z), _rows(dy), _rows(B), _rows(C)
+        zk = u if z is None else z  # a valid pointer where the kernels take no z
         if n_seg == 1:
             dhin, dhin_strides = dlast, _bdn_strides(dlast)
         else:  # the adjoint at each segment's start from zero, then the carry from the right
             dhin = torch.empty(b, n_seg + 1, n, d, **f32)
             dsum = torch.empty(b, n_seg, d, **f32)
-            zz = u if z is None else z
             scan_bwd_local_kernel[(n_parts, n_seg - 1, b)](
-                delta, A_t, C, zz, delta_bias, dy, dhin, dsum, d, n, length,
+                delta, A_t, C, zk, delta_bias, dy, dhin, dsum, d, n, length,
                 *delta.stride(), *C.stride(), *_strides3(z), *dy.stride(),
                 HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus,
                 BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, SEG=seg, num_warps=int(CONFIG["bwd_num_warps"]),
             )  # fmt: skip
-            dl = _bdn_strides(dlast)
             seg_carry_kernel[(triton.cdiv(d, _CARRY_BLOCK_D), b)](
-                dhin, dsum, A_t, dhin if dlast is None else dlast, d, n, n_seg, dl[0], dl[2], dl[3],
+                dhin, dsum, A_t, dhin if dlast is None else dlast, d, n, n_seg, *_strides3(dlast),
                 HAS_INIT=dlast is not None, REVERSE=True, BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=block_n,
             )  # fmt: skip
             dhin_strides = _slot_strides(dhin)
         LAUNCHED["bwd"] = scan_bwd_kernel[(n_parts, n_seg, b)](
-            u, delta, A_t, B, C, D, u if z is None else z, delta_bias, hoff_t, y_offset, states, scratch, dy, dhin,
+            u, delta, A_t, B, C, D, zk, delta_bias, hoff_t, y_offset, states, scratch, dy, dhin,
             du, ddelta, dz, dB, dC, dA, dD, dbias, dh0, dhoff, dyoff,
             d, n, length,
             *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z),

@@ -90,6 +90,19 @@ def _last(hs, offs_c, BLOCK_T: tl.constexpr):
 
 
 @triton.jit
+def _adjoint_block(dt_base, bias, A2, Cg, dh, offs_t, offs_c, offs_d, mask_d, L, sdt_d, sdt_l,
+                   HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):  # fmt: skip
+    """The adjoint over one block, reversed: dh_t = exp(delta_{t+1} A) dh_{t+1} + Cg_t, with ``dh`` = dL/dh after the
+    block (delta past L counts as 0). Returns dh_t (t n d), dh at the block's first step, delta_{t+1} (t d)."""
+    mask_next = (offs_t + 1 < L)[:, None] & mask_d[None, :]
+    dt_next, _ = _delta(dt_base, bias, offs_t + 1, offs_d, mask_next, sdt_d, sdt_l, HAS_BIAS, SOFTPLUS)
+    e = tl.exp2(dt_next[:, None, :] * A2[None, :, :])
+    pp, rr = tl.associative_scan((e, Cg), 0, _combine, reverse=True)
+    dhs = rr + pp * dh[None, :, :]
+    return dhs, tl.sum(tl.where((offs_c == 0)[:, None, None], dhs, 0.0), axis=0), dt_next
+
+
+@triton.jit
 def scan_fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hin_ptr, hoff_ptr, yoff_ptr,
     y_ptr, last_ptr, states_ptr, dsum_ptr,
@@ -254,12 +267,11 @@ def scan_bwd_local_kernel(
         if HAS_Z:
             z = _load_td(z_ptr + pid_b * sz_b, offs_t, offs_d, mask_td, sz_d, sz_l)
             g = g * z * tl.sigmoid(z)
-        mask_next = (offs_t + 1 < L)[:, None] & mask_d[None, :]
-        dt_next, _ = _delta(dt_base, bias, offs_t + 1, offs_d, mask_next, sdt_d, sdt_l, HAS_BIAS, SOFTPLUS)
+        Cg = Ct.to(tl.float32)[:, :, None] * g[:, None, :]
+        _, dh, dt_next = _adjoint_block(
+            dt_base, bias, A2, Cg, dh, offs_t, offs_c, offs_d, mask_d, L, sdt_d, sdt_l, HAS_BIAS, SOFTPLUS
+        )
         dsum += tl.sum(dt_next, axis=0)
-        e = tl.exp2(dt_next[:, None, :] * A2[None, :, :])
-        pp, rr = tl.associative_scan((e, Ct.to(tl.float32)[:, :, None] * g[:, None, :]), 0, _combine, reverse=True)
-        dh = tl.sum(tl.where((offs_c == 0)[:, None, None], rr + pp * dh[None, :, :], 0.0), axis=0)
     tl.store(adj_ptr + (pid_b * (n_seg + 1) + seg) * N * E + dn_off, dh, mask=mask_nd)
     tl.store(dsum_ptr + (pid_b * n_seg + seg) * E + offs_d, dsum, mask=mask_d)
 
@@ -376,12 +388,9 @@ def scan_bwd_kernel(
             if HAS_YOFF:
                 dyoff_acc += tl.sum(g, axis=0)
             # adjoint recurrence, reversed; dh enters as dh after the block
-            mask_next = (offs_t + 1 < L)[:, None] & mask_d[None, :]
-            dt_next, _ = _delta(dt_base, bias, offs_t + 1, offs_d, mask_next, sdt_d, sdt_l, HAS_BIAS, SOFTPLUS)
-            e = tl.exp2(dt_next[:, None, :] * A2[None, :, :])
-            pp, rr = tl.associative_scan((e, Cg), 0, _combine, reverse=True)
-            dhs = rr + pp * dh[None, :, :]
-            dh = tl.sum(tl.where((offs_c == 0)[:, None, None], dhs, 0.0), axis=0)
+            dhs, dh, _ = _adjoint_block(
+                dt_base, bias, A2, Cg, dh, offs_t, offs_c, offs_d, mask_d, L, sdt_d, sdt_l, HAS_BIAS, SOFTPLUS
+            )
             # through h_t = exp(delta A) h_{t-1} + delta B u
             q = dhs * (hs - dBu)  # dL/d(exp(delta A)) * exp(delta A)
             dhB = tl.sum(dhs * Bt[:, :, None], axis=1)  # (t d)
