@@ -14,6 +14,7 @@ elif python3 -c "import torch, selective_scan_cuda" 2>/dev/null; then
 else
   (MAX_JOBS=16 bash .peer/mamba_ssm_peer.sh build > "$OUT/peer_build.log" 2>&1; touch /tmp/peer_done) &
 fi
+app_deps() { pip install -q --no-index --no-deps --target /tmp/site .whl/app/*.whl >/dev/null 2>&1; }  # hydra etc.
 wait_peer() { while [ ! -f /tmp/peer_done ]; do sleep 5; done; tail -2 "$OUT/peer_build.log" 2>/dev/null; }
 for phase in "$@"; do
   echo "=== $phase $(date -u +%T)"
@@ -29,7 +30,7 @@ for phase in "$@"; do
     stepsmall) wait_peer; timeout 420 python3 benchmarks/train_step.py --sizes 130m 370m 790m --out "$OUT" --name train_step_small 2>&1 | grep -v "^{" | tail -20 ;;
     stepbig5) wait_peer; timeout 400 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --warmup 2 --iters 6 --out "$OUT" --name train_step_big 2>&1 | grep -v "^{" | tail -14 ;;
     m2check) timeout 200 python3 benchmarks/mamba2_check.py --out "$OUT/mamba2_check.json" 2>&1 | tee "$OUT/mamba2_check.log" | tail -25 ;;
-    m2train) pip install -q --no-index --no-deps --target /tmp/site .whl/app/*.whl >/dev/null 2>&1;
+    m2train) app_deps;
       PYTHONPATH=.:/tmp/site HF_HUB_OFFLINE=1 timeout 240 python3 train.py model=mamba2-1.3b method=state_offset_h \
         method.rank=64 dataset=spider model.pretrained=false dataset.path=tests/fixtures/spider trainer=gpu \
         logger=csv trainer.max_epochs=2 dataset.num_beams=1 dataset.max_new_tokens=16 hydra.run.dir="$OUT/m2train" \
@@ -45,7 +46,7 @@ for phase in "$@"; do
     profile14) timeout 120 python3 benchmarks/profile_step.py --size 1.4b --method state_offset_h --rows 25 2>&1 \
       | tee "$OUT/profile_1.4b.log" | cut -c1-72,120-190 | tail -30 ;;
     gen2) timeout 200 python3 benchmarks/generate.py --sizes mamba2-130m mamba2-1.3b --out "$OUT" --name generate_mamba2 2>&1 | tail -5 ;;
-    graphtrain) pip install -q --no-index --no-deps --target /tmp/site .whl/app/*.whl >/dev/null 2>&1;
+    graphtrain) app_deps;
       PYTHONPATH=.:/tmp/site HF_HUB_OFFLINE=1 bash benchmarks/train_graph_check.sh 2>&1 | tee "$OUT/train_graph_check.log" ;;
     gen) timeout 150 python3 benchmarks/generate.py --sizes 130m 1.4b --out "$OUT" 2>&1 | tail -6 ;;
     stepall) wait_peer; timeout 560 python3 benchmarks/train_step.py --out "$OUT" 2>&1 | tail -30 ;;

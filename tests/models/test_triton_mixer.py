@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stateft.methods import apply_method
-from stateft.models.loading import build_model
 from tests.conftest import TINY
+from tests.test_generation import _model
 
 pytest.importorskip("triton")
 
@@ -18,15 +17,12 @@ def test_triton_model_matches_reference(method):
     ids = torch.randint(0, TINY.vocab_size, (2, 19), generator=torch.Generator().manual_seed(0))
     out = {}
     for impl in ("ref", "triton"):
-        model = build_model(TINY, seed=0, scan_impl=impl)
-        names = apply_method(method, model, {"name": method, **({"dropout": 0.0} if method == "lora" else {})})
-        params = dict(model.named_parameters())
-        with torch.no_grad():  # move the adapters off their identity start
-            g = torch.Generator().manual_seed(1)
-            for name in names:
-                params[name].add_(0.1 * torch.randn(params[name].shape, generator=g))
+        model = _model(TINY, method).train()  # adapters moved off their identity start; LoRA dropout 0
+        model.scan_impl = impl
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
         logits = model(ids)
         logits.float().square().mean().backward()
+        params = dict(model.named_parameters())
         out[impl] = (logits.detach(), {n: params[n].grad for n in names})
     (ref_logits, ref_grads), (logits, grads) = out["ref"], out["triton"]
     torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-5)
