@@ -40,17 +40,18 @@ CONFIGS = [
 
 
 def inputs(b, d, n, length, offsets=True):
-    def act():  # (b l d)-major views, as the mixer passes delta and z
-        return torch.randn(b, length, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
+    # the Mamba-1 mixer's layouts: u and delta (b d l), z the second half of in_proj's (b l 2d) output
+    def bdl():
+        return torch.randn(b, d, length, device="cuda", dtype=torch.bfloat16)
 
     t = {
-        "u": torch.randn(b, d, length, device="cuda", dtype=torch.bfloat16),
-        "delta": act() * 0.5,
+        "u": bdl(),
+        "delta": bdl() * 0.5,
         "A": -torch.rand(d, n, device="cuda") * 8,
         "B": torch.randn(b, n, length, device="cuda", dtype=torch.bfloat16),
         "C": torch.randn(b, n, length, device="cuda", dtype=torch.bfloat16),
         "D": torch.ones(d, device="cuda"),
-        "z": act(),
+        "z": torch.randn(b, length, 2 * d, device="cuda", dtype=torch.bfloat16).transpose(1, 2)[:, d:],
         "delta_bias": torch.rand(d, device="cuda") - 4,
         "h_offset": torch.randn(d, n, device="cuda") * 0.1 if offsets else None,
     }
@@ -61,7 +62,8 @@ def inputs(b, d, n, length, offsets=True):
 
 
 def bench(t, impl):
-    dy = torch.randn(t["u"].shape, device="cuda", dtype=torch.bfloat16)
+    b, d, length = t["u"].shape  # dy arrives (b l d)-major, from the out projection's backward
+    dy = torch.randn(b, length, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
 
     def fwd():
         with torch.no_grad():

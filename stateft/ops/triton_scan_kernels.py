@@ -8,6 +8,8 @@ and the BLOCK_T steps inside each thread, so that
   in-thread axis (sequential inside the thread, no lane traffic), the entering state added as aa_t * h_in;
 - everything else (exp, the read-out sum_n C_t[n] (h_t[n] + h'[n]), the gate) is computed for all BLOCK_T steps at
   once, so one block's loads and arithmetic are independent work for the scheduler, not a chain of single steps.
+- the backward's reversed scans run forward over the block flipped in registers (`_flip`): Triton's reverse scan
+  shuffles data between lanes even along an in-thread axis (1.16-1.36x on the backward, benchmarks/NOTES.md).
 
 (Two earlier versions are in benchmarks/NOTES.md: steps across the lanes, and one step at a time.)
 
@@ -89,6 +91,50 @@ def _last(hs, offs_c, BLOCK_T: tl.constexpr):
     return tl.sum(tl.where((offs_c == BLOCK_T - 1)[:, None, None], hs, 0.0), axis=0)
 
 
+# Reversing the in-thread step axis by renaming registers: split/join/reshape/permute of an axis that lives inside each
+# thread move no data. Triton's own reverse=True scan and tl.flip move data between lanes even then (~320 shuffles per
+# backward block in Triton 3.6 and 3.7, more than the block's arithmetic; benchmarks/sass_report.py counts them).
+@triton.jit
+def _flip2(x):
+    a, b = tl.split(x)
+    return tl.join(b, a)
+
+
+@triton.jit
+def _flip4(x):
+    # (x0..x3) -> (x3..x0): the odd elements, flipped, land in the even slots, the even ones, flipped, in the odd
+    X: tl.constexpr = x.shape[0]
+    Y: tl.constexpr = x.shape[1]
+    ev, odd = tl.split(tl.reshape(x, (X, Y, 2, 2)))
+    return tl.reshape(tl.join(_flip2(odd), _flip2(ev)), (X, Y, 4))
+
+
+@triton.jit
+def _flip8(x):
+    X: tl.constexpr = x.shape[0]
+    Y: tl.constexpr = x.shape[1]
+    ev, odd = tl.split(tl.reshape(x, (X, Y, 4, 2)))
+    return tl.reshape(tl.join(_flip4(odd), _flip4(ev)), (X, Y, 8))
+
+
+@triton.jit
+def _flip(x):
+    """x (t, X, Y) reversed along its step axis 0 (in-thread); t in 1, 2, 4, 8."""
+    T: tl.constexpr = x.shape[0]
+    if T == 1:
+        return x
+    else:
+        xt = tl.permute(x, (1, 2, 0))
+        if T == 2:
+            y = _flip2(xt)
+        elif T == 4:
+            y = _flip4(xt)
+        else:
+            tl.static_assert(T == 8, "scan kernels: BLOCK_T must be 1, 2, 4 or 8")
+            y = _flip8(xt)
+        return tl.permute(y, (2, 0, 1))
+
+
 @triton.jit
 def _adjoint_block(dt_base, bias, A2, Cg, dh, offs_t, offs_c, offs_d, mask_d, L, sdt_d, sdt_l,
                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):  # fmt: skip
@@ -97,8 +143,8 @@ def _adjoint_block(dt_base, bias, A2, Cg, dh, offs_t, offs_c, offs_d, mask_d, L,
     mask_next = (offs_t + 1 < L)[:, None] & mask_d[None, :]
     dt_next, _ = _delta(dt_base, bias, offs_t + 1, offs_d, mask_next, sdt_d, sdt_l, HAS_BIAS, SOFTPLUS)
     e = tl.exp2(dt_next[:, None, :] * A2[None, :, :])
-    pp, rr = tl.associative_scan((e, Cg), 0, _combine, reverse=True)
-    dhs = rr + pp * dh[None, :, :]
+    pp, rr = tl.associative_scan((_flip(e), _flip(Cg)), 0, _combine)  # the reversed scan, on the flipped block
+    dhs = _flip(rr) + _flip(pp) * dh[None, :, :]
     return dhs, tl.sum(tl.where((offs_c == 0)[:, None, None], dhs, 0.0), axis=0), dt_next
 
 

@@ -1,0 +1,136 @@
+"""Compile the Triton scan kernels for an H100 (sm_90) without a GPU and report what the compiler made of them:
+registers, local-memory spills, layout conversions and the instruction mix (shuffles, shared-memory traffic, FP work).
+
+The kernels are launched by the real Python wrappers on small CPU tensors with the launches intercepted, so the
+arguments are specialized exactly as on the GPU (unit strides, 16-byte alignment); the shapes are the model's (a
+130m layer by default). Triton's bundled ptxas/nvdisasm do the rest. Use it to iterate on a kernel's register and
+instruction budget between GPU runs; time it on the GPU (scan_kernel.py) before believing it is faster.
+
+The compiler version matters: register counts matched the H100 machine's (Triton 3.6) only with Triton 3.6 here, and
+3.7 laid some tiles out differently. To match it: ``pip install --no-deps --target /tmp/t36 triton==3.6.0`` and put
+``/tmp/t36`` first on PYTHONPATH. What it found (2026-11-23): Triton's reverse=True scan cost ~320 lane shuffles per
+backward block, which `triton_scan_kernels._flip` removed (1.16-1.36x on the backward, measured on the H100).
+
+    PYTHONPATH=. python benchmarks/sass_report.py [--shape b d n l] [--sass DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import CUDABackend
+from triton.compiler import ASTSource
+from triton.runtime.jit import native_specialize_impl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stateft.ops import scan_triton  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+OPS = ("SHFL", "LDS", "STS", "LDSM", "STSM", "BAR", "LDG", "STG", "FFMA", "FMUL", "FADD", "MUFU")
+
+
+class _Intercept:
+    """Stands in for a jitted kernel: ``k[grid](*args, **kw)`` records the launch instead of running it."""
+
+    def __init__(self, name: str, fn, log: list) -> None:
+        self.name, self.fn, self.log = name, fn, log
+
+    def __getitem__(self, grid):
+        return lambda *args, **kw: self.log.append((self.name, self.fn, grid, args, kw))
+
+
+def capture(shape: tuple[int, int, int, int], offsets: bool = True) -> list:
+    """Run the scan's forward and backward on CPU tensors of ``shape`` (b d n l) with the launches intercepted."""
+    b, d, n, length = shape
+    log: list = []
+    names = [k for k in vars(scan_triton) if k.endswith("_kernel")]
+    saved = {k: getattr(scan_triton, k) for k in names}
+    for k in names:
+        setattr(scan_triton, k, _Intercept(k, saved[k], log))
+    try:
+        # the Mamba-1 mixer's layouts: u and delta (b d l), z the second half of in_proj's (b l 2d) output
+        u = torch.randn(b, d, length, dtype=torch.bfloat16, requires_grad=True)
+        delta = torch.randn(b, d, length, dtype=torch.bfloat16, requires_grad=True)
+        xz = torch.randn(b, length, 2 * d, dtype=torch.bfloat16, requires_grad=True)
+        z = xz.transpose(1, 2)[:, d:]
+        A = -torch.rand(d, n)
+        B, C = (torch.randn(b, n, length, dtype=torch.bfloat16) for _ in range(2))
+        h_off = torch.zeros(d, n, requires_grad=True) if offsets else None
+        y = scan_triton.selective_scan_triton(
+            u, delta, A, B, C, torch.ones(d), z, torch.zeros(d), True, None, h_off, None, False
+        )
+        y.float().sum().backward()
+    finally:
+        for k, v in saved.items():
+            setattr(scan_triton, k, v)
+    return log
+
+
+def compile_launch(fn, args, kw):
+    """Triton's own argument specialization, then a compile for TARGET."""
+    params = fn.params
+    bound = dict(zip([p.name for p in params], args))
+    bound.update({k: v for k, v in kw.items() if k in bound or any(p.name == k for p in params)})
+    options = {k: v for k, v in kw.items() if not any(p.name == k for p in params)}
+    signature, constexprs, attrs = {}, {}, {}
+    for i, p in enumerate(params):
+        v = bound[p.name]
+        if p.is_constexpr:
+            signature[p.name] = "constexpr"
+            constexprs[(i,)] = v
+            continue
+        ty, key = native_specialize_impl(
+            CUDABackend, v, False, not p.do_not_specialize, not p.do_not_specialize_on_alignment
+        )
+        signature[p.name] = ty
+        if ty == "constexpr":
+            constexprs[(i,)] = key
+        elif isinstance(key, str) and key:
+            attrs[(i,)] = CUDABackend.parse_attr(key)
+    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+    return triton.compile(src, target=TARGET, options=options)
+
+
+def report(kernel, sass_path: Path) -> dict:
+    sass_path.with_suffix(".cubin").write_bytes(kernel.asm["cubin"])
+    cubin = str(sass_path.with_suffix(".cubin"))
+    run = {"capture_output": True, "text": True, "check": True}
+    sass = subprocess.run([str(BIN / "nvdisasm"), "-c", cubin], **run).stdout
+    sass_path.write_text(sass)
+    res = subprocess.run([str(BIN / "cuobjdump"), "-res-usage", cubin], **run).stdout
+    ops = collections.Counter(
+        m.group(1) for m in re.finditer(r"^\s+/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass, re.M)
+    )
+    return {
+        "regs": int(re.search(r"REG:(\d+)", res).group(1)),
+        "spill_bytes": int(re.search(r"LOCAL:(\d+)", res).group(1)),
+        "convert_layout": kernel.asm["ttgir"].count("ttg.convert_layout"),
+        "instructions": sum(ops.values()),
+        **{op: ops[op] for op in OPS},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", type=int, nargs=4, default=(4, 1536, 16, 1024), metavar=("B", "D", "N", "L"))
+    ap.add_argument("--sass", type=Path, default=Path("/tmp/stateft_sass"), help="where the SASS listings go")
+    a = ap.parse_args()
+    a.sass.mkdir(parents=True, exist_ok=True)
+    print(f"# Triton {triton.__version__}, scan kernels for sm_90, b d n l = {tuple(a.shape)}, {scan_triton.CONFIG}")
+    for name, fn, _grid, args, kw in capture(tuple(a.shape)):
+        r = report(compile_launch(fn, args, kw), a.sass / f"{name}.sass")
+        print(name, " ".join(f"{k} {v}" for k, v in r.items()))
+
+
+if __name__ == "__main__":
+    main()
