@@ -110,13 +110,15 @@ class Mamba1Mixer(nn.Module):
     def forward(self, hidden: Tensor, cache: LayerCache | None = None, fresh: bool = True) -> Tensor:
         """hidden (b l d) -> (b l d). With ``cache``, start from it (unless ``fresh``) and leave the end state in it."""
         b = hidden.shape[0]
-        xz = self.in_proj(hidden).transpose(1, 2)  # (b 2E l)
+        xz = self.in_proj(hidden)  # (b l 2E)
         n_prefix = 0
         if fresh and self.prefix is not None:
-            pre = self.prefix.xz.to(xz.dtype).t()[None].expand(b, -1, -1)  # (b 2E P)
-            xz = torch.cat([pre, xz], dim=2)
-            n_prefix = pre.shape[2]
-        x, z = xz.chunk(2, dim=1)  # (b E l') each
+            pre = self.prefix.xz.to(xz.dtype)[None].expand(b, -1, -1)  # (b P 2E)
+            xz = torch.cat([pre, xz], dim=1)
+            n_prefix = pre.shape[1]
+        # split along the features, then view channels-first: the gradient of xz is then assembled (b l 2E)-major,
+        # as in_proj's backward reads it (split after the transpose, it came out transposed and was copied again)
+        x, z = (t.transpose(1, 2) for t in xz.chunk(2, dim=-1))  # (b E l') each
         x_padded, h_start = conv_input(self, x, cache, fresh)  # (b E K-1+l')
         if x.shape[2] == 0:
             if cache is not None:
