@@ -207,3 +207,27 @@ def test_automatic_segments(monkeypatch):
     assert scan_triton._n_segments(8192, 32, 192) == (512, 16)  # one sequence of 8192: 16 x 512 (measured best)
     assert scan_triton._n_segments(1000, 32, 192) == (1024, 1)  # too short to cut into >= 512-step segments
     assert scan_triton._n_segments(2048, 32, 384) == (512, 4)  # 2 sequences of 2048: 8 wanted, 4 of 512 allowed
+
+
+def test_gradients_laid_out_like_inputs_and_row_copies_saved():
+    # the mixer's layouts: u, delta (b d l); z half of in_proj's (b l 2d) output. The gradients come back laid out like
+    # the inputs (so the ops that made them take them without copies), and what the backward keeps of z is its
+    # row-major copy, not a view that holds the whole (b l 2d) output alive
+    b, d, n, length = 2, 12, 4, 20
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(b, d, length, generator=g).to(DEVICE).requires_grad_()
+    delta = (torch.randn(b, d, length, generator=g) * 0.5).to(DEVICE).requires_grad_()
+    xz = torch.randn(b, length, 2 * d, generator=g).to(DEVICE).requires_grad_()
+    z = xz.transpose(1, 2)[:, d:]
+    A = -torch.rand(d, n, generator=g).to(DEVICE)
+    B, C = (torch.randn(b, n, length, generator=g).to(DEVICE) for _ in range(2))
+    y = selective_scan(u, delta, A, B, C, z=z, impl="triton")
+    saved = [t for t in y.grad_fn.saved_tensors if t is not None and t.dim() == 3 and t.shape == z.shape]
+    assert not any(t.untyped_storage().data_ptr() == xz.untyped_storage().data_ptr() for t in saved)
+    grads = {}
+    for name, t in (("u", u), ("delta", delta), ("z", z)):
+        t.register_hook(lambda grad, name=name: grads.__setitem__(name, grad))
+    y.backward(torch.randn(y.shape, generator=g).to(DEVICE))
+    assert grads["u"].stride() == u.stride() and grads["delta"].stride() == delta.stride()
+    assert grads["z"].stride() == torch.empty_like(z).stride()  # (b l d)-major, like z
+    assert xz.grad.is_contiguous()
