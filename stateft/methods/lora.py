@@ -57,6 +57,10 @@ class LoRALinear(nn.Module):
         return self.base.weight
 
     @property
+    def bias(self) -> Tensor | None:
+        return self.base.bias
+
+    @property
     def in_features(self) -> int:
         return self.base.in_features
 
@@ -84,6 +88,13 @@ class LoRALinear(nn.Module):
         A, B = self.update_factors()
         update = F.linear(F.linear(self.dropout(x), A.to(x.dtype)), (B * self.scaling).to(x.dtype))
         return out + update.to(out.dtype)
+
+    def channels_first(self, x: Tensor) -> Tensor:
+        """The same map, without the bias, for x (b in l) with the features first: W x + s B A dropout(x) as
+        (b out l), three matrix products and no transposes (the Mamba-1 mixer's fast path calls this)."""
+        A, B = self.update_factors()
+        update = torch.matmul((B * self.scaling).to(x.dtype), torch.matmul(A.to(x.dtype), self.dropout(x)))
+        return torch.matmul(self.base.weight.to(x.dtype), x) + update
 
 
 def _linear_blocks(mixer: nn.Module, linear: str) -> dict[str, tuple[int, int]]:

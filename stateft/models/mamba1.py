@@ -10,7 +10,8 @@ Slots (``None`` unless a PEFT method fills them; methods never subclass the mixe
 - ``state_offset``: module with ``h_prime() -> (E, N) | None`` and ``y_prime() -> (E,) | None`` (read-out offsets).
 - ``prefix``: module with ``xz`` (P, 2E): vectors prepended to the in_proj output at the start; their outputs dropped.
 - ``extra_states``: module with ``A_log`` (E, n), ``W_B`` (n, E), ``W_C`` (n, E): n more state dimensions.
-- the linears (``in_proj``, ``x_proj``, ``dt_proj``, ``out_proj``) are called as modules, so wrappers (LoRA) run.
+- the linears (``in_proj``, ``x_proj``, ``dt_proj``, ``out_proj``) are called as modules, x_proj and dt_proj on the
+  fast path through ``channels_first`` where a wrapper provides it, so wrappers (LoRA) run.
 """
 
 from __future__ import annotations
@@ -85,16 +86,24 @@ class Mamba1Mixer(nn.Module):
             C = torch.cat([C, F.linear(u_t, es.W_C.to(u_t.dtype))], dim=-1)
         return delta, delta_bias, A, B, C
 
-    def _plain_projections(self) -> bool:
-        plain = type(self.x_proj) is nn.Linear and type(self.dt_proj) is nn.Linear
-        return plain and self.x_proj.bias is None and self.extra_states is None
+    @staticmethod
+    def _channels_first(linear: nn.Module, x: Tensor) -> Tensor:
+        """linear's map without its bias for x (b in l) -> (b out l): W @ x for a plain linear; a wrapper (LoRA)
+        provides ``channels_first`` for the same."""
+        if type(linear) is nn.Linear:
+            return torch.matmul(linear.weight.to(x.dtype), x)
+        return linear.channels_first(x)
 
-    def _ssm_params_channels_first(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """`_ssm_params` for u (b E l) with plain x_proj/dt_proj, as W @ u: delta (b E l), B and C (b N l) come out
-        with the sequence contiguous, as the scan reads them, and u is not transposed for x_proj (no copies)."""
+    def _projections_channels_first(self) -> bool:
+        ok = [type(m) is nn.Linear or hasattr(m, "channels_first") for m in (self.x_proj, self.dt_proj)]
+        return all(ok) and self.x_proj.bias is None and self.extra_states is None
+
+    def _ssm_params_channels_first(self, u: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+        """`_ssm_params` for u (b E l), as W @ u: delta (b E l), B and C (b N l) come out with the sequence
+        contiguous, as the scan reads them, and u is not transposed for x_proj (no copies)."""
         R, N = self.dt_rank, self.d_state
-        dt_r, B, C = torch.matmul(self.x_proj.weight.to(u.dtype), u).split([R, N, N], dim=1)
-        delta = torch.matmul(self.dt_proj.weight.to(dt_r.dtype), dt_r)  # bias (fp32) inside the scan
+        dt_r, B, C = self._channels_first(self.x_proj, u).split([R, N, N], dim=1)
+        delta = self._channels_first(self.dt_proj, dt_r)  # its bias (fp32) is added inside the scan
         return delta, self.dt_proj.bias, -torch.exp(self.A_log.float()), B, C
 
     def _n_states(self) -> int:
@@ -126,7 +135,7 @@ class Mamba1Mixer(nn.Module):
                 cache.ssm = (x.new_zeros(b, self.d_inner, self._n_states()) if h_start is None else h_start).float()
             return hidden.new_zeros(b, 0, self.d_model)
         u = F.silu(causal_conv(self.conv1d, x_padded))  # (b E l')
-        if self._plain_projections():
+        if self._projections_channels_first():
             delta, delta_bias, A, B, C = self._ssm_params_channels_first(u)
         else:
             delta, delta_bias, A, B, C = self._ssm_params(u.transpose(1, 2))

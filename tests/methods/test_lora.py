@@ -57,3 +57,46 @@ def test_adapter_config_records_the_rank_used():
         model = build_model(config, seed=0)
         apply_method("lora", model, {"name": "lora"})
         assert (model.peft_config["r"], model.peft_config["alpha"]) == (rank, float(rank))
+
+
+def test_channels_first_map_matches_the_module():
+    base = nn.Linear(10, 12, bias=True)
+    lora = LoRALinear(base, {"b": (5, 8), "a": (1, 3)}, r=2, alpha=4.0, dropout=0.0, generator=torch.Generator())
+    with torch.no_grad():
+        for B in lora.lora_B.values():
+            B.normal_()
+    x = torch.randn(3, 7, 10)  # (b l in)
+    expected = lora(x) - base.bias  # channels_first leaves the bias out (the mixer adds dt_proj's inside the scan)
+    torch.testing.assert_close(lora.channels_first(x.transpose(1, 2)).transpose(1, 2), expected)
+
+
+def test_mixer_with_lora_takes_the_channels_first_path_with_the_same_result(monkeypatch):
+    # LoRA on x_proj's blocks and dt_proj (the Mamba-1 default): the fast path (W @ u, no transposes) must give the
+    # generic path's output and gradients
+    from stateft.models.mamba1 import Mamba1Mixer
+
+    model = build_model(TINY, seed=0)
+    apply_method("lora", model, {"name": "lora", "dropout": 0.0})
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(std=0.5)
+    ids = torch.randint(0, TINY.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        out = model(ids)
+        out.float().square().mean().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    calls = []
+    original = LoRALinear.channels_first
+    monkeypatch.setattr(LoRALinear, "channels_first", lambda self, x: calls.append(1) or original(self, x))
+    fast, fast_grads = run()
+    assert calls, "the LoRA-wrapped projections did not take the channels-first path"
+    monkeypatch.setattr(Mamba1Mixer, "_projections_channels_first", lambda self: False)
+    slow, slow_grads = run()
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+    assert fast_grads.keys() == slow_grads.keys() and fast_grads
+    for name in fast_grads:
+        torch.testing.assert_close(fast_grads[name], slow_grads[name], rtol=1e-4, atol=1e-5, msg=name)
