@@ -1,43 +1,53 @@
-"""The causal conv at the start of both mixers, and where its window and the SSM state start from.
+"""The causal conv + SiLU at the start of both mixers, and where its window and the SSM state start from.
 
 A sequence starts from the ``init_state`` slot (a learned conv window and/or H0) or from zeros; a continued one
-from the cache. Padding the conv input with that window on the left makes the depthwise conv causal and exact
-across chunks: prefill, chunked prefill and step decoding all see the same K-1 previous inputs.
+from the cache. Leading the conv input with that window makes the depthwise conv causal and exact across chunks:
+prefill, chunked prefill and step decoding all see the same K-1 previous inputs. With the Triton scan the conv and
+SiLU run fused (`stateft.ops.conv_triton`: x read in place, no padded copy); otherwise padding, conv1d, SiLU.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stateft.models.cache import LayerCache
+from stateft.ops import resolve_impl
+from stateft.ops.conv_ref import conv_silu_ref
 
 
-def conv_input(mixer: nn.Module, x: Tensor, cache: LayerCache | None, fresh: bool) -> tuple[Tensor, Tensor | None]:
-    """x (b c l) -> (the conv input led by its start window (b c K-1+l), the starting SSM state or None).
+def conv_start(
+    mixer: nn.Module, x: Tensor, cache: LayerCache | None, fresh: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """(the window leading x, (b c K-1), or None for zeros; the starting SSM state or None).
 
-    ``mixer`` provides ``init_state`` (slot), ``conv_channels``, ``d_conv`` and ``state_shape``.
+    ``mixer`` provides ``init_state`` (slot) and ``state_shape``.
     """
     b = x.shape[0]
     if not fresh:
-        window, h_start = cache.conv.to(x.dtype), cache.ssm
-    else:
-        init = mixer.init_state
-        if init is not None and getattr(init, "conv", None) is not None:
-            window = init.conv.to(x.dtype)[None].expand(b, -1, -1)
-        else:
-            window = x.new_zeros(b, mixer.conv_channels, mixer.d_conv - 1)
-        h_start = None if init is None else init.h0[None].expand(b, *init.h0.shape)
-    return torch.cat([window, x], dim=2), h_start
+        return cache.conv.to(x.dtype), cache.ssm
+    init = mixer.init_state
+    window = None
+    if init is not None and getattr(init, "conv", None) is not None:
+        window = init.conv.to(x.dtype)[None].expand(b, -1, -1)
+    h_start = None if init is None else init.h0[None].expand(b, *init.h0.shape)
+    return window, h_start
 
 
-def causal_conv(conv1d: nn.Conv1d, x_padded: Tensor) -> Tensor:
-    """Depthwise conv over an already left-padded input: (b c K-1+l) -> (b c l), before the activation."""
-    bias = None if conv1d.bias is None else conv1d.bias.to(x_padded.dtype)
-    return F.conv1d(x_padded, conv1d.weight.to(x_padded.dtype), bias, groups=conv1d.groups)
+def conv_silu(mixer: nn.Module, x: Tensor, window: Tensor | None, channels_last_out: bool = False) -> Tensor:
+    """silu(causal depthwise conv of [window, x]): x (b c l) -> (b c l), laid out (b l c)-major if
+    ``channels_last_out``. Fused in Triton when the mixer's scan runs on Triton (``mixer.scan_impl``)."""
+    conv1d = mixer.conv1d
+    if resolve_impl(mixer.scan_impl, x) == "triton":
+        from stateft.ops.conv_triton import conv_silu_triton
+
+        return conv_silu_triton(x, window, conv1d.weight, conv1d.bias, channels_last_out)
+    u = conv_silu_ref(x, window, conv1d.weight, conv1d.bias)
+    return u.transpose(1, 2).contiguous().transpose(1, 2) if channels_last_out else u
 
 
-def last_window(x_padded: Tensor, d_conv: int) -> Tensor:
-    """The K-1 latest conv inputs, the cached window for what comes next: (b c K-1)."""
-    return x_padded[:, :, x_padded.shape[2] - (d_conv - 1) :]
+def next_window(x: Tensor, window: Tensor | None, d_conv: int) -> Tensor:
+    """The K-1 latest inputs of [window, x], the cached window for what comes next: (b c K-1)."""
+    if window is None:
+        window = x.new_zeros(x.shape[0], x.shape[1], d_conv - 1)
+    return torch.cat([window.to(x.dtype), x[:, :, max(x.shape[2] - (d_conv - 1), 0) :]], dim=2)[:, :, -(d_conv - 1) :]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from stateft.models.cache import LayerCache
 from stateft.models.config import MambaConfig
-from stateft.models.conv import causal_conv, conv_input, last_window
+from stateft.models.conv import conv_silu, conv_start, next_window
 from stateft.models.init import dt_bias_init
 from stateft.ops import selective_scan, selective_step
 
@@ -128,13 +128,13 @@ class Mamba1Mixer(nn.Module):
         # split along the features, then view channels-first: the gradient of xz is then assembled (b l 2E)-major,
         # as in_proj's backward reads it (split after the transpose, it came out transposed and was copied again)
         x, z = (t.transpose(1, 2) for t in xz.chunk(2, dim=-1))  # (b E l') each
-        x_padded, h_start = conv_input(self, x, cache, fresh)  # (b E K-1+l')
+        window, h_start = conv_start(self, x, cache, fresh)  # (b E K-1) or None (zeros)
         if x.shape[2] == 0:
             if cache is not None:
-                cache.conv = x_padded
+                cache.conv = next_window(x, window, self.d_conv)
                 cache.ssm = (x.new_zeros(b, self.d_inner, self._n_states()) if h_start is None else h_start).float()
             return hidden.new_zeros(b, 0, self.d_model)
-        u = F.silu(causal_conv(self.conv1d, x_padded))  # (b E l')
+        u = conv_silu(self, x, window)  # (b E l')
         if self._projections_channels_first():
             delta, delta_bias, A, B, C = self._ssm_params_channels_first(u)
         else:
@@ -159,7 +159,7 @@ class Mamba1Mixer(nn.Module):
         )
         if cache is not None:
             y, cache.ssm = out
-            cache.conv = last_window(x_padded, self.d_conv)
+            cache.conv = next_window(x, window, self.d_conv)
         else:
             y = out
         y = y[:, :, n_prefix:]  # drop the prefix positions

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from stateft.models.cache import LayerCache
 from stateft.models.config import MambaConfig
-from stateft.models.conv import causal_conv, conv_input, last_window
+from stateft.models.conv import conv_silu, conv_start, next_window
 from stateft.models.init import dt_bias_init
 from stateft.ops import ssd_scan, ssd_step
 
@@ -132,15 +132,15 @@ class Mamba2Mixer(nn.Module):
         b, length, _ = hidden.shape
         z, xbc, dt = self.in_proj(hidden).split([self.d_inner, self.conv_channels, self.nheads], dim=-1)
         xbc = xbc.transpose(1, 2)  # (b E+2GN l)
-        xbc_padded, h_start = conv_input(self, xbc, cache, fresh)  # (b E+2GN K-1+l)
+        window, h_start = conv_start(self, xbc, cache, fresh)  # (b E+2GN K-1) or None (zeros)
         if length == 0:
             if cache is not None:
-                cache.conv = xbc_padded
+                cache.conv = next_window(xbc, window, self.d_conv)
                 cache.ssm = (xbc.new_zeros(b, *self.state_shape) if h_start is None else h_start).float()
             return hidden.new_zeros(b, 0, self.d_model)
-        xbc = F.silu(causal_conv(self.conv1d, xbc_padded))
         # (b l E+2GN) laid out contiguously so the scan reads x, B, C rows coalesced
-        x, B, C = self._split_xbc(xbc.transpose(1, 2).contiguous())  # (b l H P), (b l G N), (b l G N)
+        u = conv_silu(self, xbc, window, channels_last_out=True).transpose(1, 2)
+        x, B, C = self._split_xbc(u.contiguous())  # (b l H P), (b l G N), (b l G N)
         A = -torch.exp(self.A_log.float())  # (H,)
         out = ssd_scan(
             x,
@@ -159,7 +159,7 @@ class Mamba2Mixer(nn.Module):
         )
         if cache is not None:
             y, cache.ssm = out
-            cache.conv = last_window(xbc_padded, self.d_conv)
+            cache.conv = next_window(xbc, window, self.d_conv)
         else:
             y = out
         return self._gate_out(y, C, z)

@@ -19,14 +19,14 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kern
 # Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels x all states x BLOCK_T
 # steps per block; the forward stores the state every CHUNK steps (a multiple of BLOCK_T) for the backward.
 # rows: copy (b l d)-major inputs to unit stride along the sequence first (cost: one copy each; gain: each
-# program's loads are rows, not scattered 16-byte pieces).
+# program's loads are rows, not scattered 16-byte pieces); rows_z: the same for z alone.
 # SEG: the sequence is cut into segments of SEG steps (a multiple of CHUNK; 0 = one segment) that run as separate
 # programs: a first pass finds each segment's end state from zero, a sequential pass over the segment boundaries
 # (`seg_carry_kernel`) gives the states entering them, a second pass writes y. The backward does the same for the
 # adjoint: more programs in flight for about 1.5x the arithmetic. -1 = by the number of programs (`_n_segments`).
 CONFIG: dict[str, int] = {
     "BLOCK_D": 8, "BLOCK_T": 4, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 32, "rows": 1,
-    "SEG": -1,
+    "SEG": -1, "rows_z": 1,
 }  # fmt: skip
 _CARRY_BLOCK_D = 32
 LAUNCHED: dict[str, object] = {}  # the last compiled kernel of each pass (registers, spills: benchmarks/scan_kernel.py)
@@ -36,9 +36,9 @@ def _strides3(t: Tensor | None) -> tuple[int, int, int]:
     return (0, 0, 0) if t is None else tuple(t.stride())  # type: ignore[return-value]
 
 
-def _rows(x: Tensor | None) -> Tensor | None:
-    """x with unit stride along the sequence if CONFIG["rows"] (else as it is: the kernels take any strides)."""
-    return x if x is None or x.stride(-1) == 1 or not CONFIG["rows"] else x.contiguous()
+def _rows(x: Tensor | None, key: str = "rows") -> Tensor | None:
+    """x with unit stride along the sequence if CONFIG[key] (else as it is: the kernels take any strides)."""
+    return x if x is None or x.stride(-1) == 1 or not CONFIG[key] else x.contiguous()
 
 
 def _order(x: Tensor | None) -> list[int] | None:
@@ -108,7 +108,7 @@ class _SelectiveScan(torch.autograd.Function):
         y = torch.empty(b, length, d, device=u.device, dtype=u.dtype).transpose(1, 2)
         last = torch.empty(b, d, n, **f32) if return_last else None
         states = torch.empty(b, n_chunks, n, d, **f32) if need_grad else None
-        uk, dk, zk, Bk, Ck = _rows(u), _rows(delta), _rows(z), _rows(B), _rows(C)
+        uk, dk, zk, Bk, Ck = _rows(u), _rows(delta), _rows(z, "rows_z"), _rows(B), _rows(C)
         block_n = _block_n(n)
 
         def launch(n_programs, hin, hin_strides, has_hin, local, dsum=None):
@@ -172,7 +172,7 @@ class _SelectiveScan(torch.autograd.Function):
         dhoff = torch.empty(b, n_seg, d, n, **f32) if hoff_t is not None else None
         dyoff = torch.empty(b, n_seg, d, **f32) if y_offset is not None else None
         g_strides = ddelta.stride()
-        u, delta, z, dy, B, C = _rows(u), _rows(delta), _rows(z), _rows(dy), _rows(B), _rows(C)
+        u, delta, z, dy, B, C = _rows(u), _rows(delta), _rows(z, "rows_z"), _rows(dy), _rows(B), _rows(C)
         zk = u if z is None else z  # a valid pointer where the kernels take no z
         if n_seg == 1:
             dhin, dhin_strides = dlast, _bdn_strides(dlast)

@@ -1,23 +1,42 @@
-"""The Mamba-1 model on the Triton scan (Triton's interpreter on the CPU) against the reference scan: logits and the
-gradients of every trainable tensor, through the mixer's real layouts (delta and B, C channels-first, z a view)."""
+"""The model on the Triton kernels (scan, SSD scan, fused conv + SiLU; Triton's interpreter on the CPU) against the
+reference path: logits and the gradients of every trainable tensor, through the mixers' real layouts (delta and B, C
+channels-first, x and z views of in_proj's output), a learned conv window, and prefill in pieces through the cache."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tests.conftest import TINY
+from stateft.methods import apply_method
+from stateft.models.cache import MambaCache
+from stateft.models.loading import build_model
+from tests.conftest import TINY, TINY2
 from tests.test_generation import _model
 
 pytest.importorskip("triton")
 
 
-@pytest.mark.parametrize("method", ["state_offset_h", "lora", "full_s6"])
-def test_triton_model_matches_reference(method):
-    ids = torch.randint(0, TINY.vocab_size, (2, 19), generator=torch.Generator().manual_seed(0))
+def _init_state_with_window(config):
+    model = build_model(config, seed=0)
+    apply_method("init_state", model, {"name": "init_state", "conv_state": True})
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.5 * torch.randn(p.shape, generator=g))
+    return model
+
+
+CASES = [(TINY, "state_offset_h"), (TINY, "lora"), (TINY, "full_s6"), (TINY, "init_state+conv"), (TINY2, "lora")]
+
+
+@pytest.mark.parametrize(("config", "method"), CASES, ids=[f"{c.arch}-{m}" for c, m in CASES])
+def test_triton_model_matches_reference(config, method):
+    ids = torch.randint(0, config.vocab_size, (2, 19), generator=torch.Generator().manual_seed(0))
     out = {}
     for impl in ("ref", "triton"):
-        model = _model(TINY, method).train()  # adapters moved off their identity start; LoRA dropout 0
+        # adapters moved off their identity start; LoRA dropout 0
+        model = (_init_state_with_window(config) if method == "init_state+conv" else _model(config, method)).train()
         model.scan_impl = impl
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         logits = model(ids)
@@ -28,3 +47,17 @@ def test_triton_model_matches_reference(method):
     torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-5)
     for name, grad in ref_grads.items():
         torch.testing.assert_close(grads[name], grad, rtol=1e-3, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("config", [TINY, TINY2], ids=["mamba1", "mamba2"])
+def test_prefill_in_pieces_through_the_cache(config):
+    # the conv window and SSM state carried in the cache between pieces (the fused conv's window path), against the
+    # whole prompt at once
+    model = _init_state_with_window(config).eval()
+    model.scan_impl = "triton"
+    ids = torch.randint(0, config.vocab_size, (2, 13), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        whole = model(ids)
+        cache = MambaCache.empty(config.n_layer)
+        pieces = torch.cat([model(ids[:, :5], cache), model(ids[:, 5:6], cache), model(ids[:, 6:], cache)], dim=1)
+    torch.testing.assert_close(pieces, whole, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,195 @@
+"""Causal depthwise conv1d + SiLU in one Triton kernel, forward and backward: the mixers' conv, fused.
+
+    u[b, c, t] = silu(bias[c] + sum_k w[c, k] x_pad[b, c, t + k]),   x_pad = [window (K-1 steps), x (L steps)]
+
+The unfused path pads by concatenating the window and x (a copy that also transposes: the mixers' x is a view of
+in_proj's (b l C) output, channels contiguous), runs cuDNN's conv and then SiLU, each a pass over memory, and keeps
+the padded copy for the backward. Here one kernel reads x in place (any strides) and the window, and writes u in the
+layout the caller asks for; the backward recomputes the pre-activation from x and writes dx laid out like x (so the
+gradient of in_proj's output is assembled without a transposing copy), dw and d bias as per-tile partial sums.
+Arithmetic in fp32. ``window`` (b, C, K-1) may be None (zeros: a fresh sequence) or an expanded learned window;
+its gradient (K-1 steps) is computed outside the kernel from the first steps' pre-activation gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+BLOCK_L = 64
+BLOCK_C = 64
+
+
+@triton.jit
+def _x_pad(x_base, w_base, pos, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, KM1: tl.constexpr, HAS_WIN: tl.constexpr):
+    """x_pad at sequence positions ``pos`` (l,) - (K-1), i.e. x[pos - (K-1)] or the window's step pos: (l, c) fp32,
+    0 outside [0, K-1+L)."""
+    xp = pos - KM1
+    in_x = (xp >= 0) & (xp < L)
+    v = tl.load(x_base + xp[:, None] * sx_l + offs_c[None, :] * sx_c, mask=in_x[:, None] & mask_c[None, :], other=0.0)
+    v = v.to(tl.float32)
+    if HAS_WIN:
+        in_w = (pos >= 0) & (pos < KM1)
+        wv = tl.load(w_base + pos[:, None] * sw_k + offs_c[None, :] * sw_c, mask=in_w[:, None] & mask_c[None, :],
+                     other=0.0)  # fmt: skip
+        v += wv.to(tl.float32)
+    return v
+
+
+@triton.jit
+def _preact(x_base, w_base, wt_ptr, bias, t, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k,
+            K: tl.constexpr, HAS_WIN: tl.constexpr):  # fmt: skip
+    """bias + sum_k w[:, k] x_pad[t + k] for the positions t (l,): (l, c) fp32."""
+    v = tl.zeros((t.shape[0], offs_c.shape[0]), dtype=tl.float32) + bias[None, :]
+    for k in tl.static_range(K):
+        wk = tl.load(wt_ptr + offs_c * K + k, mask=mask_c, other=0.0)
+        v += wk[None, :] * _x_pad(x_base, w_base, t + k, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
+    return v
+
+
+@triton.jit
+def conv_silu_fwd_kernel(
+    x_ptr, win_ptr, w_ptr, bias_ptr, u_ptr, C, L,
+    sx_b, sx_c, sx_l, sw_b, sw_c, sw_k, su_b, su_c, su_l,
+    K: tl.constexpr, HAS_WIN: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    pid_l = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < C
+    bias = (
+        tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+        if HAS_BIAS
+        else tl.zeros_like(offs_c.to(tl.float32))
+    )
+    v = _preact(x_ptr + pid_b * sx_b, win_ptr + pid_b * sw_b, w_ptr, bias, t, offs_c, mask_c, L,
+                sx_c, sx_l, sw_c, sw_k, K, HAS_WIN)  # fmt: skip
+    u = v * tl.sigmoid(v)
+    mask = (t < L)[:, None] & mask_c[None, :]
+    tl.store(u_ptr + pid_b * su_b + t[:, None] * su_l + offs_c[None, :] * su_c, u.to(u_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def conv_silu_bwd_kernel(
+    x_ptr, win_ptr, w_ptr, bias_ptr, du_ptr, dx_ptr, dw_ptr, db_ptr, dv0_ptr, C, L,
+    sx_b, sx_c, sx_l, sw_b, sw_c, sw_k, sdu_b, sdu_c, sdu_l, sdx_b, sdx_c, sdx_l,
+    K: tl.constexpr, HAS_WIN: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """One (sequence, step tile, channel tile): dv_s = du * silu'(v) at the steps t + s (s < K, pre-activation v
+    recomputed), dx[t] = sum_k w[:, k] dv[t + K-1-k]; dw, d bias: this tile's partial sums into (b, tiles, C, K) and
+    (b, tiles, C); the first tile also writes dv at steps 0..K-2 (for the window's gradient)."""
+    pid_l = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < C
+    bias = (
+        tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+        if HAS_BIAS
+        else tl.zeros_like(offs_c.to(tl.float32))
+    )
+    x_base = x_ptr + pid_b * sx_b
+    w_base = win_ptr + pid_b * sw_b
+    dx = tl.zeros((BLOCK_L, BLOCK_C), dtype=tl.float32)
+    for s in tl.static_range(K):
+        ts = t + s
+        v = _preact(x_base, w_base, w_ptr, bias, ts, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K, HAS_WIN)
+        m = (ts < L)[:, None] & mask_c[None, :]
+        du = tl.load(du_ptr + pid_b * sdu_b + ts[:, None] * sdu_l + offs_c[None, :] * sdu_c, mask=m, other=0.0)
+        sig = tl.sigmoid(v)
+        dv = du.to(tl.float32) * sig * (1.0 + v * (1.0 - sig))
+        # x_pad[t + K-1] = x[t] feeds the outputs at t + K-1-k with weight k: dv_s with s = K-1-k
+        wk = tl.load(w_ptr + offs_c * K + (K - 1 - s), mask=mask_c, other=0.0)
+        dx += wk[None, :] * dv
+        if s == 0:
+            part = (pid_b * tl.num_programs(0) + pid_l) * C
+            for k in tl.static_range(K):
+                xk = _x_pad(x_base, w_base, t + k, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
+                tl.store(dw_ptr + (part + offs_c) * K + k, tl.sum(dv * xk, axis=0), mask=mask_c)
+            tl.store(db_ptr + part + offs_c, tl.sum(dv, axis=0), mask=mask_c)
+            if pid_l == 0:  # dv at steps 0..K-2, (b, K-1, C): the window's gradient is made of these
+                first = (t < K - 1)[:, None] & mask_c[None, :]
+                tl.store(dv0_ptr + (pid_b * (K - 1) + t[:, None]) * C + offs_c[None, :], dv, mask=first)
+    mask = (t < L)[:, None] & mask_c[None, :]
+    tl.store(dx_ptr + pid_b * sdx_b + t[:, None] * sdx_l + offs_c[None, :] * sdx_c, dx.to(dx_ptr.dtype.element_ty),
+             mask=mask)  # fmt: skip
+
+
+def _empty_like_layout(x: Tensor, shape: tuple[int, ...], channels_last: bool) -> Tensor:
+    b, c, length = shape
+    if channels_last:
+        return torch.empty(b, length, c, device=x.device, dtype=x.dtype).transpose(1, 2)
+    return torch.empty(b, c, length, device=x.device, dtype=x.dtype)
+
+
+def _channels_last(x: Tensor) -> bool:
+    return x.stride(1) < x.stride(2)
+
+
+class _ConvSiLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, window, weight, bias, u_channels_last):
+        b, c, length = x.shape
+        K = weight.shape[-1]
+        w = weight.reshape(c, K).float().contiguous()
+        bias32 = None if bias is None else bias.float().contiguous()
+        u = _empty_like_layout(x, (b, c, length), u_channels_last)
+        win = x if window is None else window
+        grid = (triton.cdiv(length, BLOCK_L), triton.cdiv(c, BLOCK_C), b)
+        conv_silu_fwd_kernel[grid](
+            x, win, w, w if bias32 is None else bias32, u, c, length,
+            *x.stride(), *(win.stride() if window is not None else (0, 0, 0)), *u.stride(),
+            K=K, HAS_WIN=window is not None, HAS_BIAS=bias is not None, BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C,
+        )  # fmt: skip
+        ctx.save_for_backward(x, window, w, bias32)
+        ctx.meta = (weight.shape, weight.dtype, None if bias is None else bias.dtype)
+        return u
+
+    @staticmethod
+    def backward(ctx, du):
+        x, window, w, bias32 = ctx.saved_tensors
+        w_shape, w_dtype, b_dtype = ctx.meta
+        b, c, length = x.shape
+        K = w.shape[1]
+        n_tiles = triton.cdiv(length, BLOCK_L)
+        f32 = {"device": x.device, "dtype": torch.float32}
+        dx = _empty_like_layout(x, (b, c, length), _channels_last(x))
+        dw = torch.empty(b, n_tiles, c, K, **f32)
+        db = torch.empty(b, n_tiles, c, **f32)
+        dv0 = torch.zeros(b, K - 1, c, **f32)
+        win = x if window is None else window
+        grid = (n_tiles, triton.cdiv(c, BLOCK_C), b)
+        conv_silu_bwd_kernel[grid](
+            x, win, w, w if bias32 is None else bias32, du, dx, dw, db, dv0, c, length,
+            *x.stride(), *(win.stride() if window is not None else (0, 0, 0)), *du.stride(), *dx.stride(),
+            K=K, HAS_WIN=window is not None, HAS_BIAS=bias32 is not None, BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C,
+        )  # fmt: skip
+        dwindow = None
+        if window is not None and ctx.needs_input_grad[1]:
+            # window step j feeds the outputs at steps j - k >= 0 with weight k: d window[j] = sum_k w_k dv[j - k]
+            dwin = torch.zeros(b, c, K - 1, **f32)
+            for j in range(K - 1):
+                for k in range(j + 1):
+                    if j - k < length:
+                        dwin[:, :, j] += w[:, k] * dv0[:, j - k]
+            dwindow = dwin.to(window.dtype)
+        return (
+            dx,
+            dwindow,
+            dw.sum((0, 1)).reshape(w_shape).to(w_dtype),
+            (None if bias32 is None else db.sum((0, 1)).to(b_dtype)),
+            None,
+        )
+
+
+def conv_silu_triton(
+    x: Tensor, window: Tensor | None, weight: Tensor, bias: Tensor | None, channels_last_out: bool = False
+) -> Tensor:
+    """silu(causal depthwise conv1d) of x (b c l) led by ``window`` (b c K-1, or None for zeros): (b c l) in x's
+    dtype, laid out (b l c)-major if ``channels_last_out``, else (b c l). weight (c, 1, K) or (c, K), bias (c,)."""
+    return _ConvSiLU.apply(x, window, weight, bias, channels_last_out)

@@ -1,0 +1,91 @@
+"""The fused causal conv1d + SiLU (Triton) against the torch path (pad, conv1d, SiLU): output, and the gradients of
+x, the weight, the bias and a learned leading window. On the CPU through Triton's interpreter (small tiles)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stateft.ops.conv_ref import conv_silu_ref
+
+pytest.importorskip("triton")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _small_tiles(monkeypatch):
+    if DEVICE == "cpu":
+        from stateft.ops import conv_triton
+
+        monkeypatch.setattr(conv_triton, "BLOCK_L", 16)
+        monkeypatch.setattr(conv_triton, "BLOCK_C", 8)
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
+
+
+def _case(b, c, length, K, dtype, window, channels_last_out, bias=True, seed=0):
+    from stateft.ops.conv_triton import conv_silu_triton
+
+    g = torch.Generator().manual_seed(seed)
+    # x as the mixers pass it: the first half of in_proj's (b l 2c) output, viewed channels-first
+    xz = torch.randn(b, length, 2 * c, generator=g).to(DEVICE, dtype).requires_grad_()
+    x = xz.transpose(1, 2)[:, :c]
+    w = (torch.randn(c, 1, K, generator=g) * 0.5).to(DEVICE).requires_grad_()
+    bb = torch.randn(c, generator=g).to(DEVICE).requires_grad_() if bias else None
+    win_p = torch.randn(c, K - 1, generator=g).to(DEVICE).requires_grad_()
+    cot = torch.randn(b, c, length, generator=g).to(DEVICE)
+    results = []
+    for fn in (conv_silu_triton, conv_silu_ref):
+        for t in (xz, w, bb, win_p):
+            if t is not None:
+                t.grad = None
+        lead = win_p.to(dtype)[None].expand(b, -1, -1) if window else None
+        args = (x, lead, w, bb) + ((channels_last_out,) if fn is conv_silu_triton else ())
+        u = fn(*args)
+        (u.float() * cot).sum().backward()
+        grads = [t.grad.clone() for t in (xz, w, bb, win_p) if t is not None and t.grad is not None]
+        results.append((u, grads))
+    (u_fast, g_fast), (u_ref, g_ref) = results
+    return u_fast, u_ref, g_fast, g_ref, xz
+
+
+@pytest.mark.parametrize("window", [False, True])
+@pytest.mark.parametrize("channels_last_out", [False, True])
+def test_matches_torch_fp32(window, channels_last_out):
+    u_fast, u_ref, g_fast, g_ref, xz = _case(2, 12, 37, 4, torch.float32, window, channels_last_out)
+    assert _rel(u_fast, u_ref) < 1e-5
+    assert len(g_fast) == len(g_ref) == (4 if window else 3)
+    for a, r in zip(g_fast, g_ref):
+        assert _rel(a, r) < 1e-5
+    # u in the layout asked for; dx laid out like x (in_proj's output gets its gradient without a transposing copy)
+    assert (u_fast.stride(1) == 1) == channels_last_out
+    assert xz.grad.is_contiguous()
+
+
+@pytest.mark.parametrize(("length", "K", "bias"), [(2, 4, True), (1, 2, False), (20, 3, True)])
+def test_short_sequences_and_other_widths(length, K, bias):
+    # fewer steps than the window, no bias, an odd kernel width
+    u_fast, u_ref, g_fast, g_ref, _ = _case(1, 5, length, K, torch.float32, True, False, bias=bias, seed=3)
+    assert _rel(u_fast, u_ref) < 1e-5
+    for a, r in zip(g_fast, g_ref):
+        assert _rel(a, r) < 1e-5
+
+
+def test_bf16():
+    u_fast, u_ref, g_fast, g_ref, _ = _case(2, 16, 40, 4, torch.bfloat16, True, False)
+    assert _rel(u_fast, u_ref) < 2e-2  # the torch path rounds the conv to bf16; the kernel sums in fp32
+    for a, r in zip(g_fast, g_ref):
+        assert _rel(a, r) < 3e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("c", "length"), [(1536, 1024), (4096, 1024), (3328, 999)])
+def test_full_size_gpu(c, length):
+    u_fast, u_ref, g_fast, g_ref, _ = _case(4, c, length, 4, torch.float32, True, False)
+    assert _rel(u_fast, u_ref) < 1e-4
+    for a, r in zip(g_fast, g_ref):
+        assert _rel(a, r) < 1e-4
