@@ -19,14 +19,16 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kern
 # Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels x all states x BLOCK_T
 # steps per block; the forward stores the state every CHUNK steps (a multiple of BLOCK_T) for the backward.
 # rows: copy (b l d)-major inputs to unit stride along the sequence first (cost: one copy each; gain: each
-# program's loads are rows, not scattered 16-byte pieces); rows_z: the same for z alone.
+# program's loads are rows, not scattered 16-byte pieces); rows_z: the same for z alone, off: read in place, z
+# (a view of in_proj's output, which the fused conv keeps for its backward anyway) costs no copy and no memory
+# (H100, 2026-11-23: same speed, 1.4b step 13.9 -> 12.3 GiB; benchmarks/NOTES.md).
 # SEG: the sequence is cut into segments of SEG steps (a multiple of CHUNK; 0 = one segment) that run as separate
 # programs: a first pass finds each segment's end state from zero, a sequential pass over the segment boundaries
 # (`seg_carry_kernel`) gives the states entering them, a second pass writes y. The backward does the same for the
 # adjoint: more programs in flight for about 1.5x the arithmetic. -1 = by the number of programs (`_n_segments`).
 CONFIG: dict[str, int] = {
     "BLOCK_D": 8, "BLOCK_T": 4, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 32, "rows": 1,
-    "SEG": -1, "rows_z": 1,
+    "SEG": -1, "rows_z": 0,
 }  # fmt: skip
 _CARRY_BLOCK_D = 32
 LAUNCHED: dict[str, object] = {}  # the last compiled kernel of each pass (registers, spills: benchmarks/scan_kernel.py)
