@@ -32,8 +32,9 @@ def test_scan_kernels_compile_for_sm90_without_spills_or_reverse_scan_shuffles(t
             reports[name] = {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", rest)}
     assert set(reports) == {"scan_fwd_kernel", "scan_bwd_kernel"}, out
     for name, r in reports.items():
-        assert r["spill_bytes"] == 0 and r["regs"] <= 255, (name, r)
-        assert r["MUFU"] > 0 and r["FFMA"] > 0 and r["LDG"] > 0, (name, r)
+        assert r["spill_bytes"] == 0, (name, r)
+        assert r["regs"] <= 255, (name, r)
+        assert min(r["MUFU"], r["FFMA"], r["LDG"]) > 0, (name, r)
         assert (tmp_path / f"{name}.sass").stat().st_size > 0
     # the sums over n and d in the backward take ~120-130 shuffles per block; a reverse scan would add ~320
     assert reports["scan_bwd_kernel"]["SHFL"] < 200, reports["scan_bwd_kernel"]

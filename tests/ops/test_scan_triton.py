@@ -233,6 +233,7 @@ def test_gradients_laid_out_like_inputs_and_row_copies_saved(monkeypatch, rows_z
     for name, t in (("u", u), ("delta", delta), ("z", z)):
         t.register_hook(lambda grad, name=name: grads.__setitem__(name, grad))
     y.backward(torch.randn(y.shape, generator=g).to(DEVICE))
-    assert grads["u"].stride() == u.stride() and grads["delta"].stride() == delta.stride()
+    assert grads["u"].stride() == u.stride()
+    assert grads["delta"].stride() == delta.stride()
     assert grads["z"].stride() == torch.empty_like(z).stride()  # (b l d)-major, like z
     assert xz.grad.is_contiguous()
