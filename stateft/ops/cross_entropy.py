@@ -23,12 +23,13 @@ def _chunk_loss_and_grads(h: Tensor, weight: Tensor, labels: Tensor, ignore_inde
     loss = ((lse - picked) * valid).sum()
     if not want_grad:
         return loss, None, None
-    probs = logits.sub_(lse[:, None]).exp_()  # softmax, reusing the logits' memory
-    probs.scatter_add_(1, target[:, None], -torch.ones_like(probs[:, :1]))  # softmax - onehot
-    probs.mul_(valid[:, None])
-    grad_logits = probs.to(weight.dtype)
-    grad_h = grad_logits @ weight  # (t d)
-    grad_w = grad_logits.t() @ h.to(weight.dtype) if weight.requires_grad else None  # (V d)
+    # softmax - onehot, written once in the head's dtype (exp of the fp32 logits cast on the way out); ignored rows
+    # are zeroed on the (t d) side: (diag(valid) G) W = diag(valid) (G W), G^T diag(valid) h = G^T (valid h)
+    grad_logits = torch.exp(logits.sub_(lse[:, None]), out=torch.empty_like(logits, dtype=weight.dtype))
+    grad_logits.scatter_add_(1, target[:, None], -torch.ones_like(grad_logits[:, :1]))
+    keep = valid[:, None].to(weight.dtype)
+    grad_h = (grad_logits @ weight) * keep  # (t d)
+    grad_w = grad_logits.t() @ (h.to(weight.dtype) * keep) if weight.requires_grad else None  # (V d)
     return loss, grad_h, grad_w
 
 
