@@ -31,11 +31,11 @@ KEYS = ("BLOCK_D", "BLOCK_T", "num_warps", "bwd_BLOCK_D", "bwd_num_warps", "CHUN
 # 130m, slower at 1.4b; SEG -1 picks one segment here), 2 warps, BLOCK_D 4 and 16, and a backward that stored every
 # h_t of a chunk in its scratch instead of rebuilding it (1.4-1.6x slower: L2 traffic beats the saved exp and scan).
 CONFIGS = [
-    (8, 4, 1, 8, 1, 32, 1, -1),  # the default
-    (8, 8, 1, 8, 1, 32, 1, -1),
-    (16, 4, 1, 8, 1, 32, 1, -1),
-    (8, 4, 1, 8, 1, 32, 1, 256),
-    (8, 4, 1, 4, 1, 32, 1, -1),
+    (8, 4, 1, 8, 1, 32, 0, -1),  # the default
+    (8, 4, 1, 8, 1, 32, 1, -1),  # z and dy copied row-major first
+    (8, 8, 1, 8, 1, 32, 0, -1),
+    (8, 4, 1, 8, 1, 64, 0, -1),
+    (8, 4, 1, 8, 1, 32, 0, 256),
 ]
 
 

@@ -2,9 +2,9 @@
 
 Same signature and semantics as `scan_ref.selective_scan_ref`; the state offset h', the output offset y', the initial
 state h_0 (and their gradients), delta bias + softplus, the D skip and the z gate all happen inside the kernels
-(`triton_scan_kernels`). Inputs may be strided (the mixer passes transposed views of (b l d) activations; with
-``CONFIG["rows"] = 1``, the measured default, delta, z and dy are copied row-major first) and bf16 or fp32; the
-arithmetic is fp32. ``initial_state`` may be an expanded (stride-0 batch) view of one (d n) parameter: its gradient
+(`triton_scan_kernels`). Inputs may be strided (the mixer passes z as a view of in_proj's (b l 2d) output, and dy
+arrives (b l d)-major; the kernels read them in place unless ``CONFIG["rows"]``) and bf16 or fp32; the arithmetic is
+fp32. ``initial_state`` may be an expanded (stride-0 batch) view of one (d n) parameter: its gradient
 comes back per batch row and autograd sums it.
 """
 
@@ -18,17 +18,17 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kern
 
 # Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels x all states x BLOCK_T
 # steps per block; the forward stores the state every CHUNK steps (a multiple of BLOCK_T) for the backward.
-# rows: copy (b l d)-major inputs to unit stride along the sequence first (cost: one copy each; gain: each
-# program's loads are rows, not scattered 16-byte pieces); rows_z: the same for z alone, off: read in place, z
-# (a view of in_proj's output, which the fused conv keeps for its backward anyway) costs no copy and no memory
-# (H100, 2026-11-23: same speed, 1.4b step 13.9 -> 12.3 GiB; benchmarks/NOTES.md).
+# rows: copy (b l d)-major inputs (the mixer's z and dy) to unit stride along the sequence first (each program's
+# loads are then rows, not scattered 16-byte pieces). Off, the measured default since the flipped, prefetching
+# backward (H100, 2026-11-24: 1.4b step 168.5 -> 162.4 ms, 130m 38.3 -> 36.8; and z, a view of in_proj's output that
+# the fused conv keeps anyway, costs no memory: 1.4b 13.9 -> 12.3 GiB; benchmarks/NOTES.md).
 # SEG: the sequence is cut into segments of SEG steps (a multiple of CHUNK; 0 = one segment) that run as separate
 # programs: a first pass finds each segment's end state from zero, a sequential pass over the segment boundaries
 # (`seg_carry_kernel`) gives the states entering them, a second pass writes y. The backward does the same for the
 # adjoint: more programs in flight for about 1.5x the arithmetic. -1 = by the number of programs (`_n_segments`).
 CONFIG: dict[str, int] = {
-    "BLOCK_D": 8, "BLOCK_T": 4, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 32, "rows": 1,
-    "SEG": -1, "rows_z": 0,
+    "BLOCK_D": 8, "BLOCK_T": 4, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 32, "rows": 0,
+    "SEG": -1,
 }  # fmt: skip
 _CARRY_BLOCK_D = 32
 LAUNCHED: dict[str, object] = {}  # the last compiled kernel of each pass (registers, spills: benchmarks/scan_kernel.py)
@@ -38,9 +38,9 @@ def _strides3(t: Tensor | None) -> tuple[int, int, int]:
     return (0, 0, 0) if t is None else tuple(t.stride())  # type: ignore[return-value]
 
 
-def _rows(x: Tensor | None, key: str = "rows") -> Tensor | None:
-    """x with unit stride along the sequence if CONFIG[key] (else as it is: the kernels take any strides)."""
-    return x if x is None or x.stride(-1) == 1 or not CONFIG[key] else x.contiguous()
+def _rows(x: Tensor | None) -> Tensor | None:
+    """x with unit stride along the sequence if CONFIG["rows"] (else as it is: the kernels take any strides)."""
+    return x if x is None or x.stride(-1) == 1 or not CONFIG["rows"] else x.contiguous()
 
 
 def _order(x: Tensor | None) -> list[int] | None:
@@ -110,7 +110,7 @@ class _SelectiveScan(torch.autograd.Function):
         y = torch.empty(b, length, d, device=u.device, dtype=u.dtype).transpose(1, 2)
         last = torch.empty(b, d, n, **f32) if return_last else None
         states = torch.empty(b, n_chunks, n, d, **f32) if need_grad else None
-        uk, dk, zk, Bk, Ck = _rows(u), _rows(delta), _rows(z, "rows_z"), _rows(B), _rows(C)
+        uk, dk, zk, Bk, Ck = _rows(u), _rows(delta), _rows(z), _rows(B), _rows(C)
         block_n = _block_n(n)
 
         def launch(n_programs, hin, hin_strides, has_hin, local, dsum=None):
@@ -174,7 +174,7 @@ class _SelectiveScan(torch.autograd.Function):
         dhoff = torch.empty(b, n_seg, d, n, **f32) if hoff_t is not None else None
         dyoff = torch.empty(b, n_seg, d, **f32) if y_offset is not None else None
         g_strides = ddelta.stride()
-        u, delta, z, dy, B, C = _rows(u), _rows(delta), _rows(z, "rows_z"), _rows(dy), _rows(B), _rows(C)
+        u, delta, z, dy, B, C = _rows(u), _rows(delta), _rows(z), _rows(dy), _rows(B), _rows(C)
         zk = u if z is None else z  # a valid pointer where the kernels take no z
         if n_seg == 1:
             dhin, dhin_strides = dlast, _bdn_strides(dlast)

@@ -169,11 +169,12 @@ def test_full_size_gpu(dtype, b, d, n, length):
     check(make_inputs(b, d, n, length, dtype, "cuda", h0="shared", layout="bld"))
 
 
-def test_strided_inputs_read_in_place(monkeypatch):
-    # rows=0: the kernels read the (b l d)-major views of delta and z (and dy) without copies
+def test_strided_inputs_copied_row_major_first(monkeypatch):
+    # rows=1: the (b l d)-major views of delta and z (and dy) are copied row-major before the kernels (rows=0, the
+    # default, reads them in place: the other tests)
     from stateft.ops import scan_triton
 
-    monkeypatch.setitem(scan_triton.CONFIG, "rows", 0)
+    monkeypatch.setitem(scan_triton.CONFIG, "rows", 1)
     check(make_inputs(2, 20, 6, 37, torch.bfloat16, DEVICE, h0="batch", layout="bld"))
 
 
@@ -209,14 +210,14 @@ def test_automatic_segments(monkeypatch):
     assert scan_triton._n_segments(2048, 32, 384) == (512, 4)  # 2 sequences of 2048: 8 wanted, 4 of 512 allowed
 
 
-@pytest.mark.parametrize("rows_z", [0, 1])
-def test_gradients_laid_out_like_inputs_and_row_copies_saved(monkeypatch, rows_z):
+@pytest.mark.parametrize("rows", [0, 1])
+def test_gradients_laid_out_like_inputs_and_row_copies_saved(monkeypatch, rows):
     # the mixer's layouts: u, delta (b d l); z half of in_proj's (b l 2d) output. The gradients come back laid out like
-    # the inputs (so the ops that made them take them without copies). rows_z 1: what the backward keeps of z is its
-    # row-major copy (made once, in the forward), not the view; rows_z 0 (the default): z is read in place, the view
+    # the inputs (so the ops that made them take them without copies). rows 1: what the backward keeps of z is its
+    # row-major copy (made once, in the forward), not the view; rows 0 (the default): z is read in place, the view
     from stateft.ops import scan_triton
 
-    monkeypatch.setitem(scan_triton.CONFIG, "rows_z", rows_z)
+    monkeypatch.setitem(scan_triton.CONFIG, "rows", rows)
     b, d, n, length = 2, 12, 4, 20
     g = torch.Generator().manual_seed(0)
     u = torch.randn(b, d, length, generator=g).to(DEVICE).requires_grad_()
@@ -228,7 +229,7 @@ def test_gradients_laid_out_like_inputs_and_row_copies_saved(monkeypatch, rows_z
     y = selective_scan(u, delta, A, B, C, z=z, impl="triton")
     saved = [t for t in y.grad_fn.saved_tensors if t is not None and t.dim() == 3 and t.shape == z.shape]
     views = [t for t in saved if t.untyped_storage().data_ptr() == xz.untyped_storage().data_ptr()]
-    assert len(views) == (0 if rows_z else 1)
+    assert len(views) == (0 if rows else 1)
     grads = {}
     for name, t in (("u", u), ("delta", delta), ("z", z)):
         t.register_hook(lambda grad, name=name: grads.__setitem__(name, grad))
