@@ -20,6 +20,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from stateft.ops.layout import dim_order, empty_in_order
+
 BLOCK_L = 64
 BLOCK_C = 64
 
@@ -52,22 +54,31 @@ def _preact(x_base, w_base, wt_ptr, bias, t, offs_c, mask_c, L, sx_c, sx_l, sw_c
 
 
 @triton.jit
+def _tile(C, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's (step tile, channel tile, sequence): pid_l, pid_b, the steps t, the channels and their mask."""
+    pid_l = tl.program_id(0)
+    pid_b = tl.program_id(2).to(tl.int64)
+    t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    return pid_l, pid_b, t, offs_c, offs_c < C
+
+
+@triton.jit
+def _bias(bias_ptr, offs_c, mask_c, HAS_BIAS: tl.constexpr):
+    if HAS_BIAS:
+        return tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+    else:
+        return tl.zeros_like(offs_c.to(tl.float32))
+
+
+@triton.jit
 def conv_silu_fwd_kernel(
     x_ptr, win_ptr, w_ptr, bias_ptr, u_ptr, C, L,
     sx_b, sx_c, sx_l, sw_b, sw_c, sw_k, su_b, su_c, su_l,
     K: tl.constexpr, HAS_WIN: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    pid_l = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_b = tl.program_id(2).to(tl.int64)
-    t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < C
-    bias = (
-        tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-        if HAS_BIAS
-        else tl.zeros_like(offs_c.to(tl.float32))
-    )
+    _, pid_b, t, offs_c, mask_c = _tile(C, BLOCK_L, BLOCK_C)
+    bias = _bias(bias_ptr, offs_c, mask_c, HAS_BIAS)
     v = _preact(x_ptr + pid_b * sx_b, win_ptr + pid_b * sw_b, w_ptr, bias, t, offs_c, mask_c, L,
                 sx_c, sx_l, sw_c, sw_k, K, HAS_WIN)  # fmt: skip
     u = v * tl.sigmoid(v)
@@ -84,17 +95,8 @@ def conv_silu_dv_kernel(
     """Backward, first pass, one (step tile, channel tile, sequence): dv = du * silu'(v) with the pre-activation v
     recomputed, into ``dv`` (b, L, C) fp32; this tile's partial sums of dw[:, k] = sum_t dv[t] x_pad[t + k] and of
     d bias into (b, tiles, C, K) and (b, tiles, C)."""
-    pid_l = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_b = tl.program_id(2).to(tl.int64)
-    t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < C
-    bias = (
-        tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-        if HAS_BIAS
-        else tl.zeros_like(offs_c.to(tl.float32))
-    )
+    pid_l, pid_b, t, offs_c, mask_c = _tile(C, BLOCK_L, BLOCK_C)
+    bias = _bias(bias_ptr, offs_c, mask_c, HAS_BIAS)
     x_base = x_ptr + pid_b * sx_b
     w_base = win_ptr + pid_b * sw_b
     v = _preact(x_base, w_base, w_ptr, bias, t, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K, HAS_WIN)
@@ -117,12 +119,7 @@ def conv_dx_kernel(
 ):  # fmt: skip
     """Backward, second pass: x[t] = x_pad[t + K-1] feeds the outputs at t + K-1-k with weight k, so
     dx[t] = sum_s w[:, K-1-s] dv[t + s] (dv 0 past L); written in x's layout."""
-    pid_l = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_b = tl.program_id(2).to(tl.int64)
-    t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < C
+    _, pid_b, t, offs_c, mask_c = _tile(C, BLOCK_L, BLOCK_C)
     dx = tl.zeros((BLOCK_L, BLOCK_C), dtype=tl.float32)
     for s in tl.static_range(K):
         ts = t + s
@@ -135,17 +132,6 @@ def conv_dx_kernel(
              mask=mask)  # fmt: skip
 
 
-def _empty_like_layout(x: Tensor, shape: tuple[int, ...], channels_last: bool) -> Tensor:
-    b, c, length = shape
-    if channels_last:
-        return torch.empty(b, length, c, device=x.device, dtype=x.dtype).transpose(1, 2)
-    return torch.empty(b, c, length, device=x.device, dtype=x.dtype)
-
-
-def _channels_last(x: Tensor) -> bool:
-    return x.stride(1) < x.stride(2)
-
-
 class _ConvSiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, window, weight, bias, u_channels_last):
@@ -153,7 +139,7 @@ class _ConvSiLU(torch.autograd.Function):
         K = weight.shape[-1]
         w = weight.reshape(c, K).float().contiguous()
         bias32 = None if bias is None else bias.float().contiguous()
-        u = _empty_like_layout(x, (b, c, length), u_channels_last)
+        u = empty_in_order(x.shape, [0, 2, 1] if u_channels_last else [0, 1, 2], x)
         win = x if window is None else window
         grid = (triton.cdiv(length, BLOCK_L), triton.cdiv(c, BLOCK_C), b)
         conv_silu_fwd_kernel[grid](
@@ -173,7 +159,7 @@ class _ConvSiLU(torch.autograd.Function):
         K = w.shape[1]
         n_tiles = triton.cdiv(length, BLOCK_L)
         f32 = {"device": x.device, "dtype": torch.float32}
-        dx = _empty_like_layout(x, (b, c, length), _channels_last(x))
+        dx = empty_in_order(x.shape, dim_order(x), x)  # laid out like x
         dw = torch.empty(b, n_tiles, c, K, **f32)
         db = torch.empty(b, n_tiles, c, **f32)
         dv = torch.empty(b, length, c, **f32)  # the pre-activation's gradient, channels contiguous like x's tiles

@@ -14,6 +14,7 @@ import torch
 import triton
 from torch import Tensor
 
+from stateft.ops.layout import dim_order, empty_in_order
 from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kernel, scan_fwd_kernel, seg_carry_kernel
 
 # Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels x all states x BLOCK_T
@@ -41,19 +42,6 @@ def _strides3(t: Tensor | None) -> tuple[int, int, int]:
 def _rows(x: Tensor | None) -> Tensor | None:
     """x with unit stride along the sequence if CONFIG["rows"] (else as it is: the kernels take any strides)."""
     return x if x is None or x.stride(-1) == 1 or not CONFIG["rows"] else x.contiguous()
-
-
-def _order(x: Tensor | None) -> list[int] | None:
-    """x's dimensions from the outermost in memory (what ``torch.empty_like`` keeps for a dense layout)."""
-    return None if x is None else sorted(range(x.dim()), key=lambda i: -x.stride(i))
-
-
-def _empty(shape: torch.Size, order: list[int] | None, like: Tensor) -> Tensor:
-    """An uninitialised tensor of ``shape`` laid out with its dimensions in ``order`` (outermost first)."""
-    if order is None:
-        return torch.empty(shape, device=like.device, dtype=like.dtype)
-    t = torch.empty([shape[i] for i in order], device=like.device, dtype=like.dtype)
-    return t.permute([order.index(i) for i in range(len(order))])
 
 
 def _block_n(n: int) -> int:
@@ -140,7 +128,7 @@ class _SelectiveScan(torch.autograd.Function):
             # the row-major copies, not the inputs: the backward reads them again (no second copy), and a (b l d)-major
             # z view (half of in_proj's output) would keep all of that output alive
             ctx.save_for_backward(uk, dk, A_t, Bk, Ck, D, zk, delta_bias, h0, hoff_t, y_offset, states)
-            ctx.orders = (_order(u), _order(delta), _order(z))  # the gradients are laid out like the inputs
+            ctx.orders = (dim_order(u), dim_order(delta), dim_order(z))  # the gradients are laid out like the inputs
             ctx.dtypes = (A.dtype, None if h_offset is None else h_offset.dtype)
             ctx.softplus = bool(softplus)
             ctx.block = (int(CONFIG["bwd_BLOCK_D"]), block_t, chunk, seg, n_seg)
@@ -160,9 +148,9 @@ class _SelectiveScan(torch.autograd.Function):
         # each gradient laid out like its input (as empty_like would): the op that made the input reads its gradient
         # without a copy
         u_order, delta_order, z_order = ctx.orders
-        du = _empty(u.shape, u_order, u)
-        ddelta = _empty(delta.shape, delta_order, delta)
-        dz = None if z is None else _empty(z.shape, z_order, z)
+        du = empty_in_order(u.shape, u_order, u)
+        ddelta = empty_in_order(delta.shape, delta_order, delta)
+        dz = None if z is None else empty_in_order(z.shape, z_order, z)
         dB = torch.empty(b, n_parts, n, length, **f32)  # one partial sum per channel block
         dC = torch.empty(b, n_parts, n, length, **f32)
         # per program, the states entering each block of one chunk: (chunk / BLOCK_T) x (n, BLOCK_D) fp32 (L2)
