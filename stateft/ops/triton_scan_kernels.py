@@ -50,12 +50,6 @@ def _combine(a1, b1, a2, b2):
 
 
 @triton.jit
-def _load_td(base, offs_t, offs_d, mask, s_d, s_l):
-    """A (t d) tile of a (b d l) tensor as fp32."""
-    return tl.load(base + offs_t[:, None] * s_l + offs_d[None, :] * s_d, mask=mask, other=0.0).to(tl.float32)
-
-
-@triton.jit
 def _raw_td(base, offs_t, offs_d, mask_d, L, s_d, s_l):
     """A (t d) tile of a (b d l) tensor as stored, 0 outside steps [0, L). The loops load each block's tiles one block
     ahead and convert them where they are used: a conversion right after the load would wait for it there."""
@@ -81,13 +75,6 @@ def _delta_of(raw, bias, mask, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     if SOFTPLUS:
         dt = _softplus(raw)
     return tl.where(mask, dt, 0.0), raw
-
-
-@triton.jit
-def _delta(dt_base, bias, offs_t, offs_d, mask, s_d, s_l, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """delta (t d) loaded and computed at once (see `_delta_of`)."""
-    raw = tl.load(dt_base + offs_t[:, None] * s_l + offs_d[None, :] * s_d, mask=mask, other=0.0)
-    return _delta_of(raw, bias, mask, HAS_BIAS, SOFTPLUS)
 
 
 @triton.jit
@@ -359,12 +346,10 @@ def scan_bwd_local_kernel(
     n_blocks = tl.cdiv(tl.minimum(SEG, L - s0), BLOCK_T)
     for j in range(0, n_blocks):
         offs_t = s0 + (n_blocks - 1 - j) * BLOCK_T + offs_c
-        mask_td = (offs_t < L)[:, None] & mask_d[None, :]
-        mask_tn = (offs_t < L)[:, None] & mask_n[None, :]
-        Ct = tl.load(C_base + offs_t[:, None] * sC_l + offs_n[None, :] * sC_n, mask=mask_tn, other=0.0)
-        g = _load_td(dy_ptr + pid_b * sdy_b, offs_t, offs_d, mask_td, sdy_d, sdy_l)
+        Ct = _raw_tn(C_base, offs_t, offs_n, mask_n, L, sC_n, sC_l)
+        g = _raw_td(dy_ptr + pid_b * sdy_b, offs_t, offs_d, mask_d, L, sdy_d, sdy_l).to(tl.float32)
         if HAS_Z:
-            z = _load_td(z_ptr + pid_b * sz_b, offs_t, offs_d, mask_td, sz_d, sz_l)
+            z = _raw_td(z_ptr + pid_b * sz_b, offs_t, offs_d, mask_d, L, sz_d, sz_l).to(tl.float32)
             g = g * z * tl.sigmoid(z)
         Cg = Ct.to(tl.float32)[:, :, None] * g[:, None, :]
         dtn = _raw_td(dt_base, offs_t + 1, offs_d, mask_d, L, sdt_d, sdt_l)
@@ -534,7 +519,8 @@ def scan_bwd_kernel(
     if HAS_H0:  # h_0 = exp(delta_0 A) h_init + ...: dh_init = exp(delta_0 A) dh_0
         if pid_s == 0:
             offs_0 = tl.zeros((1,), dtype=tl.int32)
-            dt0, _ = _delta(dt_base, bias, offs_0, offs_d, mask_d[None, :], sdt_d, sdt_l, HAS_BIAS, SOFTPLUS)
+            dt0_raw = _raw_td(dt_base, offs_0, offs_d, mask_d, L, sdt_d, sdt_l)
+            dt0, _ = _delta_of(dt0_raw, bias, mask_d[None, :], HAS_BIAS, SOFTPLUS)
             tl.store(dh0_ptr + pid_b * E * N + nd_off, dh * tl.exp2(dt0 * A2), mask=mask_nd)
     if HAS_HOFF:
         tl.store(dhoff_ptr + row, dhoff_acc, mask=mask_nd)
