@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from stateft.models.cache import MambaCache
 from stateft.models.config import MambaConfig
-from stateft.models.norm import RMSNorm
+from stateft.models.norm import RMSNorm, add_rms_norm
+from stateft.ops import resolve_impl
 
 
 def build_mixer(config: MambaConfig, scan_impl: str) -> nn.Module:
@@ -104,12 +105,15 @@ class MambaLM(nn.Module):
             h = torch.cat([virtual, h], dim=1)
             n_virtual = virtual.shape[1]
         h = h.float()  # residual stream in fp32
+        fused = resolve_impl(self.scan_impl, h) == "triton"  # add + norm in one kernel where the scan is Triton
+        y = None
         for i, layer in enumerate(self.backbone.layers):
             layer_cache = None if cache is None else cache.layers[i]
-            h = h + layer.mixer(layer.norm(h), layer_cache, fresh)
+            h, x = add_rms_norm(h, y, layer.norm, fused)
+            y = layer.mixer(x, layer_cache, fresh)
         if cache is not None:
             cache.started = True
-        return self.backbone.norm_f(h[:, n_virtual:])
+        return add_rms_norm(h, y, self.backbone.norm_f, fused)[1][:, n_virtual:]
 
     def forward(self, input_ids: Tensor, cache: MambaCache | None = None) -> Tensor:
         """input_ids (b l) -> logits (b l V_padded)."""

@@ -1,4 +1,4 @@
-"""RMSNorm (computed in fp32, cast back), as in mamba_ssm and transformers' Mamba."""
+"""RMSNorm (computed in fp32, cast back), as in mamba_ssm and transformers' Mamba; and the residual add before it."""
 
 from __future__ import annotations
 
@@ -18,3 +18,17 @@ class RMSNorm(nn.Module):
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(self.weight.dtype)
+
+
+def add_rms_norm(h: Tensor, y: Tensor | None, norm: RMSNorm, fused: bool) -> tuple[Tensor, Tensor]:
+    """The residual stream between mixers: (h + y, norm(h + y)), or (h, norm(h)) when ``y`` is None; h fp32.
+
+    ``fused``: one Triton kernel each way (`stateft.ops.norm_triton`; the LM uses it where the scan runs on Triton).
+    """
+    if fused:
+        from stateft.ops.norm_triton import add_rms_norm_triton
+
+        return add_rms_norm_triton(h, y, norm.weight, norm.eps)
+    if y is not None:
+        h = h + y
+    return h, norm(h)
