@@ -24,6 +24,7 @@ from stateft.ops.layout import dim_order, empty_in_order
 
 BLOCK_L = 64
 BLOCK_C = 64
+NUM_WARPS = 4  # the backward's first kernel (benchmarks/conv_kernel.py)
 
 
 @triton.jit
@@ -90,11 +91,12 @@ def conv_silu_fwd_kernel(
 def conv_silu_dv_kernel(
     x_ptr, win_ptr, w_ptr, bias_ptr, du_ptr, dv_ptr, dw_ptr, db_ptr, C, L,
     sx_b, sx_c, sx_l, sw_b, sw_c, sw_k, sdu_b, sdu_c, sdu_l,
-    K: tl.constexpr, HAS_WIN: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+    K: tl.constexpr, HAS_WIN: tl.constexpr, HAS_BIAS: tl.constexpr, W_GRAD: tl.constexpr, B_GRAD: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """Backward, first pass, one (step tile, channel tile, sequence): dv = du * silu'(v) with the pre-activation v
-    recomputed, into ``dv`` (b, L, C) fp32; this tile's partial sums of dw[:, k] = sum_t dv[t] x_pad[t + k] and of
-    d bias into (b, tiles, C, K) and (b, tiles, C)."""
+    recomputed, into ``dv`` (b, L, C) fp32; if the conv is trained (W_GRAD, B_GRAD), this tile's partial sums of
+    dw[:, k] = sum_t dv[t] x_pad[t + k] and of d bias into (b, tiles, C, K) and (b, tiles, C)."""
     pid_l, pid_b, t, offs_c, mask_c = _tile(C, BLOCK_L, BLOCK_C)
     bias = _bias(bias_ptr, offs_c, mask_c, HAS_BIAS)
     x_base = x_ptr + pid_b * sx_b
@@ -106,10 +108,12 @@ def conv_silu_dv_kernel(
     dv = du.to(tl.float32) * sig * (1.0 + v * (1.0 - sig))
     tl.store(dv_ptr + (pid_b * L + t[:, None]) * C + offs_c[None, :], dv, mask=m)
     part = (pid_b * tl.num_programs(0) + pid_l) * C
-    for k in tl.static_range(K):
-        xk = _x_pad(x_base, w_base, t + k, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
-        tl.store(dw_ptr + (part + offs_c) * K + k, tl.sum(dv * xk, axis=0), mask=mask_c)
-    tl.store(db_ptr + part + offs_c, tl.sum(dv, axis=0), mask=mask_c)
+    if W_GRAD:
+        for k in tl.static_range(K):
+            xk = _x_pad(x_base, w_base, t + k, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
+            tl.store(dw_ptr + (part + offs_c) * K + k, tl.sum(dv * xk, axis=0), mask=mask_c)
+    if B_GRAD:
+        tl.store(db_ptr + part + offs_c, tl.sum(dv, axis=0), mask=mask_c)
 
 
 @triton.jit
@@ -160,15 +164,17 @@ class _ConvSiLU(torch.autograd.Function):
         n_tiles = triton.cdiv(length, BLOCK_L)
         f32 = {"device": x.device, "dtype": torch.float32}
         dx = empty_in_order(x.shape, dim_order(x), x)  # laid out like x
-        dw = torch.empty(b, n_tiles, c, K, **f32)
-        db = torch.empty(b, n_tiles, c, **f32)
+        w_grad, b_grad = ctx.needs_input_grad[2], bias32 is not None and ctx.needs_input_grad[3]
+        dw = torch.empty(b, n_tiles, c, K, **f32) if w_grad else None  # partial sums (frozen conv: none)
+        db = torch.empty(b, n_tiles, c, **f32) if b_grad else None
         dv = torch.empty(b, length, c, **f32)  # the pre-activation's gradient, channels contiguous like x's tiles
         win = x if window is None else window
         grid = (n_tiles, triton.cdiv(c, BLOCK_C), b)
         conv_silu_dv_kernel[grid](
-            x, win, w, w if bias32 is None else bias32, du, dv, dw, db, c, length,
-            *x.stride(), *(win.stride() if window is not None else (0, 0, 0)), *du.stride(),
-            K=K, HAS_WIN=window is not None, HAS_BIAS=bias32 is not None, BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C,
+            x, win, w, w if bias32 is None else bias32, du, dv, dv if dw is None else dw, dv if db is None else db,
+            c, length, *x.stride(), *(win.stride() if window is not None else (0, 0, 0)), *du.stride(),
+            K=K, HAS_WIN=window is not None, HAS_BIAS=bias32 is not None, W_GRAD=w_grad, B_GRAD=b_grad,
+            BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
         )  # fmt: skip
         conv_dx_kernel[grid](dv, w, dx, c, length, *dx.stride(), K=K, BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C)
         dwindow = None
@@ -183,8 +189,8 @@ class _ConvSiLU(torch.autograd.Function):
         return (
             dx,
             dwindow,
-            dw.sum((0, 1)).reshape(w_shape).to(w_dtype),
-            (None if bias32 is None else db.sum((0, 1)).to(b_dtype)),
+            dw.sum((0, 1)).reshape(w_shape).to(w_dtype) if w_grad else None,
+            db.sum((0, 1)).to(b_dtype) if b_grad else None,
             None,
         )
 

@@ -26,15 +26,15 @@ def _rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
 
 
-def _case(b, c, length, K, dtype, window, channels_last_out, bias=True, seed=0):
+def _case(b, c, length, K, dtype, window, channels_last_out, bias=True, seed=0, train_conv=True):
     from stateft.ops.conv_triton import conv_silu_triton
 
     g = torch.Generator().manual_seed(seed)
     # x as the mixers pass it: the first half of in_proj's (b l 2c) output, viewed channels-first
     xz = torch.randn(b, length, 2 * c, generator=g).to(DEVICE, dtype).requires_grad_()
     x = xz.transpose(1, 2)[:, :c]
-    w = (torch.randn(c, 1, K, generator=g) * 0.5).to(DEVICE).requires_grad_()
-    bb = torch.randn(c, generator=g).to(DEVICE).requires_grad_() if bias else None
+    w = (torch.randn(c, 1, K, generator=g) * 0.5).to(DEVICE).requires_grad_(train_conv)
+    bb = torch.randn(c, generator=g).to(DEVICE).requires_grad_(train_conv) if bias else None
     win_p = torch.randn(c, K - 1, generator=g).to(DEVICE).requires_grad_()
     cot = torch.randn(b, c, length, generator=g).to(DEVICE)
     results = []
@@ -63,6 +63,15 @@ def test_matches_torch_fp32(window, channels_last_out):
     # u in the layout asked for; dx laid out like x (in_proj's output gets its gradient without a transposing copy)
     assert (u_fast.stride(1) == 1) == channels_last_out
     assert xz.grad.is_contiguous()
+
+
+def test_frozen_conv_gets_no_gradient():
+    """The PEFT case (conv weight and bias frozen): no partial sums for them; x and the window still match."""
+    u_fast, u_ref, g_fast, g_ref, _ = _case(2, 12, 37, 4, torch.float32, True, False, train_conv=False)
+    assert _rel(u_fast, u_ref) < 1e-5
+    assert len(g_fast) == len(g_ref) == 2  # x (through in_proj's output) and the window
+    for a, r in zip(g_fast, g_ref):
+        assert _rel(a, r) < 1e-5
 
 
 @pytest.mark.parametrize(("length", "K", "bias"), [(2, 4, True), (1, 2, False), (20, 3, True)])
