@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from stateft.models.cache import LayerCache
 from stateft.ops import resolve_impl
 from stateft.ops.conv_ref import conv_silu_ref
+from stateft.ops.split_grad import SplitGrad
 
 
 def conv_start(
@@ -34,14 +35,21 @@ def conv_start(
     return window, h_start
 
 
-def conv_silu(mixer: nn.Module, x: Tensor, window: Tensor | None, channels_last_out: bool = False) -> Tensor:
+def conv_silu(
+    mixer: nn.Module,
+    x: Tensor,
+    window: Tensor | None,
+    channels_last_out: bool = False,
+    dx_into: SplitGrad | None = None,
+) -> Tensor:
     """silu(causal depthwise conv of [window, x]): x (b c l) -> (b c l), laid out (b l c)-major if
-    ``channels_last_out``. Fused in Triton when the mixer's scan runs on Triton (``mixer.scan_impl``)."""
+    ``channels_last_out``. Fused in Triton when the mixer's scan runs on Triton (``mixer.scan_impl``); that path writes
+    x's gradient into ``dx_into`` (`stateft.ops.split_grad`) when given."""
     conv1d = mixer.conv1d
     if resolve_impl(mixer.scan_impl, x) == "triton":
         from stateft.ops.conv_triton import conv_silu_triton
 
-        return conv_silu_triton(x, window, conv1d.weight, conv1d.bias, channels_last_out)
+        return conv_silu_triton(x, window, conv1d.weight, conv1d.bias, channels_last_out, dx_into)
     u = conv_silu_ref(x, window, conv1d.weight, conv1d.bias)
     return u.transpose(1, 2).contiguous().transpose(1, 2) if channels_last_out else u
 

@@ -25,6 +25,7 @@ from stateft.models.config import MambaConfig
 from stateft.models.conv import conv_silu, conv_start, next_window
 from stateft.models.init import dt_bias_init
 from stateft.ops import selective_scan, selective_step
+from stateft.ops.split_grad import split_halves
 
 
 class Mamba1Mixer(nn.Module):
@@ -125,16 +126,16 @@ class Mamba1Mixer(nn.Module):
             pre = self.prefix.xz.to(xz.dtype)[None].expand(b, -1, -1)  # (b P 2E)
             xz = torch.cat([pre, xz], dim=1)
             n_prefix = pre.shape[1]
-        # split along the features, then view channels-first: the gradient of xz is then assembled (b l 2E)-major,
-        # as in_proj's backward reads it (split after the transpose, it came out transposed and was copied again)
-        x, z = (t.transpose(1, 2) for t in xz.chunk(2, dim=-1))  # (b E l') each
+        # split along the features, then view channels-first (b E l') each: xz's gradient is assembled (b l 2E)-major
+        # as in_proj's backward reads it, the fused conv and scan writing straight into its halves (`split_grad`)
+        x, z, xz_grad = split_halves(xz)
         window, h_start = conv_start(self, x, cache, fresh)  # (b E K-1) or None (zeros)
         if x.shape[2] == 0:
             if cache is not None:
                 cache.conv = next_window(x, window, self.d_conv)
                 cache.ssm = (x.new_zeros(b, self.d_inner, self._n_states()) if h_start is None else h_start).float()
             return hidden.new_zeros(b, 0, self.d_model)
-        u = conv_silu(self, x, window)  # (b E l')
+        u = conv_silu(self, x, window, dx_into=xz_grad)  # (b E l')
         if self._projections_channels_first():
             delta, delta_bias, A, B, C = self._ssm_params_channels_first(u)
         else:
@@ -156,6 +157,7 @@ class Mamba1Mixer(nn.Module):
             y_offset=y_off,
             return_last_state=cache is not None,
             impl=self.scan_impl,
+            dz_into=xz_grad,
         )
         if cache is not None:
             y, cache.ssm = out

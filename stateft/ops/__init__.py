@@ -24,6 +24,7 @@ from typing import Literal
 from torch import Tensor
 
 from stateft.ops.scan_ref import selective_scan_ref, selective_step_ref
+from stateft.ops.split_grad import SplitGrad
 from stateft.ops.ssd_ref import ssd_scan_ref, ssd_step_ref
 
 Impl = Literal["auto", "ref", "triton", "mamba_ssm"]
@@ -80,15 +81,18 @@ def selective_scan(
     y_offset: Tensor | None = None,
     return_last_state: bool = False,
     impl: Impl = "auto",
+    dz_into: SplitGrad | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan. u, delta, z: (b d l); A: (d n); B, C: (b n l); D, delta_bias, y_offset: (d,);
-    h_offset: (d n); initial_state: (b d n). Returns y (b d l) and, if asked, the last state (b d n)."""
+    h_offset: (d n); initial_state: (b d n). Returns y (b d l) and, if asked, the last state (b d n).
+    ``dz_into``: z is half 1 of a `split_grad.split_halves`; the Triton scan writes z's gradient there (the others
+    return their own, which the split copies into place)."""
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, h_offset, y_offset, return_last_state)
     chosen = resolve_impl(impl, u)
     if chosen == "triton":
         from stateft.ops.scan_triton import selective_scan_triton
 
-        return selective_scan_triton(*args)
+        return selective_scan_triton(*args, dz_into=dz_into)
     if chosen == "mamba_ssm":
         from stateft.ops.scan_mamba_ssm import selective_scan_mamba_ssm
 

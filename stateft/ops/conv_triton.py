@@ -21,6 +21,7 @@ import triton.language as tl
 from torch import Tensor
 
 from stateft.ops.layout import dim_order, empty_in_order
+from stateft.ops.split_grad import SplitGrad
 
 BLOCK_L = 64
 BLOCK_C = 64
@@ -138,7 +139,7 @@ def conv_dx_kernel(
 
 class _ConvSiLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, window, weight, bias, u_channels_last):
+    def forward(ctx, x, window, weight, bias, u_channels_last, dx_into):
         b, c, length = x.shape
         K = weight.shape[-1]
         w = weight.reshape(c, K).float().contiguous()
@@ -153,6 +154,7 @@ class _ConvSiLU(torch.autograd.Function):
         )  # fmt: skip
         ctx.save_for_backward(x, window, w, bias32)
         ctx.meta = (weight.shape, weight.dtype, None if bias is None else bias.dtype)
+        ctx.dx_into = dx_into
         return u
 
     @staticmethod
@@ -163,7 +165,8 @@ class _ConvSiLU(torch.autograd.Function):
         K = w.shape[1]
         n_tiles = triton.cdiv(length, BLOCK_L)
         f32 = {"device": x.device, "dtype": torch.float32}
-        dx = empty_in_order(x.shape, dim_order(x), x)  # laid out like x
+        # laid out like x, or straight into its half of in_proj's output gradient (`split_grad`)
+        dx = empty_in_order(x.shape, dim_order(x), x) if ctx.dx_into is None else ctx.dx_into.half(0)
         w_grad, b_grad = ctx.needs_input_grad[2], bias32 is not None and ctx.needs_input_grad[3]
         dw = torch.empty(b, n_tiles, c, K, **f32) if w_grad else None  # partial sums (frozen conv: none)
         db = torch.empty(b, n_tiles, c, **f32) if b_grad else None
@@ -192,12 +195,19 @@ class _ConvSiLU(torch.autograd.Function):
             dw.sum((0, 1)).reshape(w_shape).to(w_dtype) if w_grad else None,
             db.sum((0, 1)).to(b_dtype) if b_grad else None,
             None,
+            None,
         )
 
 
 def conv_silu_triton(
-    x: Tensor, window: Tensor | None, weight: Tensor, bias: Tensor | None, channels_last_out: bool = False
+    x: Tensor,
+    window: Tensor | None,
+    weight: Tensor,
+    bias: Tensor | None,
+    channels_last_out: bool = False,
+    dx_into: SplitGrad | None = None,
 ) -> Tensor:
     """silu(causal depthwise conv1d) of x (b c l) led by ``window`` (b c K-1, or None for zeros): (b c l) in x's
-    dtype, laid out (b l c)-major if ``channels_last_out``, else (b c l). weight (c, 1, K) or (c, K), bias (c,)."""
-    return _ConvSiLU.apply(x, window, weight, bias, channels_last_out)
+    dtype, laid out (b l c)-major if ``channels_last_out``, else (b c l). weight (c, 1, K) or (c, K), bias (c,).
+    ``dx_into``: x is half 0 of a `split_grad.split_halves`; its gradient is written there."""
+    return _ConvSiLU.apply(x, window, weight, bias, channels_last_out, dx_into)

@@ -15,6 +15,7 @@ import triton
 from torch import Tensor
 
 from stateft.ops.layout import dim_order, empty_in_order
+from stateft.ops.split_grad import SplitGrad
 from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kernel, scan_fwd_kernel, seg_carry_kernel
 
 # Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels x all states x BLOCK_T
@@ -79,7 +80,7 @@ def _slot_strides(buf: Tensor) -> tuple[int, int, int, int]:
 
 class _SelectiveScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, h0, h_offset, y_offset, return_last):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, h0, h_offset, y_offset, return_last, dz_into):
         b, d, length = u.shape
         n = A.shape[1]
         A_t = A.t().contiguous()  # (n d): the kernels keep channels across lanes
@@ -133,6 +134,7 @@ class _SelectiveScan(torch.autograd.Function):
             ctx.softplus = bool(softplus)
             ctx.block = (int(CONFIG["bwd_BLOCK_D"]), block_t, chunk, seg, n_seg)
             ctx.h0_dtype = None if h0 is None else h0.dtype
+            ctx.dz_into = dz_into
         return (y, last) if return_last else y
 
     @staticmethod
@@ -150,7 +152,10 @@ class _SelectiveScan(torch.autograd.Function):
         u_order, delta_order, z_order = ctx.orders
         du = empty_in_order(u.shape, u_order, u)
         ddelta = empty_in_order(delta.shape, delta_order, delta)
-        dz = None if z is None else empty_in_order(z.shape, z_order, z)
+        if z is None:
+            dz = None
+        else:  # straight into its half of in_proj's output gradient when z is a `split_grad` half
+            dz = empty_in_order(z.shape, z_order, z) if ctx.dz_into is None else ctx.dz_into.half(1)
         dB = torch.empty(b, n_parts, n, length, **f32)  # one partial sum per channel block
         dC = torch.empty(b, n_parts, n, length, **f32)
         # per program, the states entering each block of one chunk: (chunk / BLOCK_T) x (n, BLOCK_D) fp32 (L2)
@@ -203,7 +208,7 @@ class _SelectiveScan(torch.autograd.Function):
             du, ddelta, dA.sum((0, 1)).to(A_dtype), dB, dC, _param(dD, D.dtype if D is not None else None), dz,
             _param(dbias, None if delta_bias is None else delta_bias.dtype), None,
             None if dh0 is None else dh0.to(ctx.h0_dtype), _param(dhoff, hoff_dtype),
-            _param(dyoff, None if y_offset is None else y_offset.dtype), None,
+            _param(dyoff, None if y_offset is None else y_offset.dtype), None, None,
         )  # fmt: skip
 
 
@@ -221,6 +226,7 @@ def selective_scan_triton(
     h_offset: Tensor | None = None,
     y_offset: Tensor | None = None,
     return_last_state: bool = False,
+    dz_into: SplitGrad | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan on the Triton kernels; see `stateft.ops.selective_scan` for shapes and semantics.
 
@@ -230,5 +236,18 @@ def selective_scan_triton(
     if B.dim() != 3 or C.dim() != 3:
         raise NotImplementedError("selective_scan_triton: B and C must be (b n l) (input-dependent, one group)")
     return _SelectiveScan.apply(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, h_offset, y_offset, return_last_state
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        z,
+        delta_bias,
+        delta_softplus,
+        initial_state,
+        h_offset,
+        y_offset,
+        return_last_state,
+        dz_into,
     )
