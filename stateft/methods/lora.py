@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from stateft.errors import UserError
 from stateft.methods.base import MethodSpec, freeze_all, init_generator, new_parameter, trainable_names
 from stateft.methods.configs import LoraConfig
+from stateft.ops.layout import matmul_channels_first
 
 DEFAULT_TARGETS = {"mamba1": ["x_proj.dt", "x_proj.B", "x_proj.C", "dt_proj"], "mamba2": ["in_proj", "out_proj"]}
 DEFAULT_RANK = {
@@ -93,8 +94,10 @@ class LoRALinear(nn.Module):
         """The same map, without the bias, for x (b in l) with the features first: W x + s B A dropout(x) as
         (b out l), three matrix products and no transposes (the Mamba-1 mixer's fast path calls this)."""
         A, B = self.update_factors()
-        update = torch.matmul((B * self.scaling).to(x.dtype), torch.matmul(A.to(x.dtype), self.dropout(x)))
-        return torch.matmul(self.base.weight.to(x.dtype), x) + update
+        update = matmul_channels_first(
+            (B * self.scaling).to(x.dtype), matmul_channels_first(A.to(x.dtype), self.dropout(x))
+        )
+        return matmul_channels_first(self.base.weight.to(x.dtype), x) + update
 
 
 def _linear_blocks(mixer: nn.Module, linear: str) -> dict[str, tuple[int, int]]:

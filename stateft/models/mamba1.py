@@ -25,6 +25,7 @@ from stateft.models.config import MambaConfig
 from stateft.models.conv import conv_silu, conv_start, next_window
 from stateft.models.init import dt_bias_init
 from stateft.ops import selective_scan, selective_step
+from stateft.ops.layout import matmul_channels_first
 from stateft.ops.split_grad import split_halves
 
 
@@ -92,7 +93,7 @@ class Mamba1Mixer(nn.Module):
         """linear's map without its bias for x (b in l) -> (b out l): W @ x for a plain linear; a wrapper (LoRA)
         provides ``channels_first`` for the same."""
         if type(linear) is nn.Linear:
-            return torch.matmul(linear.weight.to(x.dtype), x)
+            return matmul_channels_first(linear.weight.to(x.dtype), x)
         return linear.channels_first(x)
 
     def _projections_channels_first(self) -> bool:
