@@ -30,6 +30,7 @@ from stateft.models.loading import build_model, cast_model  # noqa: E402
 from stateft.ops.cross_entropy import chunked_cross_entropy  # noqa: E402
 
 METHODS = ("state_offset_h", "state_offset_y", "init_state", "lora", "full")
+RECOMPUTE = True  # --recompute
 # The State-offset paper, Table 7 (H100, batch 4 x 1024): seconds per step, GB.
 PAPER = {
     ("130m", "state_offset_h"): (0.13, 4.2),
@@ -67,6 +68,9 @@ def build(size: str, method: str, backend: str):
     names = apply_method(method, model, {"name": method, "lr": 1e-4})
     params = dict(model.named_parameters())
     trainable = [params[n] for n in names]
+    for mixer in model.mixers():
+        if hasattr(mixer, "recompute"):
+            mixer.recompute = RECOMPUTE
     if backend == "peer":
         from benchmarks.peer import make_peer, peer_loss
 
@@ -191,8 +195,12 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--name", default="train_step")
+    # Mamba-1 on Triton remakes u and delta in the backward instead of keeping them (stateft/ops/recompute.py)
+    ap.add_argument("--recompute", choices=["on", "off"], default="on")
     args = ap.parse_args()
     apply_scan_config()
+    global RECOMPUTE
+    RECOMPUTE = args.recompute == "on"
     from stateft.ops import scan_triton
 
     print("scan config:", scan_triton.CONFIG, flush=True)
@@ -206,7 +214,7 @@ def main() -> None:
             rows.append(row)
     table = markdown(rows)
     setting = {"batch": args.batch, "length": args.length, "warmup": args.warmup, "iters": args.iters}
-    payload = {"setting": {**setting, "scan_config": dict(scan_triton.CONFIG)}}
+    payload = {"setting": {**setting, "recompute": RECOMPUTE, "scan_config": dict(scan_triton.CONFIG)}}
     paths = write_results(args.name, {**payload, "rows": rows}, table, args.out)
     print(table)
     print("wrote", *paths)

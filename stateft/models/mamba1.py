@@ -24,8 +24,9 @@ from stateft.models.cache import LayerCache
 from stateft.models.config import MambaConfig
 from stateft.models.conv import conv_silu, conv_start, next_window
 from stateft.models.init import dt_bias_init
-from stateft.ops import selective_scan, selective_step
+from stateft.ops import resolve_impl, selective_scan, selective_step
 from stateft.ops.layout import matmul_channels_first
+from stateft.ops.recompute import recompute_saved
 from stateft.ops.split_grad import split_halves
 
 
@@ -39,6 +40,9 @@ class Mamba1Mixer(nn.Module):
         self.conv_channels = E
         self.state_shape = (E, N)  # per-sequence SSM state (slots init_state / state_offset use this shape)
         self.scan_impl = scan_impl
+        # training on the Triton scan: u and delta are not kept for the backward but remade from what is (the conv
+        # from in_proj's output, delta from x_proj's dt rows): -2 (b E l) tensors per layer (`stateft.ops.recompute`)
+        self.recompute = True
         self.in_proj = nn.Linear(d, 2 * E, bias=config.bias)
         self.conv1d = nn.Conv1d(E, E, K, groups=E, bias=config.conv_bias)  # applied causally in forward
         self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
@@ -100,13 +104,26 @@ class Mamba1Mixer(nn.Module):
         ok = [type(m) is nn.Linear or hasattr(m, "channels_first") for m in (self.x_proj, self.dt_proj)]
         return all(ok) and self.x_proj.bias is None and self.extra_states is None
 
-    def _ssm_params_channels_first(self, u: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+    def _ssm_params_channels_first(self, u: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor]:
         """`_ssm_params` for u (b E l), as W @ u: delta (b E l), B and C (b N l) come out with the sequence
-        contiguous, as the scan reads them, and u is not transposed for x_proj (no copies)."""
+        contiguous, as the scan reads them, and u is not transposed for x_proj (no copies). Also returns dt_proj's
+        input (delta's recipe)."""
         R, N = self.dt_rank, self.d_state
         dt_r, B, C = self._channels_first(self.x_proj, u).split([R, N, N], dim=1)
         delta = self._channels_first(self.dt_proj, dt_r)  # its bias (fp32) is added inside the scan
-        return delta, self.dt_proj.bias, -torch.exp(self.A_log.float()), B, C
+        return delta, self.dt_proj.bias, -torch.exp(self.A_log.float()), B, C, dt_r
+
+    def _recipes(self, x, window, u, delta, dt_r) -> list:
+        """What the scan may save as a recipe (`recompute_saved`): u unless x_proj keeps it anyway (trained), delta
+        if dt_proj is a plain linear (a LoRA on it draws dropout: not remade the same)."""
+        if not (self.recompute and torch.is_grad_enabled() and resolve_impl(self.scan_impl, u) == "triton"):
+            return []
+        recipes = []
+        if not self.x_proj.weight.requires_grad:
+            recipes.append((u, lambda: conv_silu(self, x, window)))
+        if dt_r is not None and type(self.dt_proj) is nn.Linear:
+            recipes.append((delta, lambda: self._channels_first(self.dt_proj, dt_r)))
+        return recipes
 
     def _n_states(self) -> int:
         extra = 0 if self.extra_states is None else self.extra_states.A_log.shape[1]
@@ -137,13 +154,25 @@ class Mamba1Mixer(nn.Module):
                 cache.ssm = (x.new_zeros(b, self.d_inner, self._n_states()) if h_start is None else h_start).float()
             return hidden.new_zeros(b, 0, self.d_model)
         u = conv_silu(self, x, window, dx_into=xz_grad)  # (b E l')
+        dt_r = None
         if self._projections_channels_first():
-            delta, delta_bias, A, B, C = self._ssm_params_channels_first(u)
+            delta, delta_bias, A, B, C, dt_r = self._ssm_params_channels_first(u)
         else:
             delta, delta_bias, A, B, C = self._ssm_params(u.transpose(1, 2))
             delta, B, C = delta.transpose(1, 2), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
         h_off, y_off = self._offsets()
-        out = selective_scan(
+        with recompute_saved(self._recipes(x, window, u, delta, dt_r)):
+            out = self._scan(u, delta, A, B, C, delta_bias, h_start, h_off, y_off, cache, xz_grad, z)
+        if cache is not None:
+            y, cache.ssm = out
+            cache.conv = next_window(x, window, self.d_conv)
+        else:
+            y = out
+        y = y[:, :, n_prefix:]  # drop the prefix positions
+        return self.out_proj(y.transpose(1, 2))
+
+    def _scan(self, u, delta, A, B, C, delta_bias, h_start, h_off, y_off, cache, xz_grad, z):
+        return selective_scan(
             u,
             delta,
             A,
@@ -160,13 +189,6 @@ class Mamba1Mixer(nn.Module):
             impl=self.scan_impl,
             dz_into=xz_grad,
         )
-        if cache is not None:
-            y, cache.ssm = out
-            cache.conv = next_window(x, window, self.d_conv)
-        else:
-            y = out
-        y = y[:, :, n_prefix:]  # drop the prefix positions
-        return self.out_proj(y.transpose(1, 2))
 
     # -- recurrent path ------------------------------------------------------------------------------------
     def step(self, hidden: Tensor, cache: LayerCache) -> Tensor:
