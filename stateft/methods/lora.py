@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from stateft.errors import UserError
 from stateft.methods.base import MethodSpec, freeze_all, init_generator, new_parameter, trainable_names
 from stateft.methods.configs import LoraConfig
+from stateft.ops import recompute
 from stateft.ops.layout import matmul_channels_first
 
 DEFAULT_TARGETS = {"mamba1": ["x_proj.dt", "x_proj.B", "x_proj.C", "dt_proj"], "mamba2": ["in_proj", "out_proj"]}
@@ -43,7 +44,7 @@ class LoRALinear(nn.Module):
         self.base = base
         self.blocks = dict(sorted(blocks.items(), key=lambda item: item[1]))
         self.scaling = alpha / r
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.p = dropout
         self.lora_A = nn.ParameterDict()
         self.lora_B = nn.ParameterDict()
         for key, (start, end) in self.blocks.items():
@@ -84,19 +85,31 @@ class LoRALinear(nn.Module):
             rows.append(A.new_zeros(self.base.out_features - cursor, 0))
         return A, torch.block_diag(*rows)
 
+    def dropout(self, x: Tensor) -> tuple[Tensor, float]:
+        """Inverted dropout on the update's input as (x with the dropped entries zeroed, the factor 1 / (1 - p) that
+        the caller folds into A): one pass, a boolean mask kept for the backward. Where x is remade in the backward
+        (`stateft.ops.recompute`), so is the output, and the A product keeps neither."""
+        if not self.training or self.p == 0:
+            return x, 1.0
+        keep = torch.empty_like(x, dtype=torch.bool).bernoulli_(1.0 - self.p)  # one pass, a boolean mask
+        out = torch.where(keep, x, 0.0)
+        recompute.derive(out, x, lambda x_: torch.where(keep, x_, 0.0))
+        return out, 1.0 / (1.0 - self.p)
+
     def forward(self, x: Tensor) -> Tensor:
         out = self.base(x)
         A, B = self.update_factors()
-        update = F.linear(F.linear(self.dropout(x), A.to(x.dtype)), (B * self.scaling).to(x.dtype))
+        xd, factor = self.dropout(x)
+        update = F.linear(F.linear(xd, (A * factor).to(x.dtype)), (B * self.scaling).to(x.dtype))
         return out + update.to(out.dtype)
 
     def channels_first(self, x: Tensor) -> Tensor:
         """The same map, without the bias, for x (b in l) with the features first: W x + s B A dropout(x) as
         (b out l), three matrix products and no transposes (the Mamba-1 mixer's fast path calls this)."""
         A, B = self.update_factors()
-        update = matmul_channels_first(
-            (B * self.scaling).to(x.dtype), matmul_channels_first(A.to(x.dtype), self.dropout(x))
-        )
+        xd, factor = self.dropout(x)
+        down = matmul_channels_first((A * factor).to(x.dtype), xd)
+        update = matmul_channels_first((B * self.scaling).to(x.dtype), down)
         return matmul_channels_first(self.base.weight.to(x.dtype), x) + update
 
 

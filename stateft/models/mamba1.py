@@ -113,17 +113,8 @@ class Mamba1Mixer(nn.Module):
         delta = self._channels_first(self.dt_proj, dt_r)  # its bias (fp32) is added inside the scan
         return delta, self.dt_proj.bias, -torch.exp(self.A_log.float()), B, C, dt_r
 
-    def _recipes(self, x, window, u, delta, dt_r) -> list:
-        """What the scan may save as a recipe (`recompute_saved`): u unless x_proj keeps it anyway (trained), delta
-        if dt_proj is a plain linear (a LoRA on it draws dropout: not remade the same)."""
-        if not (self.recompute and torch.is_grad_enabled() and resolve_impl(self.scan_impl, u) == "triton"):
-            return []
-        recipes = []
-        if not self.x_proj.weight.requires_grad:
-            recipes.append((u, lambda: conv_silu(self, x, window)))
-        if dt_r is not None and type(self.dt_proj) is nn.Linear:
-            recipes.append((delta, lambda: self._channels_first(self.dt_proj, dt_r)))
-        return recipes
+    def _recomputes(self, u: Tensor) -> bool:
+        return self.recompute and torch.is_grad_enabled() and resolve_impl(self.scan_impl, u) == "triton"
 
     def _n_states(self) -> int:
         extra = 0 if self.extra_states is None else self.extra_states.A_log.shape[1]
@@ -154,14 +145,17 @@ class Mamba1Mixer(nn.Module):
                 cache.ssm = (x.new_zeros(b, self.d_inner, self._n_states()) if h_start is None else h_start).float()
             return hidden.new_zeros(b, 0, self.d_model)
         u = conv_silu(self, x, window, dx_into=xz_grad)  # (b E l')
-        dt_r = None
-        if self._projections_channels_first():
-            delta, delta_bias, A, B, C, dt_r = self._ssm_params_channels_first(u)
-        else:
-            delta, delta_bias, A, B, C = self._ssm_params(u.transpose(1, 2))
-            delta, B, C = delta.transpose(1, 2), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
-        h_off, y_off = self._offsets()
-        with recompute_saved(self._recipes(x, window, u, delta, dt_r)):
+        # training on Triton: what the projections and the scan keep of u (and of what is made from it inside: LoRA's
+        # dropout output) and delta is remade in the backward (`stateft.ops.recompute`)
+        with recompute_saved([(u, lambda: conv_silu(self, x, window))], enabled=self._recomputes(u)) as recipes:
+            if self._projections_channels_first():
+                delta, delta_bias, A, B, C, dt_r = self._ssm_params_channels_first(u)
+                if type(self.dt_proj) is nn.Linear:  # a LoRA on it draws dropout: not remade the same
+                    recipes.add(delta, lambda: self._channels_first(self.dt_proj, dt_r))
+            else:
+                delta, delta_bias, A, B, C = self._ssm_params(u.transpose(1, 2))
+                delta, B, C = delta.transpose(1, 2), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
+            h_off, y_off = self._offsets()
             out = self._scan(u, delta, A, B, C, delta_bias, h_start, h_off, y_off, cache, xz_grad, z)
         if cache is not None:
             y, cache.ssm = out

@@ -48,18 +48,53 @@ def test_other_saved_tensors_are_untouched():
     torch.testing.assert_close(a.grad, 3 * b.detach())
 
 
+def test_one_remake_serves_every_saved_copy_and_derived_tensors():
+    """x saved by two ops and, through a derived tensor (a mask applied to it), by a third: remade once."""
+    from stateft.ops.recompute import derive
+
+    def run(with_recipe):
+        a = torch.arange(6.0, requires_grad=True)
+        w = torch.linspace(-1, 1, 6, requires_grad=True)
+        keep = torch.tensor([True, False, True, True, False, True])
+        x = a * 2
+        calls = []
+
+        def remake():
+            calls.append(1)
+            return a.detach() * 2
+
+        with recompute_saved([(x, remake)] if with_recipe else []):
+            xd = torch.where(keep, x, 0.0)
+            derive(xd, x, lambda x_: torch.where(keep, x_, 0.0))
+            y = (x.sin() + x.cos() + xd * w).sum()  # sin and cos save x, the product saves xd (for w's gradient)
+        y.backward()
+        return a.grad, w.grad, calls
+
+    a1, w1, calls = run(True)
+    a2, w2, _ = run(False)
+    assert calls == [1]
+    torch.testing.assert_close(a1, a2)
+    torch.testing.assert_close(w1, w2)
+
+
 @pytest.mark.parametrize("method", ["state_offset_h", "lora", "full"])
 def test_mamba1_mixer_recipes_change_no_gradient(method, monkeypatch):
-    """Triton path (interpreter on the CPU): the same gradients with and without recomputation; the recipes run in
-    the backward (u and delta for a frozen projection; delta only when x_proj is trained, none for dt_proj's LoRA)."""
+    """Triton path (interpreter on the CPU): the same gradients with and without recomputation (LoRA with its
+    dropout on); the recipes run in the backward, u once for all its users: u and delta for the scan; with LoRA u
+    (for the scan and for its dropout output, which A's product keeps; delta is dt_proj's LoRA output, not remade);
+    with full fine-tuning u (the scan and x_proj's weight gradient) and delta."""
     pytest.importorskip("triton")
     from stateft.methods import apply_method
     from stateft.models.loading import build_model
     from tests.conftest import TINY
 
     ran = []
-    original = recompute._Recipe.__call__
-    monkeypatch.setattr(recompute._Recipe, "__call__", lambda self: ran.append(1) or original(self))
+    original = recompute._Maker.__init__
+
+    def counting(self, make, src=None):  # count the remakes of the base recipes (u, delta), not derived ones
+        original(self, (lambda: ran.append(1) or make()) if src is None else make, src)
+
+    monkeypatch.setattr(recompute._Maker, "__init__", counting)
     grads = []
     for on in (True, False):
         model = build_model(TINY, seed=0)
@@ -68,9 +103,10 @@ def test_mamba1_mixer_recipes_change_no_gradient(method, monkeypatch):
         for mixer in model.mixers():
             mixer.recompute = on
         ids = torch.randint(0, TINY.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(2)  # the same dropout masks in both runs
         model(ids).float().pow(2).mean().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    per_layer = {"state_offset_h": 2, "lora": 1, "full": 1}[method]
+    per_layer = {"state_offset_h": 2, "lora": 1, "full": 2}[method]  # u remade once for all its users
     assert len(ran) == per_layer * TINY.n_layer
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
