@@ -43,9 +43,11 @@ def ce_rows_kernel(logits_ptr, labels_ptr, loss_ptr, V, stride, ignore_index,
     m_row = tl.max(m, axis=0)
     s_row = tl.sum(s * tl.exp2(tl.where(m == float("-inf"), float("-inf"), (m - m_row) * LOG2E)), axis=0)
     log_s = tl.log2(s_row) * LN2  # lse = m_row + log_s, kept apart: x - m_row is exact, x - lse would not be
-    target = tl.where(valid, label, 0)
+    in_vocab = (label >= 0) & (label < V)
+    target = tl.where(valid & in_vocab, label, 0)  # never read outside the row
     picked = tl.load(base + target).to(tl.float32)
     loss = tl.where(valid, (m_row - picked) + log_s, 0.0)
+    loss = tl.where(valid & ~in_vocab, float("nan"), loss)  # a label outside the vocabulary: NaN, not a wrong number
     tl.store(loss_ptr + row, loss)
     if WRITE_GRAD:
         for v0 in range(0, V, BLOCK_V):
@@ -54,6 +56,7 @@ def ce_rows_kernel(logits_ptr, labels_ptr, loss_ptr, V, stride, ignore_index,
             x = tl.load(base + idx, mask=mask, other=0.0).to(tl.float32)
             p = tl.exp2(((x - m_row) - log_s) * LOG2E) - tl.where(idx == target, 1.0, 0.0)
             p = tl.where(valid, p, 0.0)
+            p = tl.where(valid & ~in_vocab, float("nan"), p)
             tl.store(base + idx, p.to(logits_ptr.dtype.element_ty), mask=mask)
 
 

@@ -82,6 +82,20 @@ def test_kernel_rows_match_softmax(vocab):
     assert torch.equal(kept, logits)  # without write_grad the logits are left alone
 
 
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_kernel_label_outside_the_vocabulary_is_nan():
+    """The torch path raises on such a label; the kernel must not read past the row and must not return a number."""
+    from stateft.ops.cross_entropy_triton import ce_rows_
+
+    logits = torch.randn(3, 20)
+    grad = logits.clone()
+    loss = ce_rows_(grad, torch.tensor([5, 20, -7]), -100, write_grad=True)
+    assert torch.isfinite(loss[0])
+    assert torch.isfinite(grad[0]).all()
+    assert torch.isnan(loss[1:]).all()
+    assert torch.isnan(grad[1:]).all()
+
+
 def test_unknown_impl_is_one_clear_error():
     with pytest.raises(ValueError, match="choose auto, torch or triton"):
         chunked_cross_entropy(torch.randn(2, 3), torch.randn(5, 3), torch.tensor([0, 1]), impl="cuda")
