@@ -328,7 +328,13 @@ def model_from_config(cfg: Any, *, device: str | torch.device = "cpu") -> MambaL
     if str(device) == "meta" or not cfg.get("pretrained", False):
         model = build_model(config, device=device, scan_impl=scan_impl, seed=cfg.get("seed", 0), dtype=dtype)
         model.name_or_path = cfg.get("name")
-        return model
-    model = load_pretrained(cfg["name_or_path"], dtype=dtype, device=device, scan_impl=scan_impl, expected=config)
-    model.name_or_path = cfg["name_or_path"]
+    else:
+        model = load_pretrained(cfg["name_or_path"], dtype=dtype, device=device, scan_impl=scan_impl, expected=config)
+        model.name_or_path = cfg["name_or_path"]
+    recompute = cfg.get("recompute", True)
+    if not isinstance(recompute, bool):
+        raise UserError(f"model.recompute={recompute!r} must be true or false")
+    for mixer in model.mixers():
+        if hasattr(mixer, "recompute"):  # Mamba-1 (stateft.ops.recompute)
+            mixer.recompute = recompute
     return model

@@ -115,3 +115,21 @@ def test_mamba2_round_trip_keeps_non_default_settings(tmp_path):
     ids = torch.randint(0, 64, (2, 9))
     with torch.no_grad():
         assert torch.equal(loaded(ids), model(ids))
+
+
+def test_model_config_recompute_reaches_the_mixers():
+    """conf/model's ``recompute`` (Mamba-1's backward recomputation) is set on every mixer; a non-bool is one clear
+    error."""
+    from omegaconf import OmegaConf
+
+    from stateft.models.loading import model_from_config
+    from tests.conftest import REPO
+
+    conf = OmegaConf.load(REPO / "conf" / "model" / "mamba-tiny.yaml")
+    conf.pretrained = False
+    assert all(m.recompute for m in model_from_config(conf).mixers())
+    conf.recompute = False
+    assert not any(m.recompute for m in model_from_config(conf).mixers())
+    conf.recompute = "yes"
+    with pytest.raises(UserError, match="model.recompute"):
+        model_from_config(conf)
