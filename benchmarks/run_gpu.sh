@@ -1,7 +1,7 @@
 #!/bin/bash
 # One device call: build the peer in the background, run the GPU tests, then time. Output under $OUT.
 #   bash benchmarks/run_gpu.sh PHASE...   phases: tests peertests scan scanpick scanlong profile profile14 step130
-#   step130g stepbig stepbigg stepbig5 stepsmall stepfull stepall m2check m2train m2step graphtrain gen gen2 peerso
+#   step130g stepbig stepbigg stepbig5 stepsmall stepfull stepall m2check m2train m2step graphtrain gen gen2 peerso conv
 #   (NOPEER=1: no peer build; scanpick exports its best launch config to the later phases)
 set -uo pipefail
 export PYTHONPATH=.:.whl/site PYTHONUNBUFFERED=1
@@ -48,6 +48,7 @@ for phase in "$@"; do
     gen2) timeout 200 python3 benchmarks/generate.py --sizes mamba2-130m mamba2-1.3b --out "$OUT" --name generate_mamba2 2>&1 | tail -5 ;;
     graphtrain) app_deps;
       PYTHONPATH=.:/tmp/site HF_HUB_OFFLINE=1 bash benchmarks/train_graph_check.sh 2>&1 | tee "$OUT/train_graph_check.log" ;;
+    conv) timeout 150 python3 benchmarks/conv_kernel.py --out "$OUT" 2>&1 | grep "^|" ;;
     gen) timeout 150 python3 benchmarks/generate.py --sizes 130m 1.4b --out "$OUT" 2>&1 | tail -6 ;;
     stepall) wait_peer; timeout 560 python3 benchmarks/train_step.py --out "$OUT" 2>&1 | tail -30 ;;
     peerso) wait_peer; d=$(python3 -c "import mamba_ssm, os; print(os.path.dirname(os.path.dirname(mamba_ssm.__file__)))");
