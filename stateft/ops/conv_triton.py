@@ -6,9 +6,10 @@ The unfused path pads by concatenating the window and x (a copy that also transp
 in_proj's (b l C) output, channels contiguous), runs cuDNN's conv and then SiLU, each a pass over memory, and keeps
 the padded copy for the backward. Here one kernel reads x in place (any strides) and the window, and writes u in the
 layout the caller asks for; the backward recomputes the pre-activation from x, writes its gradient dv (fp32, with dw and
-d bias as per-tile partial sums), then dx from dv laid out like x (so the gradient of in_proj's output is assembled
-without a transposing copy). The first version did it in one kernel, recomputing dv at K shifted steps (K x K
-taps): the 1.4b training step was 7 ms slower (H100, 176.4 vs 169.4 ms graphed; 130m 41.0 vs 39.4).
+d bias as per-tile partial sums when the conv is trained), then dx from dv laid out like x or straight into its half
+of in_proj's output gradient (`split_grad`), so that gradient is assembled without a transposing copy. The first
+version did it in one kernel, recomputing dv at K shifted steps (K x K taps): the 1.4b training step was 7 ms slower
+(H100, 176.4 vs 169.4 ms graphed; 130m 41.0 vs 39.4).
 Arithmetic in fp32. ``window`` (b, C, K-1) may be None (zeros: a fresh sequence) or an expanded learned window;
 its gradient (K-1 steps) is computed outside the kernel from the first steps' pre-activation gradients.
 """
