@@ -31,6 +31,39 @@ def test_padding_to_the_recorded_shape_and_its_limit():
         graphed.pad(*_batch(2, 13, 0))
 
 
+def test_bucketed_padding():
+    """With buckets, a batch is padded to its length rounded up to a multiple of the bucket, never past the limit."""
+    graphed = GraphedLoss(torch.nn.Identity(), batch_size=4, length=20, pad_id=0, bucket=8)
+    for n, padded in ((1, 8), (8, 8), (9, 16), (17, 20), (20, 20)):
+        ids, labels = graphed.pad(*_batch(2, n, n))
+        assert ids.shape == labels.shape == (4, padded)
+        assert (labels[:, n:] == IGNORE_INDEX).all()
+    with pytest.raises(UserError, match="cuda_graph_bucket"):
+        GraphedLoss(torch.nn.Identity(), batch_size=4, length=20, bucket=-1)
+
+
+@pytest.mark.gpu
+def test_bucketed_graphs_match_eager_gpu():
+    """Shapes recorded as they come, sharing one memory pool, replayed in any order: the eager loss and gradients."""
+    model = _model(TINY, "lora").cuda().train()  # LoRA without dropout (_model): deterministic
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    graphed = GraphedLoss(model, batch_size=4, length=24, bucket=8)
+    for seed, (b, n) in enumerate([(4, 24), (3, 9), (4, 5), (2, 17), (4, 12), (4, 23)]):
+        ids, labels = (t.cuda() for t in _batch(b, n, seed))
+        results = []
+        for fn in (graphed, lambda i, y: lm_loss(model, i, y)):
+            for p in trainable:
+                p.grad = None
+            loss = fn(ids, labels)
+            loss.backward()
+            results.append((loss.detach(), [p.grad.clone() for p in trainable]))
+        (loss, grads), (loss_ref, grads_ref) = results
+        torch.testing.assert_close(loss, loss_ref, rtol=1e-4, atol=1e-6)
+        for g, g_ref in zip(grads, grads_ref, strict=True):
+            torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
+    assert graphed.recorded_lengths == [8, 16, 24]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize(("config", "method"), [(TINY, "state_offset_h"), (TINY, "lora"), (TINY2, "state_offset_h")])

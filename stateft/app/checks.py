@@ -173,6 +173,9 @@ def _check_cuda_graph(cfg: DictConfig) -> None:
             f"cuda_graph=true is for one GPU (got trainer.devices={devices}, trainer.strategy={strategy}); "
             "set trainer.devices=1 or cuda_graph=false"
         )
+    bucket = cfg.get("cuda_graph_bucket", 0)
+    if not isinstance(bucket, int) or isinstance(bucket, bool) or bucket < 0:
+        raise UserError(f"cuda_graph_bucket={bucket!r} must be an integer >= 0 (0: one shape, dataset.max_length)")
     if (OmegaConf.select(cfg, "trainer.accumulate_grad_batches") or 1) != 1:
         # make_graphed_callables hands out its gradient buffers: the next replay would overwrite an accumulated one
         raise UserError("cuda_graph=true cannot accumulate gradients; set trainer.accumulate_grad_batches=1")

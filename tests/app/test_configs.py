@@ -126,6 +126,7 @@ CONFIG_ERRORS = [
         ["cuda_graph=true", "trainer.accelerator=gpu", "trainer.accumulate_grad_batches=2"],
         ["cannot accumulate gradients", "accumulate_grad_batches=1"],
     ),
+    (["cuda_graph=true", "trainer.accelerator=gpu", "cuda_graph_bucket=-8"], ["cuda_graph_bucket=-8", ">= 0"]),
 ]
 
 
