@@ -30,7 +30,6 @@ from stateft.models.loading import build_model, cast_model  # noqa: E402
 from stateft.ops.cross_entropy import chunked_cross_entropy  # noqa: E402
 
 METHODS = ("state_offset_h", "state_offset_y", "init_state", "lora", "full")
-RECOMPUTE = True  # --recompute
 # The State-offset paper, Table 7 (H100, batch 4 x 1024): seconds per step, GB.
 PAPER = {
     ("130m", "state_offset_h"): (0.13, 4.2),
@@ -63,14 +62,14 @@ def stateft_loss(model, input_ids, labels):
     return chunked_cross_entropy(hidden, model.lm_head.weight, labels[:, 1:])
 
 
-def build(size: str, method: str, backend: str):
+def build(size: str, method: str, backend: str, recompute: bool = True):
     model = build_model(model_config(size), device="cuda", dtype=torch.bfloat16, seed=0)
     names = apply_method(method, model, {"name": method, "lr": 1e-4})
     params = dict(model.named_parameters())
     trainable = [params[n] for n in names]
     for mixer in model.mixers():
         if hasattr(mixer, "recompute"):
-            mixer.recompute = RECOMPUTE
+            mixer.recompute = recompute
     if backend == "peer":
         from benchmarks.peer import make_peer, peer_loss
 
@@ -108,9 +107,11 @@ def graphed(step, opt):
     return replay
 
 
-def measure(size: str, method: str, backend: str, batch: int, length: int, warmup: int, iters: int) -> dict:
+def measure(
+    size: str, method: str, backend: str, batch: int, length: int, warmup: int, iters: int, recompute: bool
+) -> dict:
     torch.manual_seed(0)
-    model, trainable, loss_fn = build(size, method, "stateft" if backend == "graph" else backend)
+    model, trainable, loss_fn = build(size, method, "stateft" if backend == "graph" else backend, recompute)
     opt = torch.optim.AdamW(trainable, lr=1e-4, fused=True, capturable=backend == "graph")
     vocab = model.config.vocab_size
     input_ids = torch.randint(0, vocab, (batch, length), device="cuda")
@@ -142,7 +143,7 @@ def run_one(size, method, backend, args) -> dict:
     if backend == "peer" and size in MAMBA2_SIZES:
         return {"error": "n/a"}  # the peer is the reference Mamba-1 setup on mamba_ssm's selective-scan kernel
     try:
-        return measure(size, method, backend, args.batch, args.length, args.warmup, args.iters)
+        return measure(size, method, backend, args.batch, args.length, args.warmup, args.iters, args.recompute == "on")
     except torch.cuda.OutOfMemoryError as err:
         return {"error": "OOM", "detail": str(err).splitlines()[0]}
     except Exception as err:  # report and go on: one broken cell must not lose the whole table
@@ -199,8 +200,6 @@ def main() -> None:
     ap.add_argument("--recompute", choices=["on", "off"], default="on")
     args = ap.parse_args()
     apply_scan_config()
-    global RECOMPUTE
-    RECOMPUTE = args.recompute == "on"
     from stateft.ops import scan_triton
 
     print("scan config:", scan_triton.CONFIG, flush=True)
@@ -214,7 +213,7 @@ def main() -> None:
             rows.append(row)
     table = markdown(rows)
     setting = {"batch": args.batch, "length": args.length, "warmup": args.warmup, "iters": args.iters}
-    payload = {"setting": {**setting, "recompute": RECOMPUTE, "scan_config": dict(scan_triton.CONFIG)}}
+    payload = {"setting": {**setting, "recompute": args.recompute == "on", "scan_config": dict(scan_triton.CONFIG)}}
     paths = write_results(args.name, {**payload, "rows": rows}, table, args.out)
     print(table)
     print("wrote", *paths)

@@ -127,11 +127,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         bucket = int(cfg.get("cuda_graph_bucket", 0) or 0)
         pad_id = getattr(tokenizer, "pad_id", 0)
         graphed = GraphedLoss(model, cfg.dataset.batch_size, cfg.dataset.max_length, pad_id, bucket)
-        lengths = (
-            f"a multiple of {bucket} tokens (at most {cfg.dataset.max_length})"
-            if bucket
-            else (f"{cfg.dataset.max_length} tokens (dataset.max_length)")
-        )
+        if bucket:
+            lengths = f"a multiple of {bucket} tokens (at most {cfg.dataset.max_length})"
+        else:
+            lengths = f"{cfg.dataset.max_length} tokens (dataset.max_length)"
         print(f"cuda_graph: training batches padded to {cfg.dataset.batch_size} rows x {lengths}, replayed as graphs")
     module = FineTuneModule(model, trainable, to_container(cfg.optim), datamodule.task, tokenizer, graphed)
     run_config = {k: v for k, v in to_container(cfg).items() if k != "hydra"}

@@ -156,7 +156,23 @@ class Mamba1Mixer(nn.Module):
                 delta, delta_bias, A, B, C = self._ssm_params(u.transpose(1, 2))
                 delta, B, C = delta.transpose(1, 2), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
             h_off, y_off = self._offsets()
-            out = self._scan(u, delta, A, B, C, delta_bias, h_start, h_off, y_off, cache, xz_grad, z)
+            out = selective_scan(
+                u,
+                delta,
+                A,
+                B,
+                C,
+                D=self.D,
+                z=z,
+                delta_bias=delta_bias,
+                delta_softplus=True,
+                initial_state=h_start,
+                h_offset=h_off,
+                y_offset=y_off,
+                return_last_state=cache is not None,
+                impl=self.scan_impl,
+                dz_into=xz_grad,
+            )
         if cache is not None:
             y, cache.ssm = out
             cache.conv = next_window(x, window, self.d_conv)
@@ -164,25 +180,6 @@ class Mamba1Mixer(nn.Module):
             y = out
         y = y[:, :, n_prefix:]  # drop the prefix positions
         return self.out_proj(y.transpose(1, 2))
-
-    def _scan(self, u, delta, A, B, C, delta_bias, h_start, h_off, y_off, cache, xz_grad, z):
-        return selective_scan(
-            u,
-            delta,
-            A,
-            B,
-            C,
-            D=self.D,
-            z=z,
-            delta_bias=delta_bias,
-            delta_softplus=True,
-            initial_state=h_start,
-            h_offset=h_off,
-            y_offset=y_off,
-            return_last_state=cache is not None,
-            impl=self.scan_impl,
-            dz_into=xz_grad,
-        )
 
     # -- recurrent path ------------------------------------------------------------------------------------
     def step(self, hidden: Tensor, cache: LayerCache) -> Tensor:

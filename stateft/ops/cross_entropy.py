@@ -17,16 +17,17 @@ from stateft.ops import HAS_TRITON
 
 def _chunk_loss_and_grads(h: Tensor, weight: Tensor, labels: Tensor, ignore_index: int, want_grad: bool, impl: str):
     """Summed loss over one chunk's valid tokens, d(sum)/dh and d(sum)/dweight (or Nones). h (t d), labels (t,)."""
+    h = h.to(weight.dtype)
     if impl == "triton":  # one kernel: per-row loss, softmax - onehot over the logits (0 on ignored rows)
         from stateft.ops.cross_entropy_triton import ce_rows_
 
-        logits = h.to(weight.dtype) @ weight.t()  # (t V) in the head's dtype
+        logits = h @ weight.t()  # (t V) in the head's dtype
         loss = ce_rows_(logits, labels, ignore_index, want_grad).sum()
         if not want_grad:
             return loss, None, None
-        grad_w = logits.t() @ h.to(weight.dtype) if weight.requires_grad else None
+        grad_w = logits.t() @ h if weight.requires_grad else None
         return loss, logits @ weight, grad_w
-    logits = (h.to(weight.dtype) @ weight.t()).float()  # (t V) fp32 for this chunk only
+    logits = (h @ weight.t()).float()  # (t V) fp32 for this chunk only
     valid = labels != ignore_index
     target = torch.where(valid, labels, 0)
     lse = torch.logsumexp(logits, dim=-1)  # (t,)
@@ -40,7 +41,7 @@ def _chunk_loss_and_grads(h: Tensor, weight: Tensor, labels: Tensor, ignore_inde
     grad_logits.scatter_add_(1, target[:, None], -torch.ones_like(grad_logits[:, :1]))
     keep = valid[:, None].to(weight.dtype)
     grad_h = (grad_logits @ weight) * keep  # (t d)
-    grad_w = grad_logits.t() @ (h.to(weight.dtype) * keep) if weight.requires_grad else None  # (V d)
+    grad_w = grad_logits.t() @ (h * keep) if weight.requires_grad else None  # (V d)
     return loss, grad_h, grad_w
 
 
