@@ -23,6 +23,7 @@ from torch import Tensor
 
 from stateft.ops.layout import dim_order, empty_in_order
 from stateft.ops.split_grad import SplitGrad
+from stateft.ops.triton_math import sigmoid
 
 BLOCK_L = 64
 BLOCK_C = 64
@@ -84,7 +85,7 @@ def conv_silu_fwd_kernel(
     bias = _bias(bias_ptr, offs_c, mask_c, HAS_BIAS)
     v = _preact(x_ptr + pid_b * sx_b, win_ptr + pid_b * sw_b, w_ptr, bias, t, offs_c, mask_c, L,
                 sx_c, sx_l, sw_c, sw_k, K, HAS_WIN)  # fmt: skip
-    u = v * tl.sigmoid(v)
+    u = v * sigmoid(v)
     mask = (t < L)[:, None] & mask_c[None, :]
     tl.store(u_ptr + pid_b * su_b + t[:, None] * su_l + offs_c[None, :] * su_c, u.to(u_ptr.dtype.element_ty), mask=mask)
 
@@ -106,7 +107,7 @@ def conv_silu_dv_kernel(
     v = _preact(x_base, w_base, w_ptr, bias, t, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K, HAS_WIN)
     m = (t < L)[:, None] & mask_c[None, :]
     du = tl.load(du_ptr + pid_b * sdu_b + t[:, None] * sdu_l + offs_c[None, :] * sdu_c, mask=m, other=0.0)
-    sig = tl.sigmoid(v)
+    sig = sigmoid(v)
     dv = du.to(tl.float32) * sig * (1.0 + v * (1.0 - sig))
     tl.store(dv_ptr + (pid_b * L + t[:, None]) * C + offs_c[None, :], dv, mask=m)
     part = (pid_b * tl.num_programs(0) + pid_l) * C

@@ -33,14 +33,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-LOG2E = tl.constexpr(1.4426950408889634)
-LN2 = tl.constexpr(0.6931471805599453)
-
-
-@triton.jit
-def _softplus(x):
-    # log(1 + exp(x)) overflows for large x, where softplus(x) == x to fp32 precision anyway
-    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
+from stateft.ops.triton_math import LN2, LOG2E, sigmoid, softplus
 
 
 @triton.jit
@@ -73,7 +66,7 @@ def _delta_of(raw, bias, mask, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
         raw = raw + bias[None, :]
     dt = raw
     if SOFTPLUS:
-        dt = _softplus(raw)
+        dt = softplus(raw)
     return tl.where(mask, dt, 0.0), raw
 
 
@@ -107,9 +100,23 @@ def _block_states(u_raw, dt_raw, B_raw, A2, bias, h_in, t0, L, offs_c, mask_d, m
 
 
 @triton.jit
-def _last(hs, offs_c, BLOCK_T: tl.constexpr):
-    # padded steps have exp(delta A) = 1 and no input, so the last row is the state after the block
-    return tl.sum(tl.where((offs_c == BLOCK_T - 1)[:, None, None], hs, 0.0), axis=0)
+def _pick_second(a, b):
+    return b
+
+
+@triton.jit
+def _pick_first(a, b):
+    return a
+
+
+@triton.jit
+def _row(x, LAST: tl.constexpr):
+    """The first or last row of x (t, X, Y) along its in-thread step axis: a reduction whose combine keeps one side
+    moves registers only (a masked sum over the axis costs a select and an add per element)."""
+    if LAST:
+        return tl.reduce(x, 0, _pick_second)
+    else:
+        return tl.reduce(x, 0, _pick_first)
 
 
 # Reversing the in-thread step axis by renaming registers: split/join/reshape/permute of an axis that lives inside each
@@ -167,7 +174,7 @@ def _adjoint_block(dtn_raw, bias, A2, Cg, dh, offs_t, offs_c, mask_d, L,
     e = tl.exp2(dt_next[:, None, :] * A2[None, :, :])
     pp, rr = tl.associative_scan((_flip(e), _flip(Cg)), 0, _combine)  # the reversed scan, on the flipped block
     dhs = _flip(rr) + _flip(pp) * dh[None, :, :]
-    return dhs, tl.sum(tl.where((offs_c == 0)[:, None, None], dhs, 0.0), axis=0), dt_next
+    return dhs, _row(dhs, False), dt_next
 
 
 @triton.jit
@@ -223,7 +230,7 @@ def scan_fwd_kernel(
                 u_r, dt_r, B_r, A2, bias, h, t0, L, offs_c, mask_d, mask_n, HAS_BIAS, SOFTPLUS
             )
             dsum += tl.sum(dt, axis=0)
-            h = _last(hs, offs_c, BLOCK_T)
+            h = _row(hs, True)
         hin = hin_ptr + pid_b * shi_b + (pid_s + 1) * shi_s + offs_d[None, :] * shi_d + offs_n[:, None] * shi_n
         tl.store(hin, h, mask=mask_nd)
         tl.store(dsum_ptr + (pid_b * tl.cdiv(L, SEG) + pid_s) * E + offs_d, dsum, mask=mask_d)
@@ -269,10 +276,10 @@ def scan_fwd_kernel(
                 y += yoff[None, :]
             if HAS_Z:
                 z = z_r.to(tl.float32)
-                y = y * z * tl.sigmoid(z)
+                y = y * z * sigmoid(z)
             y_ptrs = y_ptr + pid_b * sy_b + offs_t[:, None] * sy_l + offs_d[None, :] * sy_d
             tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask_td)
-            h = _last(hs, offs_c, BLOCK_T)
+            h = _row(hs, True)
         if STORE_LAST:
             if pid_s == tl.num_programs(1) - 1:
                 tl.store(last_ptr + pid_b * E * N + nd_off, h, mask=mask_nd)
@@ -350,7 +357,7 @@ def scan_bwd_local_kernel(
         g = _raw_td(dy_ptr + pid_b * sdy_b, offs_t, offs_d, mask_d, L, sdy_d, sdy_l).to(tl.float32)
         if HAS_Z:
             z = _raw_td(z_ptr + pid_b * sz_b, offs_t, offs_d, mask_d, L, sz_d, sz_l).to(tl.float32)
-            g = g * z * tl.sigmoid(z)
+            g = g * z * sigmoid(z)
         Cg = Ct.to(tl.float32)[:, :, None] * g[:, None, :]
         dtn = _raw_td(dt_base, offs_t + 1, offs_d, mask_d, L, sdt_d, sdt_l)
         _, dh, dt_next = _adjoint_block(dtn, bias, A2, Cg, dh, offs_t, offs_c, mask_d, L, HAS_BIAS, SOFTPLUS)
@@ -435,7 +442,7 @@ def scan_bwd_kernel(
             hs, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
                 u_r, dt_r, B_r, A2, bias, h, c0 + k * BLOCK_T, L, offs_c, mask_d, mask_n, HAS_BIAS, SOFTPLUS
             )
-            h = _last(hs, offs_c, BLOCK_T)
+            h = _row(hs, True)
         tl.store(scratch + (n_blocks - 1) * BLOCK_N * BLOCK_D + sc_off, h)
         tl.debug_barrier()  # scratch written above is read below (possibly by other lanes)
 
@@ -474,7 +481,7 @@ def scan_bwd_kernel(
                     o += Dv[None, :] * u
                 if HAS_YOFF:
                     o += yoff[None, :]
-                sig = tl.sigmoid(z)
+                sig = sigmoid(z)
                 dz = dy * o * sig * (1.0 + z * (1.0 - sig))
                 dz_ptrs = dz_ptr + pid_b * sdz_b + offs_t[:, None] * sdz_l + offs_d[None, :] * sdz_d
                 tl.store(dz_ptrs, dz.to(dz_ptr.dtype.element_ty), mask=mask_td)
@@ -504,7 +511,7 @@ def scan_bwd_kernel(
                 du += g * Dv[None, :]
             tl.store(dB_ptr + bc_ptrs, tl.sum(dhs * (dt * u)[:, None, :], axis=2), mask=mask_tn)
             if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(raw)
+                ddt = ddt * sigmoid(raw)
             ddt = tl.where(mask_td, ddt, 0.0)
             if HAS_BIAS:
                 dbias_acc += tl.sum(ddt, axis=0)
