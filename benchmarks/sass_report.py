@@ -49,12 +49,19 @@ class _Intercept:
         return lambda *args, **kw: self.log.append((self.name, self.fn, grid, args, kw))
 
 
-def capture(shape: tuple[int, int, int, int], offsets: bool = True) -> list:
+# What each variant switches on in the kernels: "model" is the Mamba-1 mixer with state_offset_h (what the numbers in
+# benchmarks/NOTES.md count); "all" every optional input and output (h_0 per sequence, both offsets, the last state
+# and so its gradient) over four segments; "bare" none of them (no D, z, bias or softplus).
+VARIANTS = ("model", "all", "bare")
+
+
+def capture(shape: tuple[int, int, int, int], variant: str = "model") -> list:
     """Run the scan's forward and backward on CPU tensors of ``shape`` (b d n l) with the launches intercepted."""
     b, d, n, length = shape
     log: list = []
     names = [k for k in vars(scan_triton) if k.endswith("_kernel")]
     saved = {k: getattr(scan_triton, k) for k in names}
+    seg = scan_triton.CONFIG["SEG"]
     for k in names:
         setattr(scan_triton, k, _Intercept(k, saved[k], log))
     try:
@@ -65,12 +72,20 @@ def capture(shape: tuple[int, int, int, int], offsets: bool = True) -> list:
         z = xz.transpose(1, 2)[:, d:]
         A = -torch.rand(d, n)
         B, C = (torch.randn(b, n, length, dtype=torch.bfloat16) for _ in range(2))
-        h_off = torch.zeros(d, n, requires_grad=True) if offsets else None
-        y = scan_triton.selective_scan_triton(
-            u, delta, A, B, C, torch.ones(d), z, torch.zeros(d), True, None, h_off, None, False
-        )
-        y.float().sum().backward()
+        h_off = torch.zeros(d, n, requires_grad=True)
+        D, bias, softplus, h0, y_off, last = torch.ones(d), torch.zeros(d), True, None, None, False
+        if variant == "all":
+            scan_triton.CONFIG["SEG"] = max(length // 4, scan_triton.CONFIG["CHUNK"])
+            h0 = torch.zeros(b, d, n, requires_grad=True)
+            y_off, last = torch.zeros(d, requires_grad=True), True
+        elif variant == "bare":
+            D, z, bias, softplus, h_off = None, None, None, False, None
+        out = scan_triton.selective_scan_triton(u, delta, A, B, C, D, z, bias, softplus, h0, h_off, y_off, last)
+        y, state = out if last else (out, None)
+        loss = y.float().sum() + (state.sum() if last else 0)
+        loss.backward()
     finally:
+        scan_triton.CONFIG["SEG"] = seg
         for k, v in saved.items():
             setattr(scan_triton, k, v)
     return log
@@ -103,9 +118,11 @@ def compile_launch(fn, args, kw):
 
 def report(kernel, sass_path: Path) -> dict:
     sass_path.with_suffix(".cubin").write_bytes(kernel.asm["cubin"])
+    sass_path.with_suffix(".ttgir").write_text(kernel.asm["ttgir"])  # the layouts Triton chose
     cubin = str(sass_path.with_suffix(".cubin"))
     run = {"capture_output": True, "text": True, "check": True}
-    sass = subprocess.run([str(BIN / "nvdisasm"), "-c", cubin], **run).stdout
+    # -g: each instruction under the source line it came from (inlined helpers: the helper's line)
+    sass = subprocess.run([str(BIN / "nvdisasm"), "-c", "-g", cubin], **run).stdout
     sass_path.write_text(sass)
     res = subprocess.run([str(BIN / "cuobjdump"), "-res-usage", cubin], **run).stdout
     ops = collections.Counter(
@@ -123,11 +140,12 @@ def report(kernel, sass_path: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", type=int, nargs=4, default=(4, 1536, 16, 1024), metavar=("B", "D", "N", "L"))
-    ap.add_argument("--sass", type=Path, default=Path("/tmp/stateft_sass"), help="where the SASS listings go")
+    ap.add_argument("--sass", type=Path, default=Path("/tmp/stateft_sass"), help="where the SASS/TTGIR listings go")
+    ap.add_argument("--variant", choices=VARIANTS, default="model", help="which optional inputs are on (VARIANTS)")
     a = ap.parse_args()
     a.sass.mkdir(parents=True, exist_ok=True)
     print(f"# Triton {triton.__version__}, scan kernels for sm_90, b d n l = {tuple(a.shape)}, {scan_triton.CONFIG}")
-    for name, fn, _grid, args, kw in capture(tuple(a.shape)):
+    for name, fn, _grid, args, kw in capture(tuple(a.shape), a.variant):
         r = report(compile_launch(fn, args, kw), a.sass / f"{name}.sass")
         print(name, " ".join(f"{k} {v}" for k, v in r.items()))
 

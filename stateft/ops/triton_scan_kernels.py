@@ -84,7 +84,7 @@ def _state_inputs(u_base, dt_base, B_base, t0, L, offs_c, offs_d, offs_n, mask_d
 def _block_states(u_raw, dt_raw, B_raw, A2, bias, h_in, t0, L, offs_c, mask_d, mask_n,
                   HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):  # fmt: skip
     """h_t for the BLOCK_T steps from t0, (t n d), from the block's stored u, delta, B tiles (`_state_inputs`); and
-    what the backward reuses: delta, u, B, delta B u, raw delta, the (t d) and (t n) masks."""
+    what the backward reuses: exp(delta A), delta, u, B, delta B u, raw delta, the (t d) and (t n) masks."""
     offs_t = t0 + offs_c
     mask_t = offs_t < L
     mask_td = mask_t[:, None] & mask_d[None, :]
@@ -96,7 +96,7 @@ def _block_states(u_raw, dt_raw, B_raw, A2, bias, h_in, t0, L, offs_c, mask_d, m
     dBu = Bt[:, :, None] * (dt * u)[:, None, :]  # (t n d) delta B u
     aa, hs = tl.associative_scan((dA, dBu), 0, _combine)
     hs = hs + aa * h_in[None, :, :]
-    return hs, dt, u, Bt, dBu, raw, mask_td, mask_tn
+    return hs, dA, dt, u, Bt, dBu, raw, mask_td, mask_tn
 
 
 @triton.jit
@@ -164,17 +164,68 @@ def _flip(x):
 
 
 @triton.jit
-def _adjoint_block(dtn_raw, bias, A2, Cg, dh, offs_t, offs_c, mask_d, L,
-                   HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):  # fmt: skip
-    """The adjoint over one block, reversed: dh_t = exp(delta_{t+1} A) dh_{t+1} + Cg_t, with ``dh`` = dL/dh after the
-    block (delta past L counts as 0; ``dtn_raw``: the stored delta tile one step ahead). Returns dh_t (t n d), dh at
-    the block's first step, delta_{t+1} (t d)."""
-    mask_next = (offs_t + 1 < L)[:, None] & mask_d[None, :]
-    dt_next, _ = _delta_of(dtn_raw, bias, mask_next, HAS_BIAS, SOFTPLUS)
-    e = tl.exp2(dt_next[:, None, :] * A2[None, :, :])
+def _adjoint_block(e, Cg, dh):
+    """The adjoint over one block, reversed: dh_t = e_t dh_{t+1} + Cg_t with e_t = exp(delta_{t+1} A) (1 past L) and
+    ``dh`` = dL/dh after the block. Returns dh_t (t n d) and dh at the block's first step."""
     pp, rr = tl.associative_scan((_flip(e), _flip(Cg)), 0, _combine)  # the reversed scan, on the flipped block
     dhs = _flip(rr) + _flip(pp) * dh[None, :, :]
-    return dhs, _row(dhs, False), dt_next
+    return dhs, _row(dhs, False)
+
+
+@triton.jit
+def _next_decay(dtn_raw, bias, A2, offs_t, mask_d, L, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """exp(delta_{t+1} A) (t n d) from the stored delta tile one step ahead (delta past L counts as 0), and
+    delta_{t+1}."""
+    mask_next = (offs_t + 1 < L)[:, None] & mask_d[None, :]
+    dt_next, _ = _delta_of(dtn_raw, bias, mask_next, HAS_BIAS, SOFTPLUS)
+    return tl.exp2(dt_next[:, None, :] * A2[None, :, :]), dt_next
+
+
+# The adjoint's decay exp(delta_{t+1} A) is the forward's exp(delta_t A) one step later: the block's own rows shifted
+# up by one (register renaming, as in `_flip`), the last row carried over from the block after (walked just before).
+@triton.jit
+def _shift2(x, c):
+    r0, r1 = tl.split(x)
+    return tl.join(r1, c), r0
+
+
+@triton.jit
+def _shift4(x, c):
+    # (r0..r3), c -> (r1, r2, r3, c), r0: the new even rows are the odd ones, the new odd rows the even ones shifted
+    X: tl.constexpr = x.shape[0]
+    Y: tl.constexpr = x.shape[1]
+    ev, odd = tl.split(tl.reshape(x, (X, Y, 2, 2)))
+    new_odd, r0 = _shift2(ev, c)
+    return tl.reshape(tl.join(odd, new_odd), (X, Y, 4)), r0
+
+
+@triton.jit
+def _shift8(x, c):
+    X: tl.constexpr = x.shape[0]
+    Y: tl.constexpr = x.shape[1]
+    ev, odd = tl.split(tl.reshape(x, (X, Y, 4, 2)))
+    new_odd, r0 = _shift4(ev, c)
+    return tl.reshape(tl.join(odd, new_odd), (X, Y, 8)), r0
+
+
+@triton.jit
+def _shift(x, c):
+    """x (t, X, Y) moved up one row along its step axis with c (X, Y) as the new last row; and x's first row."""
+    T: tl.constexpr = x.shape[0]
+    X: tl.constexpr = x.shape[1]
+    Y: tl.constexpr = x.shape[2]
+    if T == 1:
+        return tl.reshape(c, (1, X, Y)), tl.reshape(x, (X, Y))
+    else:
+        xt = tl.permute(x, (1, 2, 0))
+        if T == 2:
+            y, r0 = _shift2(xt, c)
+        elif T == 4:
+            y, r0 = _shift4(xt, c)
+        else:
+            tl.static_assert(T == 8, "scan kernels: BLOCK_T must be 1, 2, 4 or 8")
+            y, r0 = _shift8(xt, c)
+        return tl.permute(y, (2, 0, 1)), r0
 
 
 @triton.jit
@@ -226,7 +277,7 @@ def scan_fwd_kernel(
                 u_base, dt_base, B_base, t0 + BLOCK_T, L, offs_c, offs_d, offs_n, mask_d, mask_n,
                 su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
             )  # fmt: skip
-            hs, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
+            hs, dA, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
                 u_r, dt_r, B_r, A2, bias, h, t0, L, offs_c, mask_d, mask_n, HAS_BIAS, SOFTPLUS
             )
             dsum += tl.sum(dt, axis=0)
@@ -263,7 +314,7 @@ def scan_fwd_kernel(
             if STORE_STATES:
                 if t0 % CHUNK == 0:  # state entering the chunk, for the backward
                     tl.store(states_ptr + (pid_b * n_chunks + t0 // CHUNK) * E * N + dn_off, h, mask=mask_nd)
-            hs, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
+            hs, dA, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
                 u_r, dt_r, B_r, A2, bias, h, t0, L, offs_c, mask_d, mask_n, HAS_BIAS, SOFTPLUS
             )
             offs_t = t0 + offs_c
@@ -360,7 +411,8 @@ def scan_bwd_local_kernel(
             g = g * z * sigmoid(z)
         Cg = Ct.to(tl.float32)[:, :, None] * g[:, None, :]
         dtn = _raw_td(dt_base, offs_t + 1, offs_d, mask_d, L, sdt_d, sdt_l)
-        _, dh, dt_next = _adjoint_block(dtn, bias, A2, Cg, dh, offs_t, offs_c, mask_d, L, HAS_BIAS, SOFTPLUS)
+        e, dt_next = _next_decay(dtn, bias, A2, offs_t, mask_d, L, HAS_BIAS, SOFTPLUS)
+        _, dh = _adjoint_block(e, Cg, dh)
         dsum += tl.sum(dt_next, axis=0)
     tl.store(adj_ptr + (pid_b * (n_seg + 1) + seg) * N * E + dn_off, dh, mask=mask_nd)
     tl.store(dsum_ptr + (pid_b * n_seg + seg) * E + offs_d, dsum, mask=mask_d)
@@ -424,6 +476,15 @@ def scan_bwd_kernel(
     n_chunks = tl.cdiv(L, CHUNK)
     c_first = pid_s * (SEG // CHUNK)
     c_end = tl.minimum(c_first + SEG // CHUNK, n_chunks)
+    # the adjoint's decay at the segment's last step: exp(delta A) at the step after it (1 past L), as `_shift` keeps it
+    offs_end = c_end * CHUNK + offs_c
+    # (names, not `_`: Triton types a variable once per scope, and `_` is taken again further down)
+    mask_end = (offs_end < L)[:, None] & mask_d[None, :]
+    dt_end, _raw_end = _delta_of(
+        _raw_td(dt_base, offs_end, offs_d, mask_d, L, sdt_d, sdt_l), bias, mask_end, HAS_BIAS, SOFTPLUS
+    )
+    zero_nd = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    _dA_end, e_carry = _shift(tl.exp2(dt_end[:, None, :] * A2[None, :, :]), zero_nd)
     for i in range(0, c_end - c_first):
         c = c_end - 1 - i
         c0 = c * CHUNK
@@ -439,7 +500,7 @@ def scan_bwd_kernel(
                 u_base, dt_base, B_base, c0 + (k + 1) * BLOCK_T, L, offs_c, offs_d, offs_n, mask_d, mask_n,
                 su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
             )  # fmt: skip
-            hs, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
+            hs, dA, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
                 u_r, dt_r, B_r, A2, bias, h, c0 + k * BLOCK_T, L, offs_c, mask_d, mask_n, HAS_BIAS, SOFTPLUS
             )
             h = _row(hs, True)
@@ -453,10 +514,9 @@ def scan_bwd_kernel(
         C_n = _raw_tn(C_base, t_last + offs_c, offs_n, mask_n, L, sC_n, sC_l)
         dy_n = _raw_td(dy_base, t_last + offs_c, offs_d, mask_d, L, sdy_d, sdy_l)
         z_n = _raw_td(z_base, t_last + offs_c, offs_d, mask_d, L, sz_d, sz_l) if HAS_Z else u_n
-        dtn_n = _raw_td(dt_base, t_last + 1 + offs_c, offs_d, mask_d, L, sdt_d, sdt_l)
         for j in range(0, n_blocks):
             t0 = c0 + (n_blocks - 1 - j) * BLOCK_T
-            u_r, dt_r, B_r, C_r, dy_r, z_r, dtn_r = u_n, dt_n, B_n, C_n, dy_n, z_n, dtn_n
+            u_r, dt_r, B_r, C_r, dy_r, z_r = u_n, dt_n, B_n, C_n, dy_n, z_n
             tp = t0 - BLOCK_T  # the block before (in the previous chunk after the last j: loaded, not used)
             u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, tp, L, offs_c, offs_d, offs_n, mask_d, mask_n,
                                            su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
@@ -464,9 +524,8 @@ def scan_bwd_kernel(
             dy_n = _raw_td(dy_base, tp + offs_c, offs_d, mask_d, L, sdy_d, sdy_l)
             if HAS_Z:
                 z_n = _raw_td(z_base, tp + offs_c, offs_d, mask_d, L, sz_d, sz_l)
-            dtn_n = _raw_td(dt_base, tp + 1 + offs_c, offs_d, mask_d, L, sdt_d, sdt_l)
             h_in = tl.load(scratch + (n_blocks - 1 - j) * BLOCK_N * BLOCK_D + sc_off)
-            hs, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
+            hs, dA, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
                 u_r, dt_r, B_r, A2, bias, h_in, t0, L, offs_c, mask_d, mask_n, HAS_BIAS, SOFTPLUS
             )
             offs_t = t0 + offs_c
@@ -500,7 +559,8 @@ def scan_bwd_kernel(
             if HAS_YOFF:
                 dyoff_acc += tl.sum(g, axis=0)
             # adjoint recurrence, reversed; dh enters as dh after the block
-            dhs, dh, _ = _adjoint_block(dtn_r, bias, A2, Cg, dh, offs_t, offs_c, mask_d, L, HAS_BIAS, SOFTPLUS)
+            e, e_carry = _shift(dA, e_carry)
+            dhs, dh = _adjoint_block(e, Cg, dh)
             # through h_t = exp(delta A) h_{t-1} + delta B u
             q = dhs * (hs - dBu)  # dL/d(exp(delta A)) * exp(delta A)
             dhB = tl.sum(dhs * Bt[:, :, None], axis=1)  # (t d)
