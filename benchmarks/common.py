@@ -27,6 +27,12 @@ def model_config(size: str) -> MambaConfig:
     return MambaConfig(**{k: v for k, v in raw.items() if k in names})
 
 
+def model_recompute(size: str) -> bool:
+    """conf/model's `recompute` for ``mamba-<size>`` (Mamba-1: u and delta remade in the backward), default true."""
+    name = size if size.startswith("mamba2-") else f"mamba-{size}"
+    return bool(yaml.safe_load((REPO / "conf" / "model" / f"{name}.yaml").read_text()).get("recompute", True))
+
+
 def device_name() -> str:
     if not torch.cuda.is_available():
         return "cpu"

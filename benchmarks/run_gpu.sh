@@ -19,7 +19,7 @@ wait_peer() { while [ ! -f /tmp/peer_done ]; do sleep 5; done; tail -2 "$OUT/pee
 for phase in "$@"; do
   echo "=== $phase $(date -u +%T)"
   case $phase in
-    tests) timeout 400 python3 -m pytest tests/ops tests/test_decode_graph.py tests/test_train_graph.py -m gpu -q 2>&1 | tee "$OUT/gpu_tests.log" | tail -4 ;;
+    tests) timeout 400 python3 -m pytest tests/ops tests/models tests/methods tests/test_decode_graph.py tests/test_train_graph.py -m gpu -q 2>&1 | tee "$OUT/gpu_tests.log" | tail -4 ;;
     peertests) wait_peer; timeout 120 python3 -m pytest tests/ops/test_scan_mamba_ssm.py -q --tb=short 2>&1 | grep -E "Error|assert|passed|failed" | head -12 ;;
     scan) wait_peer; timeout 200 python3 benchmarks/scan_kernel.py 2>&1 | tee "$OUT/scan_kernel.log" | grep -v "^{" ;;
     profile) timeout 100 python3 benchmarks/profile_step.py --size 130m --method state_offset_h 2>&1 | tee "$OUT/profile.log" | head -45 ;;

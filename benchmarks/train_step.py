@@ -24,7 +24,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import MAMBA2_SIZES, SIZES, model_config, time_cuda, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    MAMBA2_SIZES,
+    SIZES,
+    model_config,
+    model_recompute,
+    time_cuda,
+    write_results,
+)
 from stateft.methods import apply_method  # noqa: E402
 from stateft.models.loading import build_model, cast_model  # noqa: E402
 from stateft.ops.cross_entropy import chunked_cross_entropy  # noqa: E402
@@ -139,11 +146,16 @@ def measure(
     return {"ms": ms, "times": times, "peak_gib": peak, "loss": loss}
 
 
+def recompute(size: str, args) -> bool:
+    """--recompute, or (``config``) the model config's default: the step a user of that size gets."""
+    return model_recompute(size) if args.recompute == "config" else args.recompute == "on"
+
+
 def run_one(size, method, backend, args) -> dict:
     if backend == "peer" and size in MAMBA2_SIZES:
         return {"error": "n/a"}  # the peer is the reference Mamba-1 setup on mamba_ssm's selective-scan kernel
     try:
-        return measure(size, method, backend, args.batch, args.length, args.warmup, args.iters, args.recompute == "on")
+        return measure(size, method, backend, args.batch, args.length, args.warmup, args.iters, recompute(size, args))
     except torch.cuda.OutOfMemoryError as err:
         return {"error": "OOM", "detail": str(err).splitlines()[0]}
     except Exception as err:  # report and go on: one broken cell must not lose the whole table
@@ -196,8 +208,9 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--name", default="train_step")
-    # Mamba-1 on Triton remakes u and delta in the backward instead of keeping them (stateft/ops/recompute.py)
-    ap.add_argument("--recompute", choices=["on", "off"], default="on")
+    # Mamba-1 on Triton remakes u and delta in the backward instead of keeping them (stateft/ops/recompute.py);
+    # conf/model says per size (off at 130m, where keeping them costs 0.5 GiB)
+    ap.add_argument("--recompute", choices=["config", "on", "off"], default="config")
     args = ap.parse_args()
     apply_scan_config()
     from stateft.ops import scan_triton
@@ -213,7 +226,8 @@ def main() -> None:
             rows.append(row)
     table = markdown(rows)
     setting = {"batch": args.batch, "length": args.length, "warmup": args.warmup, "iters": args.iters}
-    payload = {"setting": {**setting, "recompute": args.recompute == "on", "scan_config": dict(scan_triton.CONFIG)}}
+    setting["recompute"] = {size: recompute(size, args) for size in args.sizes}
+    payload = {"setting": {**setting, "scan_config": dict(scan_triton.CONFIG)}}
     paths = write_results(args.name, {**payload, "rows": rows}, table, args.out)
     print(table)
     print("wrote", *paths)

@@ -547,7 +547,7 @@ def scan_bwd_kernel(
                 g = dy * z * sig
             else:
                 g = dy
-            g = tl.where(mask_td, g, 0.0)
+            # (g is 0 outside [0, L) and past E already: dy is loaded as 0 there, z too)
             # read-out: dC_t = sum_d g (h_t + h'), dh' += sum_t C_t g, dD += g u, dy' += g
             bc_ptrs = pid_b * sdB_b + pid_d * sdB_p + offs_n[None, :] * sdB_n + offs_t[:, None]
             tl.store(dC_ptr + bc_ptrs, tl.sum(hr * g[:, None, :], axis=2), mask=mask_tn)
