@@ -112,7 +112,8 @@ def _pick_first(a, b):
 @triton.jit
 def _row(x, LAST: tl.constexpr):
     """The first or last row of x (t, X, Y) along its in-thread step axis: a reduction whose combine keeps one side
-    moves registers only (a masked sum over the axis costs a select and an add per element)."""
+    moves registers only (a masked sum over the axis costs a select and an add per element). Padded steps past L have
+    exp(delta A) = 1 and no input, so the last row of a block's states is the state after the block."""
     if LAST:
         return tl.reduce(x, 0, _pick_second)
     else:
