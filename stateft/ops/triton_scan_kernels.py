@@ -100,24 +100,14 @@ def _block_states(u_raw, dt_raw, B_raw, A2, bias, h_in, t0, L, offs_c, mask_d, m
 
 
 @triton.jit
-def _pick_second(a, b):
-    return b
-
-
-@triton.jit
-def _pick_first(a, b):
-    return a
-
-
-@triton.jit
 def _row(x, LAST: tl.constexpr):
-    """The first or last row of x (t, X, Y) along its in-thread step axis: a reduction whose combine keeps one side
-    moves registers only (a masked sum over the axis costs a select and an add per element). Padded steps past L have
-    exp(delta A) = 1 and no input, so the last row of a block's states is the state after the block."""
-    if LAST:
-        return tl.reduce(x, 0, _pick_second)
-    else:
-        return tl.reduce(x, 0, _pick_first)
+    """The first or last row of x (t, X, Y) along its in-thread step axis, as a masked sum over the axis: exact, and
+    independent of the order the reduction visits the rows in (a reduction whose combine keeps one side is not: on an
+    H100 it returned another row at BLOCK_T 8). Padded steps past L have exp(delta A) = 1 and no input, so the last
+    row of a block's states is the state after the block."""
+    T: tl.constexpr = x.shape[0]
+    pick = tl.arange(0, T) == (T - 1 if LAST else 0)
+    return tl.sum(tl.where(pick[:, None, None], x, 0.0), axis=0)
 
 
 # Reversing the in-thread step axis by renaming registers: split/join/reshape/permute of an axis that lives inside each
