@@ -50,8 +50,9 @@ class _Intercept:
 
 
 # What each variant switches on in the kernels: "model" is the Mamba-1 mixer with state_offset_h (what the numbers in
-# benchmarks/NOTES.md count); "all" every optional input and output (h_0 per sequence, both offsets, the last state
-# and so its gradient) over four segments; "bare" none of them (no D, z, bias or softplus).
+# benchmarks/NOTES.md count: A, D and the delta bias frozen); "all" every optional input and output (h_0 per sequence,
+# both offsets, the last state and so its gradient, the gradients of A, D and the bias) over four segments; "bare"
+# none of them (no D, z, bias or softplus).
 VARIANTS = ("model", "all", "bare")
 
 
@@ -78,6 +79,8 @@ def capture(shape: tuple[int, int, int, int], variant: str = "model") -> list:
             scan_triton.CONFIG["SEG"] = max(length // 4, scan_triton.CONFIG["CHUNK"])
             h0 = torch.zeros(b, d, n, requires_grad=True)
             y_off, last = torch.zeros(d, requires_grad=True), True
+            for t in (A, D, bias):
+                t.requires_grad_(True)
         elif variant == "bare":
             D, z, bias, softplus, h_off = None, None, None, False, None
         out = scan_triton.selective_scan_triton(u, delta, A, B, C, D, z, bias, softplus, h0, h_off, y_off, last)

@@ -157,13 +157,17 @@ class _SelectiveScan(torch.autograd.Function):
             dz = None
         else:  # straight into its half of in_proj's output gradient when z is a `split_grad` half
             dz = empty_in_order(z.shape, z_order, z) if ctx.dz_into is None else ctx.dz_into.half(1)
-        dB = torch.empty(b, n_parts, n, length, **f32)  # one partial sum per channel block
-        dC = torch.empty(b, n_parts, n, length, **f32)
+        # one partial sum per channel block, dB and dC in one buffer (summed by one reduction, cast by one kernel)
+        dBC = torch.empty(b, n_parts, 2, n, length, **f32)
         # per program, the states entering each block of one chunk: (chunk / BLOCK_T) x (n, BLOCK_D) fp32 (L2)
         scratch = torch.empty(b * n_seg * n_parts * (chunk // block_t) * block_n * block_d, **f32)
-        dA = torch.empty(b, n_seg, d, n, **f32)  # partials per (sequence, segment)
-        dD = torch.empty(b, n_seg, d, **f32) if D is not None else None
-        dbias = torch.empty(b, n_seg, d, **f32) if delta_bias is not None else None
+        # per-channel parameter gradients, partials per (sequence, segment); only those asked for (A, D and the delta
+        # bias are frozen in every method but full fine-tuning and BitFit)
+        need = ctx.needs_input_grad
+        grad_a, grad_d, grad_bias = need[2], D is not None and need[5], delta_bias is not None and need[7]
+        dA = torch.empty(b, n_seg, d, n, **f32) if grad_a else None
+        dD = torch.empty(b, n_seg, d, **f32) if grad_d else None
+        dbias = torch.empty(b, n_seg, d, **f32) if grad_bias else None
         dh0 = torch.empty(b, d, n, **f32) if h0 is not None else None
         dhoff = torch.empty(b, n_seg, d, n, **f32) if hoff_t is not None else None
         dyoff = torch.empty(b, n_seg, d, **f32) if y_offset is not None else None
@@ -188,25 +192,26 @@ class _SelectiveScan(torch.autograd.Function):
             dhin_strides = _slot_strides(dhin)
         LAUNCHED["bwd"] = scan_bwd_kernel[(n_parts, n_seg, b)](
             u, delta, A_t, B, C, D, zk, delta_bias, hoff_t, y_offset, states, scratch, dy, dhin,
-            du, ddelta, dz, dB, dC, dA, dD, dbias, dh0, dhoff, dyoff,
+            du, ddelta, dz, dBC[:, :, 0], dBC[:, :, 1], dA, dD, dbias, dh0, dhoff, dyoff,
             d, n, length,
             *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z),
             *dy.stride(), *du.stride(), *g_strides, *_strides3(dz),
-            dB.stride(0), dB.stride(1), dB.stride(2), *dhin_strides,
+            dBC.stride(0), dBC.stride(1), dBC.stride(3), *dhin_strides,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus,
+            GRAD_A=grad_a, GRAD_D=grad_d, GRAD_BIAS=grad_bias,
             HAS_H0=h0 is not None, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
             HAS_DHIN=dhin is not None,
             BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, SEG=seg,
             num_warps=int(CONFIG["bwd_num_warps"]),
         )  # fmt: skip
-        dB = dB.sum(1).to(B.dtype)
-        dC = dC.sum(1).to(C.dtype)
+        dBC = dBC.sum(1).to(B.dtype)
+        dB, dC = dBC[:, 0], dBC[:, 1].to(C.dtype)  # (C's cast: a no-op unless B and C differ in dtype)
 
         def _param(g: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
             return None if g is None else g.sum((0, 1)).to(dtype)
 
         return (
-            du, ddelta, dA.sum((0, 1)).to(A_dtype), dB, dC, _param(dD, D.dtype if D is not None else None), dz,
+            du, ddelta, _param(dA, A_dtype), dB, dC, _param(dD, D.dtype if D is not None else None), dz,
             _param(dbias, None if delta_bias is None else delta_bias.dtype), None,
             None if dh0 is None else dh0.to(ctx.h0_dtype), _param(dhoff, hoff_dtype),
             _param(dyoff, None if y_offset is None else y_offset.dtype), None, None,

@@ -59,9 +59,10 @@ def make_inputs(b, d, n, length, dtype, device, *, h0="none", offsets=True, z=Tr
     return inp
 
 
-def run(inp, impl, *, last=True, grad_last=True, seed=1):
-    """Forward + backward with a fixed random cotangent; returns outputs and grads of every tensor input."""
-    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inp.items() if v is not None}
+def run(inp, impl, *, last=True, grad_last=True, seed=1, frozen=()):
+    """Forward + backward with a fixed random cotangent; returns outputs and grads of every tensor input (but those
+    named in ``frozen``, which take no gradient)."""
+    leaves = {k: v.detach().clone().requires_grad_(k not in frozen) for k, v in inp.items() if v is not None}
     if impl == "ref":  # the reference in fp32 on the same values
         args = {k: v.float() for k, v in leaves.items()}
     else:
@@ -238,3 +239,19 @@ def test_gradients_laid_out_like_inputs_and_row_copies_saved(monkeypatch, rows):
     assert grads["delta"].stride() == delta.stride()
     assert grads["z"].stride() == torch.empty_like(z).stride()  # (b l d)-major, like z
     assert xz.grad.is_contiguous()
+
+
+@pytest.mark.parametrize("frozen", [("A", "D", "delta_bias"), ("A",), ("D", "delta_bias")])
+def test_frozen_parameters_get_no_gradient_and_change_nothing_else(frozen):
+    # A, D and the delta bias are frozen in most methods: the backward then skips their partial sums (fewer registers
+    # and instructions, fewer reductions after the kernel); every other gradient must come out as before
+    inp = make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld")
+    y, h_last, grads = run(inp, "triton")
+    y_f, h_f, grads_f = run(inp, "triton", frozen=frozen)
+    assert torch.equal(y_f, y)
+    assert torch.equal(h_f, h_last)
+    for k, g in grads.items():
+        if k in frozen:
+            assert grads_f[k] is None, k
+        else:
+            assert _rel(grads_f[k], g) < 1e-6, k
