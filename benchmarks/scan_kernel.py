@@ -31,18 +31,18 @@ KEYS = ("BLOCK_D", "BLOCK_T", "num_warps", "bwd_BLOCK_D", "bwd_num_warps", "CHUN
 # 130m, slower at 1.4b; SEG -1 picks one segment here), 2 warps, BLOCK_D 4 and 16, and a backward that stored every
 # h_t of a chunk in its scratch instead of rebuilding it (1.4-1.6x slower: L2 traffic beats the saved exp and scan).
 CONFIGS = [
-    (8, 4, 1, 8, 1, 64, 0, -1),  # the default (CHUNK 32 until 2026-11-24)
+    (8, 8, 1, 8, 1, 64, 0, -1),  # the default (BLOCK_T 4 and CHUNK 32 until 2026-11-24)
+    (8, 4, 1, 8, 1, 64, 0, -1),
     (8, 4, 1, 8, 1, 32, 0, -1),
     (8, 4, 1, 8, 1, 64, 1, -1),  # z and dy copied row-major first
     (8, 2, 1, 8, 1, 64, 0, -1),
     (8, 4, 1, 4, 1, 64, 0, -1),
     (8, 4, 1, 8, 1, 64, 0, 512),
     (8, 4, 1, 8, 1, 64, 0, 256),
-    # 2026-11-24, after the fast-math change: the forward's own channel block (its 768 one-warp programs at 130m
-    # leave ~6 warps per SM) and BLOCK_T 8; none beat the default in the training step (benchmarks/NOTES.md)
+    # 2026-11-24: the forward's own channel block (its 768 one-warp programs at 130m leave ~6 warps per SM); slower
+    # in the training step (benchmarks/NOTES.md)
     (4, 4, 1, 8, 1, 64, 0, -1),
     (16, 4, 2, 8, 1, 64, 0, -1),
-    (8, 8, 1, 8, 1, 64, 0, -1),
 ]
 
 

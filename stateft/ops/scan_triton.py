@@ -21,6 +21,8 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kern
 # Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels x all states x BLOCK_T
 # steps per block; the forward stores the state every CHUNK steps (a multiple of BLOCK_T) for the backward: 64, half
 # the stored states of 32 at the same speed (H100, 2026-11-24: 1.4b step 128.1 vs 128.3 ms, 9.30 -> 8.56 GiB).
+# BLOCK_T 8 since the backward no longer accumulates frozen parameters' gradients (168 registers at BLOCK_T 4, 255
+# and no spills at 8; before, 8 spilled): 130m step 25.6 -> 23.5 ms, 1.4b 127.3 -> 115.8, 2.8b 237.7 -> 217.8.
 # rows: copy (b l d)-major inputs (the mixer's z and dy) to unit stride along the sequence first (each program's
 # loads are then rows, not scattered 16-byte pieces). Off, the measured default since the flipped, prefetching
 # backward (H100, 2026-11-24: 1.4b step 168.5 -> 162.4 ms, 130m 38.3 -> 36.8; and z, a view of in_proj's output that
@@ -30,7 +32,7 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kern
 # (`seg_carry_kernel`) gives the states entering them, a second pass writes y. The backward does the same for the
 # adjoint: more programs in flight for about 1.5x the arithmetic. -1 = by the number of programs (`_n_segments`).
 CONFIG: dict[str, int] = {
-    "BLOCK_D": 8, "BLOCK_T": 4, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 64, "rows": 0,
+    "BLOCK_D": 8, "BLOCK_T": 8, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 64, "rows": 0,
     "SEG": -1,
 }  # fmt: skip
 _CARRY_BLOCK_D = 32

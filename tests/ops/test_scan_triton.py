@@ -255,3 +255,13 @@ def test_frozen_parameters_get_no_gradient_and_change_nothing_else(frozen):
             assert grads_f[k] is None, k
         else:
             assert _rel(grads_f[k], g) < 1e-6, k
+
+
+def test_steps_per_block_8(monkeypatch):
+    # the GPU default is 8 steps per block (the interpreter's tests run 4): a chunk of two blocks, a length that is
+    # no multiple of either, h_0, both offsets and the last state's gradient
+    from stateft.ops import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "BLOCK_T", 8)
+    monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 16)
+    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"))
