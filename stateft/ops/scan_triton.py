@@ -206,8 +206,12 @@ class _SelectiveScan(torch.autograd.Function):
             BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, SEG=seg,
             num_warps=int(CONFIG["bwd_num_warps"]),
         )  # fmt: skip
-        dBC = dBC.sum(1).to(B.dtype)
-        dB, dC = dBC[:, 0], dBC[:, 1].to(C.dtype)  # (C's cast: a no-op unless B and C differ in dtype)
+        dBC = dBC.sum(1)
+        if B.dtype == C.dtype:  # one cast for both
+            dBC = dBC.to(B.dtype)
+            dB, dC = dBC[:, 0], dBC[:, 1]
+        else:
+            dB, dC = dBC[:, 0].to(B.dtype), dBC[:, 1].to(C.dtype)
 
         def _param(g: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
             return None if g is None else g.sum((0, 1)).to(dtype)

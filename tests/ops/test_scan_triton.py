@@ -265,3 +265,15 @@ def test_steps_per_block_8(monkeypatch):
     monkeypatch.setitem(scan_triton.CONFIG, "BLOCK_T", 8)
     monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 16)
     check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"))
+
+
+def test_B_and_C_of_different_dtypes():
+    # dB and dC are summed in one fp32 buffer; each comes back in its own input's dtype
+    inp = make_inputs(2, 20, 6, 37, torch.float32, DEVICE, layout="bld")
+    inp["B"] = inp["B"].bfloat16()  # fp32 C: its gradient must not pass through B's bf16
+    _, _, grads = run(inp, "triton")
+    _, _, grads_ref = run(inp, "ref")
+    assert grads["B"].dtype == torch.bfloat16
+    assert grads["C"].dtype == torch.float32
+    assert _rel(grads["B"], grads_ref["B"]) < TOL[torch.bfloat16]
+    assert _rel(grads["C"], grads_ref["C"]) < TOL[torch.float32]
