@@ -19,18 +19,21 @@ SIZES = ("130m", "370m", "790m", "1.4b", "2.8b")  # Mamba-1, named by size
 MAMBA2_SIZES = ("mamba2-130m", "mamba2-370m", "mamba2-780m", "mamba2-1.3b", "mamba2-2.7b")  # named in full
 
 
+def _model_yaml(size: str) -> dict:
+    """conf/model's node for ``mamba-<size>`` (or ``mamba2-...`` given in full)."""
+    name = size if size.startswith("mamba2-") else f"mamba-{size}"
+    return yaml.safe_load((REPO / "conf" / "model" / f"{name}.yaml").read_text())
+
+
 def model_config(size: str) -> MambaConfig:
     """The architecture of ``mamba-<size>`` (or of ``mamba2-...`` given in full) from conf/model."""
-    name = size if size.startswith("mamba2-") else f"mamba-{size}"
-    raw = yaml.safe_load((REPO / "conf" / "model" / f"{name}.yaml").read_text())
     names = {f.name for f in dataclasses.fields(MambaConfig)}
-    return MambaConfig(**{k: v for k, v in raw.items() if k in names})
+    return MambaConfig(**{k: v for k, v in _model_yaml(size).items() if k in names})
 
 
 def model_recompute(size: str) -> bool:
     """conf/model's `recompute` for ``mamba-<size>`` (Mamba-1: u and delta remade in the backward), default true."""
-    name = size if size.startswith("mamba2-") else f"mamba-{size}"
-    return bool(yaml.safe_load((REPO / "conf" / "model" / f"{name}.yaml").read_text()).get("recompute", True))
+    return bool(_model_yaml(size).get("recompute", True))
 
 
 def device_name() -> str:

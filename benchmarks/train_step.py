@@ -33,7 +33,7 @@ from benchmarks.common import (  # noqa: E402
     write_results,
 )
 from stateft.methods import apply_method  # noqa: E402
-from stateft.models.loading import build_model, cast_model  # noqa: E402
+from stateft.models.loading import build_model, cast_model, set_recompute  # noqa: E402
 from stateft.ops.cross_entropy import chunked_cross_entropy  # noqa: E402
 
 METHODS = ("state_offset_h", "state_offset_y", "init_state", "lora", "full")
@@ -74,9 +74,7 @@ def build(size: str, method: str, backend: str, recompute: bool = True):
     names = apply_method(method, model, {"name": method, "lr": 1e-4})
     params = dict(model.named_parameters())
     trainable = [params[n] for n in names]
-    for mixer in model.mixers():
-        if hasattr(mixer, "recompute"):
-            mixer.recompute = recompute
+    set_recompute(model, recompute)
     if backend == "peer":
         from benchmarks.peer import make_peer, peer_loss
 

@@ -334,7 +334,13 @@ def model_from_config(cfg: Any, *, device: str | torch.device = "cpu") -> MambaL
     recompute = cfg.get("recompute", True)
     if not isinstance(recompute, bool):
         raise UserError(f"model.recompute={recompute!r} must be true or false")
-    for mixer in model.mixers():
-        if hasattr(mixer, "recompute"):  # Mamba-1 (stateft.ops.recompute)
-            mixer.recompute = recompute
+    set_recompute(model, recompute)
     return model
+
+
+def set_recompute(model: MambaLM, on: bool) -> None:
+    """Whether the Mamba-1 mixers remake u and delta in the backward (`stateft.ops.recompute`); Mamba-2 has no such
+    switch."""
+    for mixer in model.mixers():
+        if hasattr(mixer, "recompute"):
+            mixer.recompute = on

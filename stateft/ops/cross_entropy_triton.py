@@ -16,10 +16,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from stateft.ops.triton_math import LN2, LOG2E
+
 BLOCK_V = 4096  # vocabulary tile; tests lower it so that small vocabularies span several tiles
 NUM_WARPS = 8
-LOG2E = tl.constexpr(1.4426950408889634)
-LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit

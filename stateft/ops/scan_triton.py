@@ -159,7 +159,7 @@ class _SelectiveScan(torch.autograd.Function):
             dz = None
         else:  # straight into its half of in_proj's output gradient when z is a `split_grad` half
             dz = empty_in_order(z.shape, z_order, z) if ctx.dz_into is None else ctx.dz_into.half(1)
-        # one partial sum per channel block, dB and dC in one buffer (summed by one reduction, cast by one kernel)
+        # one partial sum per channel block, dB and dC in one buffer (one reduction; one cast if B and C share a dtype)
         dBC = torch.empty(b, n_parts, 2, n, length, **f32)
         # per program, the states entering each block of one chunk: (chunk / BLOCK_T) x (n, BLOCK_D) fp32 (L2)
         scratch = torch.empty(b * n_seg * n_parts * (chunk // block_t) * block_n * block_d, **f32)

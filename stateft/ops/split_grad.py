@@ -43,17 +43,13 @@ class _SplitHalves(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dx, dz):
         sg = ctx.sg
-        buf = sg.take()
-        if buf is None:
-            buf = torch.empty(sg.shape, dtype=sg.dtype, device=sg.device)
-        e = sg.shape[-1] // 2
         for i, g in enumerate((dx, dz)):
-            half = buf[..., i * e : (i + 1) * e].transpose(1, 2)
+            half = sg.half(i)  # (allocates the buffer if no consumer wrote into it)
             if g is None:
                 half.zero_()
             elif g.data_ptr() != half.data_ptr() or g.stride() != half.stride():  # not written in place
                 half.copy_(g)
-        return buf, None
+        return sg.take(), None
 
 
 def split_halves(xz: Tensor) -> tuple[Tensor, Tensor, SplitGrad]:
