@@ -94,8 +94,9 @@ def _block_states(u_raw, dt_raw, B_raw, A2, bias, h_in, t0, L, offs_c, mask_d, m
     Bt = B_raw.to(tl.float32)
     dA = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (t n d) exp(delta A)
     dBu = Bt[:, :, None] * (dt * u)[:, None, :]  # (t n d) delta B u
-    aa, hs = tl.associative_scan((dA, dBu), 0, _combine)
-    hs = hs + aa * h_in[None, :, :]
+    # the entering state folded into the first step's input: the scan's cumulative decay is unused (and not computed)
+    first = (offs_c == 0)[:, None, None]
+    _aa, hs = tl.associative_scan((dA, tl.where(first, dBu + dA * h_in[None, :, :], dBu)), 0, _combine)
     return hs, dA, dt, u, Bt, dBu, raw, mask_td, mask_tn
 
 
@@ -158,8 +159,11 @@ def _flip(x):
 def _adjoint_block(e, Cg, dh):
     """The adjoint over one block, reversed: dh_t = e_t dh_{t+1} + Cg_t with e_t = exp(delta_{t+1} A) (1 past L) and
     ``dh`` = dL/dh after the block. Returns dh_t (t n d) and dh at the block's first step."""
-    pp, rr = tl.associative_scan((_flip(e), _flip(Cg)), 0, _combine)  # the reversed scan, on the flipped block
-    dhs = _flip(rr) + _flip(pp) * dh[None, :, :]
+    # dh after the block folded into the last step's input; the reversed scan runs on the flipped block
+    T: tl.constexpr = e.shape[0]
+    last = (tl.arange(0, T) == T - 1)[:, None, None]
+    _pp, rr = tl.associative_scan((_flip(e), _flip(tl.where(last, Cg + e * dh[None, :, :], Cg))), 0, _combine)
+    dhs = _flip(rr)
     return dhs, _row(dhs, False)
 
 
