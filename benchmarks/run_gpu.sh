@@ -2,6 +2,7 @@
 # One device call: build the peer in the background, run the GPU tests, then time. Output under $OUT.
 #   bash benchmarks/run_gpu.sh PHASE...   phases: tests peertests scan scanpick scanlong profile profile14 step130
 #   step130g stepbig stepbigg stepbig5 stepsmall stepfull stepall m2check m2train m2step graphtrain gen gen2 peerso conv
+#   gluontests gluonab
 #   (NOPEER=1: no peer build; scanpick exports its best launch config to the later phases)
 set -uo pipefail
 export PYTHONPATH=.:.whl/site PYTHONUNBUFFERED=1
@@ -48,6 +49,14 @@ for phase in "$@"; do
     gen2) timeout 200 python3 benchmarks/generate.py --sizes mamba2-130m mamba2-1.3b --out "$OUT" --name generate_mamba2 2>&1 | tail -5 ;;
     graphtrain) app_deps;
       PYTHONPATH=.:/tmp/site HF_HUB_OFFLINE=1 bash benchmarks/train_graph_check.sh 2>&1 | tee "$OUT/train_graph_check.log" ;;
+    gluontests) timeout 300 python3 -m pytest tests/ops/test_scan_gluon.py tests/ops/test_scan_triton.py -m gpu -q 2>&1 \
+      | tee "$OUT/gluon_tests.log" | tail -6 ;;
+    gluonab) for impl in triton gluon; do  # the backward's two kernels side by side, graphed step
+        STATEFT_SCAN_CONFIG="{\"kernels\": \"$impl\"}" timeout 200 python3 benchmarks/train_step.py --sizes 130m \
+          --methods state_offset_h state_offset_y lora --backends graph --out "$OUT" --name "gluon_ab_130m_$impl" 2>&1 | grep "^|" | tail -3
+        STATEFT_SCAN_CONFIG="{\"kernels\": \"$impl\"}" timeout 300 python3 benchmarks/train_step.py --sizes 1.4b 2.8b \
+          --methods state_offset_h lora --backends graph --warmup 2 --iters 6 --out "$OUT" --name "gluon_ab_big_$impl" 2>&1 | grep "^|" | tail -4
+      done ;;
     conv) timeout 150 python3 benchmarks/conv_kernel.py --out "$OUT" 2>&1 | grep "^|" ;;
     gen) timeout 150 python3 benchmarks/generate.py --sizes 130m 1.4b --out "$OUT" 2>&1 | tail -6 ;;
     stepall) wait_peer; timeout 560 python3 benchmarks/train_step.py --out "$OUT" 2>&1 | tail -30 ;;

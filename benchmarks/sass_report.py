@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import re
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.backends.nvidia.compiler import CUDABackend
 from triton.compiler import ASTSource
+from triton.experimental.gluon._runtime import GluonASTSource
 from triton.runtime.jit import native_specialize_impl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -115,7 +117,8 @@ def compile_launch(fn, args, kw):
             constexprs[(i,)] = key
         elif isinstance(key, str) and key:
             attrs[(i,)] = CUDABackend.parse_attr(key)
-    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+    source = GluonASTSource if getattr(fn, "is_gluon", lambda: False)() else ASTSource
+    src = source(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=TARGET, options=options)
 
 
@@ -134,6 +137,7 @@ def report(kernel, sass_path: Path) -> dict:
     return {
         "regs": int(re.search(r"REG:(\d+)", res).group(1)),
         "spill_bytes": int(re.search(r"LOCAL:(\d+)", res).group(1)),
+        "stack_bytes": int(re.search(r"STACK:(\d+)", res).group(1)),  # spilled registers live here too
         "convert_layout": kernel.asm["ttgir"].count("ttg.convert_layout"),
         "instructions": sum(ops.values()),
         **{op: ops[op] for op in OPS},
@@ -145,7 +149,9 @@ def main() -> None:
     ap.add_argument("--shape", type=int, nargs=4, default=(4, 1536, 16, 1024), metavar=("B", "D", "N", "L"))
     ap.add_argument("--sass", type=Path, default=Path("/tmp/stateft_sass"), help="where the SASS/TTGIR listings go")
     ap.add_argument("--variant", choices=VARIANTS, default="model", help="which optional inputs are on (VARIANTS)")
+    ap.add_argument("--config", type=json.loads, default={}, help='over scan_triton.CONFIG: \'{"kernels": "triton"}\'')
     a = ap.parse_args()
+    scan_triton.CONFIG.update(a.config)
     a.sass.mkdir(parents=True, exist_ok=True)
     print(f"# Triton {triton.__version__}, scan kernels for sm_90, b d n l = {tuple(a.shape)}, {scan_triton.CONFIG}")
     for name, fn, _grid, args, kw in capture(tuple(a.shape), a.variant):

@@ -14,8 +14,10 @@ import torch
 import triton
 from torch import Tensor
 
+from stateft.ops.gluon_scan_kernels import scan_bwd_gluon_kernel, scan_fwd_gluon_kernel
 from stateft.ops.layout import dim_order, empty_in_order
 from stateft.ops.split_grad import SplitGrad
+from stateft.ops.triton_math import FAST
 from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kernel, scan_fwd_kernel, seg_carry_kernel
 
 # Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels x all states x BLOCK_T
@@ -31,12 +33,32 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kern
 # programs: a first pass finds each segment's end state from zero, a sequential pass over the segment boundaries
 # (`seg_carry_kernel`) gives the states entering them, a second pass writes y. The backward does the same for the
 # adjoint: more programs in flight for about 1.5x the arithmetic. -1 = by the number of programs (`_n_segments`).
-CONFIG: dict[str, int] = {
+# kernels: "gluon" runs the forward's and the backward's main kernels in Gluon (`gluon_scan_kernels`: explicit register
+# layouts) where the launch shape allows it (`_gluon_fits`) and not in the interpreter (it has none); "triton" always
+# the Triton kernels (the segments' end states and carries are Triton kernels either way). Gluon by measurement (H100,
+# 2026-11-24, graphed step, same call): 130m state_offset_h 22.9 -> 18.6 ms, 1.4b 113.4 -> 96.5, 2.8b 214.1 -> 180.3.
+CONFIG: dict[str, int | str] = {
     "BLOCK_D": 8, "BLOCK_T": 8, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 64, "rows": 0,
-    "SEG": -1,
+    "SEG": -1, "kernels": "gluon",
 }  # fmt: skip
 _CARRY_BLOCK_D = 32
 LAUNCHED: dict[str, object] = {}  # the last compiled kernel of each pass (registers, spills: benchmarks/scan_kernel.py)
+
+
+def _gluon_fits(block_d: int, block_n: int, block_t: int, num_warps: int) -> bool:
+    """Whether `scan_bwd_gluon_kernel`'s layouts cover this launch shape: one warp of 4 x 8 lanes over (states,
+    channels), BLOCK_T 4 or 8 steps in-thread, and steps x states filling the lanes for the dB/dC sums."""
+    return block_d == 8 and num_warps == 1 and block_n >= 4 and block_t in (4, 8) and block_n * block_t >= 32
+
+
+def _pick(triton_kernel, gluon_kernel, block_d: int, block_n: int, block_t: int, num_warps: int):
+    """The Triton or the Gluon version of a main kernel for this launch shape (CONFIG["kernels"])."""
+    impl = CONFIG.get("kernels", "triton")
+    if impl not in ("gluon", "triton"):
+        raise ValueError(f"scan_triton.CONFIG: kernels must be 'gluon' or 'triton', not {impl!r}")
+    if impl == "gluon" and FAST.value and _gluon_fits(block_d, block_n, block_t, num_warps):
+        return gluon_kernel
+    return triton_kernel
 
 
 def _strides3(t: Tensor | None) -> tuple[int, int, int]:
@@ -105,8 +127,10 @@ class _SelectiveScan(torch.autograd.Function):
         uk, dk, zk, Bk, Ck = _rows(u), _rows(delta), _rows(z), _rows(B), _rows(C)
         block_n = _block_n(n)
 
+        kernel = _pick(scan_fwd_kernel, scan_fwd_gluon_kernel, block_d, block_n, block_t, int(CONFIG["num_warps"]))
+
         def launch(n_programs, hin, hin_strides, has_hin, local, dsum=None):
-            LAUNCHED["fwd_local" if local else "fwd"] = scan_fwd_kernel[(triton.cdiv(d, block_d), n_programs, b)](
+            LAUNCHED["fwd_local" if local else "fwd"] = kernel[(triton.cdiv(d, block_d), n_programs, b)](
                 uk, dk, A_t, Bk, Ck, D, uk if zk is None else zk, delta_bias, hin, hoff_t, y_offset, y, last, states,
                 dsum, d, n, length,
                 *uk.stride(), *dk.stride(), *Bk.stride(), *Ck.stride(), *_strides3(zk), *hin_strides, *y.stride(),
@@ -192,7 +216,8 @@ class _SelectiveScan(torch.autograd.Function):
                 HAS_INIT=dlast is not None, REVERSE=True, BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=block_n,
             )  # fmt: skip
             dhin_strides = _slot_strides(dhin)
-        LAUNCHED["bwd"] = scan_bwd_kernel[(n_parts, n_seg, b)](
+        kernel = _pick(scan_bwd_kernel, scan_bwd_gluon_kernel, block_d, block_n, block_t, int(CONFIG["bwd_num_warps"]))
+        LAUNCHED["bwd"] = kernel[(n_parts, n_seg, b)](
             u, delta, A_t, B, C, D, zk, delta_bias, hoff_t, y_offset, states, scratch, dy, dhin,
             du, ddelta, dz, dBC[:, :, 0], dBC[:, :, 1], dA, dD, dbias, dh0, dhoff, dyoff,
             d, n, length,

@@ -6,7 +6,8 @@ The other CPU tests run the kernels in the interpreter, which executes their Pyt
 compiler checks: a variable typed once per scope (a reused `_` of another shape inside an `if` passed the interpreter
 and failed to compile on the GPU), layouts, registers. For the mixer's variant this also guards what the compiler
 made: no spills, and no lane shuffles beyond the sums over states and channels (Triton's reverse scans shuffled ~320
-times per 4-step backward block; `triton_scan_kernels._flip` replaced them)."""
+times per 4-step backward block; `triton_scan_kernels._flip` replaced them). Both kernel sets: the Triton kernels and
+the Gluon ones (`gluon_scan_kernels`, which only a GPU can run: this is their CPU check)."""
 
 from __future__ import annotations
 
@@ -20,17 +21,25 @@ import pytest
 
 triton = pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[2]
-KERNELS = {"scan_fwd_kernel", "scan_bwd_kernel"}
+KERNELS = {
+    "triton": {"scan_fwd_kernel", "scan_bwd_kernel"},
+    "gluon": {"scan_fwd_gluon_kernel", "scan_bwd_gluon_kernel"},
+}
+# lane shuffles per step of a backward block: Triton's sums over n and d take ~31 (a reverse scan would add ~80); the
+# Gluon kernel sums over the channels inside each thread, leaving the sums over n (2 rounds x 3 per step)
+SHUFFLES_PER_STEP = {"triton": 50, "gluon": 8}
 
 
 @pytest.mark.skipif(
     not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists(), reason="no bundled ptxas"
 )
+@pytest.mark.parametrize("kernels", ["triton", "gluon"])
 @pytest.mark.parametrize("variant", ["model", "all", "bare"])
-def test_scan_kernels_compile_for_sm90(variant, tmp_path):
+def test_scan_kernels_compile_for_sm90(variant, kernels, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, do not interpret
     env["PYTHONPATH"] = str(ROOT)
     cmd = [sys.executable, "benchmarks/sass_report.py", "--variant", variant, "--shape", "2", "64", "16", "256"]
+    cmd += ["--config", f'{{"kernels": "{kernels}"}}']
     run = subprocess.run(
         [*cmd, "--sass", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
@@ -42,14 +51,14 @@ def test_scan_kernels_compile_for_sm90(variant, tmp_path):
             reports[name] = {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", rest)}
     # "all" runs four segments: the segment kernels too
     segments = {"seg_carry_kernel", "scan_bwd_local_kernel"} if variant == "all" else set()
-    assert set(reports) == KERNELS | segments, run.stdout
+    assert set(reports) == KERNELS[kernels] | segments, run.stdout
     for name, r in reports.items():
         assert r["regs"] <= 255, (name, r)
         assert min(r["FFMA"], r["LDG"]) > 0, (name, r)
         assert (tmp_path / f"{name}.sass").stat().st_size > 0
     if variant == "model":
-        for name in KERNELS:
+        for name in KERNELS[kernels]:
             assert reports[name]["spill_bytes"] == 0, (name, reports[name])
-        # the sums over n and d take ~31 shuffles per step of a backward block; a reverse scan would add ~80
         steps = int(re.search(r"'BLOCK_T': (\d+)", run.stdout).group(1))  # the subprocess's (default) config
-        assert reports["scan_bwd_kernel"]["SHFL"] < 50 * steps, reports["scan_bwd_kernel"]
+        bwd = reports["scan_bwd_kernel" if kernels == "triton" else "scan_bwd_gluon_kernel"]
+        assert bwd["SHFL"] < SHUFFLES_PER_STEP[kernels] * steps, bwd

@@ -1,0 +1,464 @@
+"""The selective scan's main kernels in Gluon, Triton's explicit-layout dialect: the same algorithms and arguments as
+`triton_scan_kernels.scan_fwd_kernel` and `scan_bwd_kernel` (read those first), with every register layout chosen
+here instead of by the compiler.
+
+Why: in plain Triton the flips around the backward's reversed scan put everything that flows into it in a second
+register layout, and the compiler recomputed the (t d) work (softplus, sigmoid, exp(delta A), the bf16 conversions)
+in each layout instead of renaming registers; the sums over the channels for dB and dC were full butterflies across
+the lanes (benchmarks/NOTES.md, section 10). Here
+
+- one (t n d) block layout (`block_layout`): the BLOCK_T steps inside each thread, states and channels across the
+  lanes. The flips and the one-step shift of the adjoint's decay are split/join/permute of the in-thread axis,
+  converted back with ``assert_trivial`` (the compiler must prove they move no data);
+- (t d) and (t n) tiles are loaded, computed on (softplus, sigmoid, gating) and stored in compact layouts, every value
+  once per warp (`compact_td`, `compact_tn`), and moved to the block layout's slices where the block needs them (the
+  block layout holds a (t d) value on 4 lanes and a (t n) value on 8);
+- dB and dC: the (t n d) products moved to a layout with the channels inside each thread (one exchange through shared
+  memory) and summed there, instead of three rounds of shuffles for each of a thread's 32 values.
+Backward block (8 x 16 x 8, 130m layer, sm_90, Triton 3.6): 1,912 instructions instead of 2,864, 48 shuffles instead
+of 244 (`benchmarks/sass_report.py`).
+
+Gluon has no interpreter: these kernels run on NVIDIA GPUs only. The Triton kernels stay the CPU-tested reference and
+the fallback (`scan_triton.CONFIG["kernels"]`, `scan_triton._pick`); tests/ops/test_scan_gluon.py compares them with the
+reference and the Triton kernels on the GPU, and tests/ops/test_sass_report.py compiles them for sm_90 on the CPU.
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+from stateft.ops.triton_math import LN2, LOG2E, sigmoid, softplus
+from stateft.ops.triton_scan_kernels import _combine, _delta_of, _flip, _raw_td, _raw_tn
+
+
+@gluon.constexpr_function
+def block_layout(BLOCK_T):
+    """The (t n d) block: the steps in-thread, 4 lanes of states x 8 lanes of channels, the rest of the states in
+    registers (one warp)."""
+    return gl.BlockedLayout([BLOCK_T, 1, 1], [1, 4, 8], [1, 1, 1], [0, 2, 1])
+
+
+@gluon.constexpr_function
+def compact_td(BLOCK_T):
+    """(t d) tiles with every value once per warp, consecutive steps in a thread: loads, the (t d) elementwise work
+    (softplus, sigmoid, gating) and stores, moved to the block layout's slice where the block needs them."""
+    return gl.BlockedLayout([BLOCK_T // 4, 1], [4, 8], [1, 1], [0, 1])
+
+
+@gluon.constexpr_function
+def compact_tn(BLOCK_T):
+    """(t n) tiles (B, C) with every value once per warp (for 16 states), consecutive steps in a thread."""
+    return gl.BlockedLayout([BLOCK_T // 2, 1], [2, 16], [1, 1], [0, 1])
+
+
+@gluon.jit
+def _like(x, ref):
+    """x in ref's layout; the conversion must be a renaming of registers (checked at compile time)."""
+    return gl.convert_layout(x, ref.type.layout, assert_trivial=True)
+
+
+@gluon.jit
+def _flip_g(x):
+    """x (t, X, Y) reversed along its in-thread step axis, in x's layout."""
+    return _like(_flip(x), x)
+
+
+@gluon.jit
+def _row_g(x, LAST: gl.constexpr):
+    """The first or last row of x (t, X, Y) along the in-thread step axis (a masked sum: no lane traffic)."""
+    T: gl.constexpr = x.shape[0]
+    t = gl.arange(0, T, layout=gl.SliceLayout(1, gl.SliceLayout(2, x.type.layout)))
+    pick = t == (T - 1 if LAST else 0)
+    return gl.sum(gl.where(pick[:, None, None], x, 0.0), axis=0)
+
+
+@gluon.jit
+def _shift2_g(x, c):
+    r0, r1 = gl.split(x)
+    return gl.join(r1, _like(c, r1)), r0
+
+
+@gluon.jit
+def _shift4_g(x, c):
+    # (r0..r3), c -> (r1, r2, r3, c), r0 (as `triton_scan_kernels._shift4`, each half converted to the other's layout)
+    X: gl.constexpr = x.shape[0]
+    Y: gl.constexpr = x.shape[1]
+    ev, odd = gl.split(gl.reshape(x, (X, Y, 2, 2)))
+    new_odd, r0 = _shift2_g(ev, c)
+    return gl.reshape(gl.join(odd, _like(new_odd, odd)), (X, Y, 4)), r0
+
+
+@gluon.jit
+def _shift8_g(x, c):
+    X: gl.constexpr = x.shape[0]
+    Y: gl.constexpr = x.shape[1]
+    ev, odd = gl.split(gl.reshape(x, (X, Y, 4, 2)))
+    new_odd, r0 = _shift4_g(ev, c)
+    return gl.reshape(gl.join(odd, _like(new_odd, odd)), (X, Y, 8)), r0
+
+
+@gluon.jit
+def _shift_g(x, c):
+    """x (t, X, Y) moved up one row along its step axis with c (X, Y) as the new last row, in x's layout; and x's
+    first row, in c's."""
+    T: gl.constexpr = x.shape[0]
+    xt = gl.permute(x, (1, 2, 0))
+    if T == 2:
+        y, r0 = _shift2_g(xt, c)
+    elif T == 4:
+        y, r0 = _shift4_g(xt, c)
+    else:
+        gl.static_assert(T == 8, "gluon scan: BLOCK_T must be 2, 4 or 8")
+        y, r0 = _shift8_g(xt, c)
+    return _like(gl.permute(y, (2, 0, 1)), x), _like(r0, c)
+
+
+@gluon.jit
+def _td_inputs(u_raw, dt_raw, bias, mask_c, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr):
+    """The block's (t d) inputs in the compact layout: u, delta, raw delta (after the bias) and delta u."""
+    u = u_raw.to(gl.float32)
+    dt, raw = _delta_of(dt_raw, bias, mask_c, HAS_BIAS, SOFTPLUS)
+    return u, dt, raw, dt * u
+
+
+@gluon.jit
+def _states_g(dt_l, w_l, Bt, A2, h_in, t_tn):
+    """h_t (t n d) over a block entering with h_in, from delta and delta u (t d) and B (t n) in the block layout's
+    slices; and exp(delta A), delta B u. The entering state is folded into the first step's input, so the scan's
+    cumulative decay is unused (and not computed)."""
+    dA = gl.exp2(dt_l[:, None, :] * A2[None, :, :])
+    dBu = Bt[:, :, None] * w_l[:, None, :]
+    first = (t_tn == 0)[:, None, None]
+    _aa, hs = gl.associative_scan((dA, gl.where(first, dBu + dA * h_in[None, :, :], dBu)), 0, _combine)
+    return hs, dA, dBu
+
+
+@gluon.jit
+def _channel_sum(p, LR: gl.constexpr):
+    """sum over the channels of a (t n d) block: moved to LR (channels inside each thread) and summed there."""
+    return gl.sum(gl.convert_layout(p, LR), axis=2)
+
+
+@gluon.jit
+def scan_fwd_gluon_kernel(
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hin_ptr, hoff_ptr, yoff_ptr,
+    y_ptr, last_ptr, states_ptr, dsum_ptr,
+    E, N, L,
+    su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l, sz_b, sz_d, sz_l,
+    shi_b, shi_s, shi_d, shi_n, sy_b, sy_d, sy_l,
+    HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
+    HAS_HIN: gl.constexpr, HAS_HOFF: gl.constexpr, HAS_YOFF: gl.constexpr,
+    STORE_LAST: gl.constexpr, STORE_STATES: gl.constexpr, LOCAL: gl.constexpr,
+    BLOCK_D: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_T: gl.constexpr, CHUNK: gl.constexpr, SEG,
+):  # fmt: skip
+    """`triton_scan_kernels.scan_fwd_kernel` (same arguments and outputs) for one warp, BLOCK_D 8, BLOCK_N >= 4 and
+    BLOCK_T 4 or 8 (`scan_triton._gluon_fits`)."""
+    L3: gl.constexpr = block_layout(BLOCK_T)
+    LTD: gl.constexpr = gl.SliceLayout(1, L3)
+    LTN: gl.constexpr = gl.SliceLayout(2, L3)
+    LND: gl.constexpr = gl.SliceLayout(0, L3)
+    LC: gl.constexpr = compact_td(BLOCK_T)
+    LCN: gl.constexpr = compact_tn(BLOCK_T)
+
+    pid_d = gl.program_id(0)
+    pid_s = gl.program_id(1)
+    pid_b = gl.program_id(2).to(gl.int64)
+    offs_d = pid_d * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LC))
+    offs_dn = pid_d * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LND))
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, LCN))
+    offs_nd = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LND))
+    t_c = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LC))
+    t_cn = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LCN))
+    t_tn = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LTN))
+    mask_d = offs_d < E
+    mask_n = offs_n < N
+    mask_nd = (offs_nd < N)[:, None] & (offs_dn < E)[None, :]
+    nd_off = offs_dn[None, :] * N + offs_nd[:, None]
+    dn_off = offs_nd[:, None] * E + offs_dn[None, :]
+
+    A2 = gl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(gl.float32) * LOG2E
+    bias = gl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_BIAS else None
+    u_base = u_ptr + pid_b * su_b
+    dt_base = dt_ptr + pid_b * sdt_b
+    B_base = B_ptr + pid_b * sB_b
+    s0 = pid_s * SEG
+    s1 = gl.minimum(s0 + SEG, L)
+    u_n = _raw_td(u_base, s0 + t_c, offs_d, mask_d, L, su_d, su_l)
+    dt_n = _raw_td(dt_base, s0 + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
+    B_n = _raw_tn(B_base, s0 + t_cn, offs_n, mask_n, L, sB_n, sB_l)
+    if LOCAL:
+        h = gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND)
+        dsum = gl.zeros((BLOCK_T, BLOCK_D), gl.float32, LC)
+        for t0 in range(s0, s1, BLOCK_T):
+            u_r, dt_r, B_r = u_n, dt_n, B_n
+            u_n = _raw_td(u_base, t0 + BLOCK_T + t_c, offs_d, mask_d, L, su_d, su_l)
+            dt_n = _raw_td(dt_base, t0 + BLOCK_T + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
+            B_n = _raw_tn(B_base, t0 + BLOCK_T + t_cn, offs_n, mask_n, L, sB_n, sB_l)
+            mask_c = ((t0 + t_c) < L)[:, None] & mask_d[None, :]
+            u, dt, raw, w = _td_inputs(u_r, dt_r, bias, mask_c, HAS_BIAS, SOFTPLUS)
+            Bt = gl.convert_layout(B_r.to(gl.float32), LTN)
+            hs, dA, dBu = _states_g(gl.convert_layout(dt, LTD), gl.convert_layout(w, LTD), Bt, A2, h, t_tn)
+            dsum += dt
+            h = _row_g(hs, True)
+        hin = hin_ptr + pid_b * shi_b + (pid_s + 1) * shi_s + offs_dn[None, :] * shi_d + offs_nd[:, None] * shi_n
+        gl.store(hin, h, mask=mask_nd)
+        gl.store(dsum_ptr + (pid_b * gl.cdiv(L, SEG) + pid_s) * E + offs_d, gl.sum(dsum, axis=0), mask=mask_d)
+    else:
+        Dv = gl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_D else None
+        yoff = gl.load(yoff_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_YOFF else None
+        hoff = gl.load(hoff_ptr + dn_off, mask=mask_nd, other=0.0).to(gl.float32) if HAS_HOFF else None
+        if HAS_HIN:
+            hin = hin_ptr + pid_b * shi_b + pid_s * shi_s + offs_dn[None, :] * shi_d + offs_nd[:, None] * shi_n
+            h = gl.load(hin, mask=mask_nd, other=0.0).to(gl.float32)
+        else:
+            h = gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND)
+        C_base = C_ptr + pid_b * sC_b
+        z_base = z_ptr + pid_b * sz_b
+        n_chunks = gl.cdiv(L, CHUNK)
+        C_n = _raw_tn(C_base, s0 + t_cn, offs_n, mask_n, L, sC_n, sC_l)
+        z_n = _raw_td(z_base, s0 + t_c, offs_d, mask_d, L, sz_d, sz_l) if HAS_Z else u_n
+        for t0 in range(s0, s1, BLOCK_T):
+            u_r, dt_r, B_r, C_r, z_r = u_n, dt_n, B_n, C_n, z_n
+            tn = t0 + BLOCK_T
+            u_n = _raw_td(u_base, tn + t_c, offs_d, mask_d, L, su_d, su_l)
+            dt_n = _raw_td(dt_base, tn + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
+            B_n = _raw_tn(B_base, tn + t_cn, offs_n, mask_n, L, sB_n, sB_l)
+            C_n = _raw_tn(C_base, tn + t_cn, offs_n, mask_n, L, sC_n, sC_l)
+            if HAS_Z:
+                z_n = _raw_td(z_base, tn + t_c, offs_d, mask_d, L, sz_d, sz_l)
+            if STORE_STATES:
+                if t0 % CHUNK == 0:  # the state entering the chunk, for the backward
+                    gl.store(states_ptr + (pid_b * n_chunks + t0 // CHUNK) * E * N + dn_off, h, mask=mask_nd)
+            offs_t = t0 + t_c
+            mask_c = (offs_t < L)[:, None] & mask_d[None, :]
+            u, dt, raw, w = _td_inputs(u_r, dt_r, bias, mask_c, HAS_BIAS, SOFTPLUS)
+            Bt = gl.convert_layout(B_r.to(gl.float32), LTN)
+            hs, dA, dBu = _states_g(gl.convert_layout(dt, LTD), gl.convert_layout(w, LTD), Bt, A2, h, t_tn)
+            Ct = gl.convert_layout(C_r.to(gl.float32), LTN)
+            hr = hs + hoff[None, :, :] if HAS_HOFF else hs
+            y = gl.convert_layout(gl.sum(hr * Ct[:, :, None], axis=1), LC)  # C_t (h_t + h')
+            if HAS_D:
+                y += Dv[None, :] * u
+            if HAS_YOFF:
+                y += yoff[None, :]
+            if HAS_Z:
+                z = z_r.to(gl.float32)
+                y = y * z * sigmoid(z)
+            y_ptrs = y_ptr + pid_b * sy_b + offs_t[:, None] * sy_l + offs_d[None, :] * sy_d
+            gl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask_c)
+            h = _row_g(hs, True)
+        if STORE_LAST:
+            if pid_s == gl.num_programs(1) - 1:
+                gl.store(last_ptr + pid_b * E * N + nd_off, h, mask=mask_nd)
+
+
+@gluon.jit
+def scan_bwd_gluon_kernel(
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hoff_ptr, yoff_ptr, states_ptr, scratch_ptr,
+    dy_ptr, dhin_ptr,
+    du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr, dhoff_ptr, dyoff_ptr,
+    E, N, L,
+    su_b, su_d, su_l, sdt_b, sdt_d, sdt_l, sB_b, sB_n, sB_l, sC_b, sC_n, sC_l, sz_b, sz_d, sz_l,
+    sdy_b, sdy_d, sdy_l, sdu_b, sdu_d, sdu_l, sg_b, sg_d, sg_l, sdz_b, sdz_d, sdz_l, sdB_b, sdB_p, sdB_n,
+    sdh_b, sdh_s, sdh_d, sdh_n,
+    HAS_D: gl.constexpr, HAS_Z: gl.constexpr, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr,
+    HAS_H0: gl.constexpr, HAS_HOFF: gl.constexpr, HAS_YOFF: gl.constexpr, HAS_DHIN: gl.constexpr,
+    GRAD_A: gl.constexpr, GRAD_D: gl.constexpr, GRAD_BIAS: gl.constexpr,
+    BLOCK_D: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_T: gl.constexpr, CHUNK: gl.constexpr, SEG,
+):  # fmt: skip
+    """`triton_scan_kernels.scan_bwd_kernel` (same arguments and outputs) for one warp, BLOCK_D 8, BLOCK_N >= 4 and
+    BLOCK_T 4 or 8 (`scan_triton._gluon_fits`)."""
+    L3: gl.constexpr = block_layout(BLOCK_T)
+    LTD: gl.constexpr = gl.SliceLayout(1, L3)  # (t d), each value on the 4 lanes of its channel
+    LTN: gl.constexpr = gl.SliceLayout(2, L3)  # (t n), each value on the 8 lanes of its state group
+    LND: gl.constexpr = gl.SliceLayout(0, L3)
+    LC: gl.constexpr = compact_td(BLOCK_T)
+    LCN: gl.constexpr = compact_tn(BLOCK_T)
+    # dB / dC: steps x states across the lanes, the channels inside each thread
+    LR: gl.constexpr = gl.BlockedLayout(
+        [1, BLOCK_N * BLOCK_T // 32, BLOCK_D], [BLOCK_T, 32 // BLOCK_T, 1], [1, 1, 1], [2, 1, 0]
+    )
+    LRS: gl.constexpr = gl.SliceLayout(2, LR)
+
+    pid_d = gl.program_id(0)
+    pid_s = gl.program_id(1)
+    pid_b = gl.program_id(2).to(gl.int64)
+    n_seg = gl.num_programs(1)
+    offs_d = pid_d * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LC))  # (t d) tiles
+    offs_dn = pid_d * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LND))  # (n d) tiles
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, LCN))  # (t n) tiles
+    offs_nd = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LND))
+    t_c = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LC))
+    t_cn = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LCN))
+    t_tn = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LTN))
+    t_r = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LRS))
+    n_r = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, LRS))
+    mask_d = offs_d < E
+    mask_dn = offs_dn < E
+    mask_n = offs_n < N
+    mask_nd = (offs_nd < N)[:, None] & mask_dn[None, :]
+    nd_off = offs_dn[None, :] * N + offs_nd[:, None]
+    dn_off = offs_nd[:, None] * E + offs_dn[None, :]
+    prog = (pid_b * n_seg + pid_s) * gl.num_programs(0) + pid_d
+    scratch = scratch_ptr + prog * (CHUNK // BLOCK_T) * BLOCK_N * BLOCK_D
+    sc_off = offs_nd[:, None] * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LND))[None, :]
+
+    A2 = gl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(gl.float32) * LOG2E
+    bias = gl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_BIAS else None
+    Dv = gl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_D else None
+    yoff = gl.load(yoff_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_YOFF else None
+    hoff = gl.load(hoff_ptr + dn_off, mask=mask_nd, other=0.0).to(gl.float32) if HAS_HOFF else None
+    if HAS_DHIN:
+        dhin = dhin_ptr + pid_b * sdh_b + (pid_s + 1) * sdh_s + offs_dn[None, :] * sdh_d + offs_nd[:, None] * sdh_n
+        dh = gl.load(dhin, mask=mask_nd, other=0.0).to(gl.float32)
+    else:
+        dh = gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND)
+    dA_acc = gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND)
+    dhoff_acc = gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND)
+    dD_acc = gl.zeros((BLOCK_T, BLOCK_D), gl.float32, LC)  # summed over the steps at the end
+    dyoff_acc = gl.zeros((BLOCK_T, BLOCK_D), gl.float32, LC)
+    dbias_acc = gl.zeros((BLOCK_T, BLOCK_D), gl.float32, LC)
+
+    u_base = u_ptr + pid_b * su_b
+    dt_base = dt_ptr + pid_b * sdt_b
+    B_base = B_ptr + pid_b * sB_b
+    C_base = C_ptr + pid_b * sC_b
+    dy_base = dy_ptr + pid_b * sdy_b
+    z_base = z_ptr + pid_b * sz_b
+    n_chunks = gl.cdiv(L, CHUNK)
+    c_first = pid_s * (SEG // CHUNK)
+    c_end = gl.minimum(c_first + SEG // CHUNK, n_chunks)
+    # the adjoint's decay at the segment's last step: exp(delta A) one step after it (1 past L)
+    t_end = c_end * CHUNK
+    dt_end, _raw_end = _delta_of(
+        _raw_td(dt_base, t_end + t_c, offs_d, mask_d, L, sdt_d, sdt_l), bias,
+        ((t_end + t_c) < L)[:, None] & mask_d[None, :], HAS_BIAS, SOFTPLUS,
+    )  # fmt: skip
+    e_carry = _row_g(gl.exp2(gl.convert_layout(dt_end, LTD)[:, None, :] * A2[None, :, :]), False)
+    for i in range(0, c_end - c_first):
+        c = c_end - 1 - i
+        c0 = c * CHUNK
+        n_blocks = gl.cdiv(gl.minimum(CHUNK, L - c0), BLOCK_T)
+        # 1. the states entering each block of the chunk, into the scratch (each thread reads back what it wrote)
+        h = gl.load(states_ptr + (pid_b * n_chunks + c) * E * N + dn_off, mask=mask_nd, other=0.0)
+        u_n = _raw_td(u_base, c0 + t_c, offs_d, mask_d, L, su_d, su_l)
+        dt_n = _raw_td(dt_base, c0 + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
+        B_n = _raw_tn(B_base, c0 + t_cn, offs_n, mask_n, L, sB_n, sB_l)
+        for k in range(0, n_blocks - 1):
+            gl.store(scratch + k * BLOCK_N * BLOCK_D + sc_off, h)
+            u_r, dt_r, B_r = u_n, dt_n, B_n
+            t0 = c0 + k * BLOCK_T
+            u_n = _raw_td(u_base, t0 + BLOCK_T + t_c, offs_d, mask_d, L, su_d, su_l)
+            dt_n = _raw_td(dt_base, t0 + BLOCK_T + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
+            B_n = _raw_tn(B_base, t0 + BLOCK_T + t_cn, offs_n, mask_n, L, sB_n, sB_l)
+            mask_c = ((t0 + t_c) < L)[:, None] & mask_d[None, :]
+            u, dt, raw, w = _td_inputs(u_r, dt_r, bias, mask_c, HAS_BIAS, SOFTPLUS)
+            Bt = gl.convert_layout(B_r.to(gl.float32), LTN)
+            hs, dA, dBu = _states_g(gl.convert_layout(dt, LTD), gl.convert_layout(w, LTD), Bt, A2, h, t_tn)
+            h = _row_g(hs, True)
+        gl.store(scratch + (n_blocks - 1) * BLOCK_N * BLOCK_D + sc_off, h)
+
+        # 2. the blocks in reverse, each block's tiles loaded during the block after it
+        t_last = c0 + (n_blocks - 1) * BLOCK_T
+        u_n = _raw_td(u_base, t_last + t_c, offs_d, mask_d, L, su_d, su_l)
+        dt_n = _raw_td(dt_base, t_last + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
+        B_n = _raw_tn(B_base, t_last + t_cn, offs_n, mask_n, L, sB_n, sB_l)
+        C_n = _raw_tn(C_base, t_last + t_cn, offs_n, mask_n, L, sC_n, sC_l)
+        dy_n = _raw_td(dy_base, t_last + t_c, offs_d, mask_d, L, sdy_d, sdy_l)
+        z_n = _raw_td(z_base, t_last + t_c, offs_d, mask_d, L, sz_d, sz_l) if HAS_Z else u_n
+        for j in range(0, n_blocks):
+            t0 = c0 + (n_blocks - 1 - j) * BLOCK_T
+            u_r, dt_r, B_r, C_r, dy_r, z_r = u_n, dt_n, B_n, C_n, dy_n, z_n
+            tp = t0 - BLOCK_T  # the block before (in the previous chunk after the last j: loaded, not used)
+            u_n = _raw_td(u_base, tp + t_c, offs_d, mask_d, L, su_d, su_l)
+            dt_n = _raw_td(dt_base, tp + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
+            B_n = _raw_tn(B_base, tp + t_cn, offs_n, mask_n, L, sB_n, sB_l)
+            C_n = _raw_tn(C_base, tp + t_cn, offs_n, mask_n, L, sC_n, sC_l)
+            dy_n = _raw_td(dy_base, tp + t_c, offs_d, mask_d, L, sdy_d, sdy_l)
+            if HAS_Z:
+                z_n = _raw_td(z_base, tp + t_c, offs_d, mask_d, L, sz_d, sz_l)
+            h_in = gl.load(scratch + (n_blocks - 1 - j) * BLOCK_N * BLOCK_D + sc_off)
+            offs_t = t0 + t_c
+            mask_c = (offs_t < L)[:, None] & mask_d[None, :]
+            u, dt, raw, w = _td_inputs(u_r, dt_r, bias, mask_c, HAS_BIAS, SOFTPLUS)
+            dt_l = gl.convert_layout(dt, LTD)
+            w_l = gl.convert_layout(w, LTD)
+            Bt = gl.convert_layout(B_r.to(gl.float32), LTN)
+            Ct = gl.convert_layout(C_r.to(gl.float32), LTN)
+            hs, dA, dBu = _states_g(dt_l, w_l, Bt, A2, h_in, t_tn)
+            dy = dy_r.to(gl.float32)
+            hr = hs + hoff[None, :, :] if HAS_HOFF else hs
+            g_ptrs = pid_b * sg_b + offs_t[:, None] * sg_l + offs_d[None, :] * sg_d
+            if HAS_Z:  # y = o * silu(z), o = C (h + h') + D u + y'
+                z = z_r.to(gl.float32)
+                o = gl.convert_layout(gl.sum(hr * Ct[:, :, None], axis=1), LC)
+                if HAS_D:
+                    o += Dv[None, :] * u
+                if HAS_YOFF:
+                    o += yoff[None, :]
+                sig = sigmoid(z)
+                dz = dy * o * sig * (1.0 + z * (1.0 - sig))
+                dz_ptrs = dz_ptr + pid_b * sdz_b + offs_t[:, None] * sdz_l + offs_d[None, :] * sdz_d
+                gl.store(dz_ptrs, dz.to(dz_ptr.dtype.element_ty), mask=mask_c)
+                g = dy * z * sig
+            else:
+                g = dy
+            g_l = gl.convert_layout(g, LTD)
+            # read-out: dC_t = sum_d g (h_t + h'), dh' += sum_t C_t g, dD += g u, dy' += g
+            offs_tr = t0 + t_r
+            mask_r = (offs_tr < L)[:, None] & (n_r < N)[None, :]
+            bc_ptrs = pid_b * sdB_b + pid_d * sdB_p + n_r[None, :] * sdB_n + offs_tr[:, None]
+            gl.store(dC_ptr + bc_ptrs, _channel_sum(hr * g_l[:, None, :], LR), mask=mask_r)
+            Cg = Ct[:, :, None] * g_l[:, None, :]
+            if HAS_HOFF:
+                dhoff_acc += gl.sum(Cg, axis=0)
+            if GRAD_D:
+                dD_acc += g * u
+            if HAS_YOFF:
+                dyoff_acc += g
+            # adjoint, reversed: dh_t = exp(delta_{t+1} A) dh_{t+1} + C_t g_t, dh after the block folded into the
+            # last step's input
+            e, e_carry = _shift_g(dA, e_carry)
+            last = (t_tn == BLOCK_T - 1)[:, None, None]
+            cin = gl.where(last, Cg + e * dh[None, :, :], Cg)
+            _pp, rr = gl.associative_scan((_flip_g(e), _flip_g(cin)), 0, _combine)
+            dhs = _flip_g(rr)
+            dh = _row_g(dhs, False)
+            # through h_t = exp(delta A) h_{t-1} + delta B u
+            q = dhs * (hs - dBu)
+            if GRAD_A:
+                dA_acc += gl.sum(q * dt_l[:, None, :], axis=0)
+            dhB = gl.convert_layout(gl.sum(dhs * Bt[:, :, None], axis=1), LC)
+            ddt = u * dhB + gl.convert_layout(gl.sum(q * A2[None, :, :], axis=1), LC) * LN2
+            du = dt * dhB
+            if HAS_D:
+                du += g * Dv[None, :]
+            gl.store(dB_ptr + bc_ptrs, _channel_sum(dhs * w_l[:, None, :], LR), mask=mask_r)
+            if SOFTPLUS:
+                ddt = ddt * sigmoid(raw)
+            if GRAD_BIAS:
+                dbias_acc += gl.where(mask_c, ddt, 0.0)
+            du_ptrs = du_ptr + pid_b * sdu_b + offs_t[:, None] * sdu_l + offs_d[None, :] * sdu_d
+            gl.store(du_ptrs, du.to(du_ptr.dtype.element_ty), mask=mask_c)
+            gl.store(ddt_ptr + g_ptrs, ddt.to(ddt_ptr.dtype.element_ty), mask=mask_c)
+
+    part = pid_b * n_seg + pid_s
+    row = part * E * N + nd_off
+    if GRAD_A:
+        gl.store(dA_ptr + row, dA_acc, mask=mask_nd)
+    if HAS_H0:  # dh_init = exp(delta_0 A) dh_0
+        if pid_s == 0:
+            raw0 = gl.load(dt_base + offs_dn * sdt_d, mask=mask_dn, other=0.0).to(gl.float32)
+            if HAS_BIAS:
+                raw0 += gl.load(bias_ptr + offs_dn, mask=mask_dn, other=0.0).to(gl.float32)
+            dt0 = softplus(raw0) if SOFTPLUS else raw0
+            gl.store(dh0_ptr + pid_b * E * N + nd_off, dh * gl.exp2(dt0[None, :] * A2), mask=mask_nd)
+    if HAS_HOFF:
+        gl.store(dhoff_ptr + row, dhoff_acc, mask=mask_nd)
+    if GRAD_D:
+        gl.store(dD_ptr + part * E + offs_d, gl.sum(dD_acc, axis=0), mask=mask_d)
+    if HAS_YOFF:
+        gl.store(dyoff_ptr + part * E + offs_d, gl.sum(dyoff_acc, axis=0), mask=mask_d)
+    if GRAD_BIAS:
+        gl.store(dbias_ptr + part * E + offs_d, gl.sum(dbias_acc, axis=0), mask=mask_d)

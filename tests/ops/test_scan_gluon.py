@@ -1,0 +1,112 @@
+"""The Gluon scan kernels (stateft/ops/gluon_scan_kernels.py) against the sequential reference and the Triton kernels.
+
+Gluon has no interpreter: the numerical tests need a GPU (marked `gpu`); on the CPU only the dispatch is tested here,
+and tests/ops/test_sass_report.py compiles the kernels for sm_90.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stateft.ops import scan_triton
+from tests.ops.test_scan_triton import _rel, check, make_inputs, run
+
+pytest.importorskip("triton")
+
+
+def test_dispatch_falls_back_where_gluon_cannot_run(monkeypatch):
+    monkeypatch.setitem(scan_triton.CONFIG, "kernels", "gluon")
+    # the launch shapes its layouts cover; anything else takes the Triton kernel
+    assert scan_triton._gluon_fits(8, 16, 8, 1)
+    assert scan_triton._gluon_fits(8, 8, 4, 1)
+    assert not scan_triton._gluon_fits(16, 16, 8, 1)  # channels: 8 lanes
+    assert not scan_triton._gluon_fits(8, 16, 8, 2)  # one warp
+    assert not scan_triton._gluon_fits(8, 2, 8, 1)  # states: 4 lanes
+    assert not scan_triton._gluon_fits(8, 4, 4, 1)  # steps x states must fill the 32 lanes for dB/dC
+    assert not scan_triton._gluon_fits(8, 16, 2, 1)
+    pick = scan_triton._pick
+    pair = ("triton", "gluon")
+    assert pick(*pair, 8, 16, 8, 1) == ("gluon" if scan_triton.FAST.value else "triton")  # the interpreter: Triton
+    assert pick(*pair, 16, 16, 8, 1) == "triton"
+    monkeypatch.setitem(scan_triton.CONFIG, "kernels", "triton")
+    assert pick(*pair, 8, 16, 8, 1) == "triton"
+    monkeypatch.setitem(scan_triton.CONFIG, "kernels", "cuda")
+    with pytest.raises(ValueError, match="kernels must be 'gluon' or 'triton'"):
+        pick(*pair, 8, 16, 8, 1)
+
+
+def _gluon(monkeypatch, **config):
+    monkeypatch.setitem(scan_triton.CONFIG, "kernels", "gluon")
+    for k, v in config.items():
+        monkeypatch.setitem(scan_triton.CONFIG, k, v)
+
+
+def _ran_gluon() -> bool:
+    names = {scan_triton.LAUNCHED["fwd"].name, scan_triton.LAUNCHED["bwd"].name}
+    return names == {"scan_fwd_gluon_kernel", "scan_bwd_gluon_kernel"}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("block_t", "chunk"), [(8, 64), (8, 16), (4, 8)])
+def test_all_features_gpu(monkeypatch, dtype, block_t, chunk):
+    # every optional input, channels past a block's end (20 = 2 x 8 + 4), a last block and chunk cut short (37),
+    # n = 6 (8 states, 2 of them padding), the last state's gradient entering at the end
+    _gluon(monkeypatch, BLOCK_T=block_t, CHUNK=chunk)
+    check(make_inputs(2, 20, 6, 37, dtype, "cuda", h0="batch", layout="bld"))
+    assert _ran_gluon()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("b", "d", "n", "length", "h0", "offsets", "z", "bias", "layout"),
+    [
+        (1, 8, 4, 16, "shared", True, True, True, "bdl"),
+        (2, 5, 16, 27, "none", False, False, False, "bdl"),
+        (1, 9, 24, 21, "shared", True, True, False, "bld"),
+        (1, 4, 3, 1, "batch", True, True, True, "bdl"),
+        (2, 11, 5, 29, "shared", True, True, True, "mixed"),
+    ],
+)
+def test_shapes_and_options_gpu(monkeypatch, b, d, n, length, h0, offsets, z, bias, layout):
+    _gluon(monkeypatch, CHUNK=16)
+    check(make_inputs(b, d, n, length, torch.float32, "cuda", h0=h0, offsets=offsets, z=z, bias=bias, layout=layout))
+    assert _ran_gluon()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("seg", "chunk", "h0", "last"), [(64, 16, "batch", True), (32, 16, "none", False)])
+def test_segments_gpu(monkeypatch, seg, chunk, h0, last):
+    _gluon(monkeypatch, SEG=seg, CHUNK=chunk)
+    check(make_inputs(2, 20, 6, 150, torch.float32, "cuda", h0=h0, layout="bld"), last=last)
+    assert _ran_gluon()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("frozen", [("A", "D", "delta_bias"), ()])
+def test_same_results_as_the_triton_kernels_gpu(monkeypatch, frozen):
+    # at a 130m layer's size, fp32: the same arithmetic in another order
+    inp = make_inputs(2, 1536, 16, 1000, torch.float32, "cuda", h0="shared", layout="mixed")
+    monkeypatch.setitem(scan_triton.CONFIG, "kernels", "triton")
+    y_want, last_want, want = run(inp, "triton", frozen=frozen)
+    assert scan_triton.LAUNCHED["fwd"].name == "scan_fwd_kernel"
+    assert scan_triton.LAUNCHED["bwd"].name == "scan_bwd_kernel"
+    _gluon(monkeypatch)
+    y, last, got = run(inp, "triton", frozen=frozen)
+    assert _ran_gluon()
+    assert _rel(y, y_want) < 1e-5
+    assert _rel(last, last_want) < 1e-5
+    for k, v in want.items():
+        assert (v is None) == (got[k] is None), k
+        if v is not None:
+            assert _rel(got[k], v) < 1e-5, k
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("b", "d", "n", "length"), [(4, 1536, 16, 1024), (1, 768, 24, 3000)])
+def test_full_size_gpu(monkeypatch, dtype, b, d, n, length):
+    _gluon(monkeypatch)
+    check(make_inputs(b, d, n, length, dtype, "cuda", h0="shared", layout="bld"))
+    assert _ran_gluon()
