@@ -2,7 +2,7 @@
 # One device call: build the peer in the background, run the GPU tests, then time. Output under $OUT.
 #   bash benchmarks/run_gpu.sh PHASE...   phases: tests peertests scan scanpick scanlong profile profile14 step130
 #   step130g stepbig stepbigg stepbig5 stepsmall stepfull stepall m2check m2train m2step graphtrain gen gen2 peerso conv
-#   gluontests gluonab
+#   gluontests gluonab cfgab (CFGS='json json...')
 #   (NOPEER=1: no peer build; scanpick exports its best launch config to the later phases)
 set -uo pipefail
 export PYTHONPATH=.:.whl/site PYTHONUNBUFFERED=1
@@ -56,6 +56,11 @@ for phase in "$@"; do
           --methods state_offset_h state_offset_y lora --backends graph --out "$OUT" --name "gluon_ab_130m_$impl" 2>&1 | grep "^|" | tail -3
         STATEFT_SCAN_CONFIG="{\"kernels\": \"$impl\"}" timeout 300 python3 benchmarks/train_step.py --sizes 1.4b 2.8b \
           --methods state_offset_h lora --backends graph --warmup 2 --iters 6 --out "$OUT" --name "gluon_ab_big_$impl" 2>&1 | grep "^|" | tail -4
+      done ;;
+    cfgab) for cfg in ${CFGS:-'{}'}; do  # scan launch configs side by side (CFGS: JSON objects), 1.4b graphed
+        STATEFT_SCAN_CONFIG="$cfg" timeout 150 python3 benchmarks/train_step.py --sizes ${CFG_SIZES:-1.4b} --methods state_offset_h \
+          --backends graph --warmup 2 --iters 6 --out "$OUT" --name "cfg_ab_$(echo "$cfg" | tr -dc 'a-zA-Z0-9_')" 2>&1 \
+          | grep "^|" | tail -2 | sed "s/^/$cfg /"
       done ;;
     conv) timeout 150 python3 benchmarks/conv_kernel.py --out "$OUT" 2>&1 | grep "^|" ;;
     gen) timeout 150 python3 benchmarks/generate.py --sizes 130m 1.4b --out "$OUT" 2>&1 | tail -6 ;;

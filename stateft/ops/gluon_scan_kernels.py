@@ -29,27 +29,28 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from stateft.ops.triton_math import LN2, LOG2E, sigmoid, softplus
-from stateft.ops.triton_scan_kernels import _combine, _delta_of, _flip, _raw_td, _raw_tn
+from stateft.ops.triton_scan_kernels import _delta_of, _raw_td, _raw_tn
 
 
 @gluon.constexpr_function
-def block_layout(BLOCK_T):
+def block_layout(BLOCK_T, W):
     """The (t n d) block: the steps in-thread, 4 lanes of states x 8 lanes of channels, the rest of the states in
-    registers (one warp)."""
-    return gl.BlockedLayout([BLOCK_T, 1, 1], [1, 4, 8], [1, 1, 1], [0, 2, 1])
+    registers; W warps side by side along the channels."""
+    return gl.BlockedLayout([BLOCK_T, 1, 1], [1, 4, 8], [1, 1, W], [0, 2, 1])
 
 
 @gluon.constexpr_function
-def compact_td(BLOCK_T):
+def compact_td(BLOCK_T, W):
     """(t d) tiles with every value once per warp, consecutive steps in a thread: loads, the (t d) elementwise work
     (softplus, sigmoid, gating) and stores, moved to the block layout's slice where the block needs them."""
-    return gl.BlockedLayout([BLOCK_T // 4, 1], [4, 8], [1, 1], [0, 1])
+    return gl.BlockedLayout([BLOCK_T // 4, 1], [4, 8], [1, W], [0, 1])
 
 
 @gluon.constexpr_function
-def compact_tn(BLOCK_T):
-    """(t n) tiles (B, C) with every value once per warp (for 16 states), consecutive steps in a thread."""
-    return gl.BlockedLayout([BLOCK_T // 2, 1], [2, 16], [1, 1], [0, 1])
+def compact_tn(BLOCK_T, W):
+    """(t n) tiles (B, C) with every value once per warp (for 16 states), consecutive steps in a thread; every warp
+    holds the whole tile (all of a block's channels use it)."""
+    return gl.BlockedLayout([BLOCK_T // 2, 1], [2, 16], [1, W], [0, 1])
 
 
 @gluon.jit
@@ -58,60 +59,69 @@ def _like(x, ref):
     return gl.convert_layout(x, ref.type.layout, assert_trivial=True)
 
 
+# A block's 8 steps live in each thread's registers: split along that axis, a (8, X, Y) block is 8 (X, Y) rows at no
+# cost (register renaming), and the recurrences over the steps are written out row by row, in either direction (no
+# scan, no flips, no shifted copies).
 @gluon.jit
-def _flip_g(x):
-    """x (t, X, Y) reversed along its in-thread step axis, in x's layout."""
-    return _like(_flip(x), x)
-
-
-@gluon.jit
-def _row_g(x, LAST: gl.constexpr):
-    """The first or last row of x (t, X, Y) along the in-thread step axis (a masked sum: no lane traffic)."""
-    T: gl.constexpr = x.shape[0]
-    t = gl.arange(0, T, layout=gl.SliceLayout(1, gl.SliceLayout(2, x.type.layout)))
-    pick = t == (T - 1 if LAST else 0)
-    return gl.sum(gl.where(pick[:, None, None], x, 0.0), axis=0)
-
-
-@gluon.jit
-def _shift2_g(x, c):
-    r0, r1 = gl.split(x)
-    return gl.join(r1, _like(c, r1)), r0
+def _rows(x):
+    """The 8 rows (X, Y) of x (8, X, Y) along its in-thread step axis."""
+    X: gl.constexpr = x.shape[1]
+    Y: gl.constexpr = x.shape[2]
+    gl.static_assert(x.shape[0] == 8, "gluon scan: BLOCK_T must be 8")
+    ev, od = gl.split(gl.reshape(gl.permute(x, (1, 2, 0)), (X, Y, 4, 2)))  # steps 0 2 4 6 | 1 3 5 7
+    e0, e1 = gl.split(gl.reshape(ev, (X, Y, 2, 2)))  # 0 4 | 2 6
+    o0, o1 = gl.split(gl.reshape(od, (X, Y, 2, 2)))  # 1 5 | 3 7
+    r0, r4 = gl.split(e0)
+    r2, r6 = gl.split(e1)
+    r1, r5 = gl.split(o0)
+    r3, r7 = gl.split(o1)
+    return r0, r1, r2, r3, r4, r5, r6, r7
 
 
 @gluon.jit
-def _shift4_g(x, c):
-    # (r0..r3), c -> (r1, r2, r3, c), r0 (as `triton_scan_kernels._shift4`, each half converted to the other's layout)
-    X: gl.constexpr = x.shape[0]
-    Y: gl.constexpr = x.shape[1]
-    ev, odd = gl.split(gl.reshape(x, (X, Y, 2, 2)))
-    new_odd, r0 = _shift2_g(ev, c)
-    return gl.reshape(gl.join(odd, _like(new_odd, odd)), (X, Y, 4)), r0
+def _stack(rows, ref):
+    """The block (8, X, Y) made of 8 rows from `_rows`, in ref's layout (the inverse of `_rows`)."""
+    r0, r1, r2, r3, r4, r5, r6, r7 = rows
+    X: gl.constexpr = r0.shape[0]
+    Y: gl.constexpr = r0.shape[1]
+    ev = gl.reshape(gl.join(gl.join(r0, r4), gl.join(r2, r6)), (X, Y, 4))
+    od = gl.reshape(gl.join(gl.join(r1, r5), gl.join(r3, r7)), (X, Y, 4))
+    return _like(gl.permute(gl.reshape(gl.join(ev, od), (X, Y, 8)), (2, 0, 1)), ref)
 
 
 @gluon.jit
-def _shift8_g(x, c):
-    X: gl.constexpr = x.shape[0]
-    Y: gl.constexpr = x.shape[1]
-    ev, odd = gl.split(gl.reshape(x, (X, Y, 4, 2)))
-    new_odd, r0 = _shift4_g(ev, c)
-    return gl.reshape(gl.join(odd, _like(new_odd, odd)), (X, Y, 8)), r0
+def _forward_rows(a, b, h):
+    """h_t = a_t h_{t-1} + b_t over a block's rows (t = 0..7) from h entering it, rows of a and b from `_rows`;
+    returns the 8 rows of h_t."""
+    a0, a1, a2, a3, a4, a5, a6, a7 = a
+    b0, b1, b2, b3, b4, b5, b6, b7 = b
+    h0 = a0 * _like(h, b0) + b0
+    h1 = a1 * h0 + b1
+    h2 = a2 * h1 + b2
+    h3 = a3 * h2 + b3
+    h4 = a4 * h3 + b4
+    h5 = a5 * h4 + b5
+    h6 = a6 * h5 + b6
+    h7 = a7 * h6 + b7
+    return h0, h1, h2, h3, h4, h5, h6, h7
 
 
 @gluon.jit
-def _shift_g(x, c):
-    """x (t, X, Y) moved up one row along its step axis with c (X, Y) as the new last row, in x's layout; and x's
-    first row, in c's."""
-    T: gl.constexpr = x.shape[0]
-    xt = gl.permute(x, (1, 2, 0))
-    if T == 2:
-        y, r0 = _shift2_g(xt, c)
-    elif T == 4:
-        y, r0 = _shift4_g(xt, c)
-    else:
-        gl.static_assert(T == 8, "gluon scan: BLOCK_T must be 2, 4 or 8")
-        y, r0 = _shift8_g(xt, c)
-    return _like(gl.permute(y, (2, 0, 1)), x), _like(r0, c)
+def _adjoint_rows(dA, c, e_last, dh):
+    """The adjoint over a block, backwards: dh_t = exp(delta_{t+1} A) dh_{t+1} + c_t, with exp(delta_{t+1} A) the
+    block's own exp(delta A) rows one step on and ``e_last`` past its last step; ``dh`` = dL/dh after the block.
+    Returns the 8 rows of dh_t."""
+    a0, a1, a2, a3, a4, a5, a6, a7 = dA
+    c0, c1, c2, c3, c4, c5, c6, c7 = c
+    g7 = _like(e_last, c7) * _like(dh, c7) + c7
+    g6 = a7 * g7 + c6
+    g5 = a6 * g6 + c5
+    g4 = a5 * g5 + c4
+    g3 = a4 * g4 + c3
+    g2 = a3 * g3 + c2
+    g1 = a2 * g2 + c1
+    g0 = a1 * g1 + c0
+    return g0, g1, g2, g3, g4, g5, g6, g7
 
 
 @gluon.jit
@@ -123,15 +133,13 @@ def _td_inputs(u_raw, dt_raw, bias, mask_c, HAS_BIAS: gl.constexpr, SOFTPLUS: gl
 
 
 @gluon.jit
-def _states_g(dt_l, w_l, Bt, A2, h_in, t_tn):
-    """h_t (t n d) over a block entering with h_in, from delta and delta u (t d) and B (t n) in the block layout's
-    slices; and exp(delta A), delta B u. The entering state is folded into the first step's input, so the scan's
-    cumulative decay is unused (and not computed)."""
+def _states_g(dt_l, w_l, Bt, A2, h_in):
+    """The rows of exp(delta A) and of h_t (t n d) over a block entering with h_in, from delta and delta u (t d) and
+    B (t n) in the block layout's slices; and delta B u (t n d)."""
     dA = gl.exp2(dt_l[:, None, :] * A2[None, :, :])
     dBu = Bt[:, :, None] * w_l[:, None, :]
-    first = (t_tn == 0)[:, None, None]
-    _aa, hs = gl.associative_scan((dA, gl.where(first, dBu + dA * h_in[None, :, :], dBu)), 0, _combine)
-    return hs, dA, dBu
+    dA_rows = _rows(dA)
+    return dA_rows, _forward_rows(dA_rows, _rows(dBu), h_in), dBu
 
 
 @gluon.jit
@@ -152,14 +160,15 @@ def scan_fwd_gluon_kernel(
     STORE_LAST: gl.constexpr, STORE_STATES: gl.constexpr, LOCAL: gl.constexpr,
     BLOCK_D: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_T: gl.constexpr, CHUNK: gl.constexpr, SEG,
 ):  # fmt: skip
-    """`triton_scan_kernels.scan_fwd_kernel` (same arguments and outputs) for one warp, BLOCK_D 8, BLOCK_N >= 4 and
-    BLOCK_T 4 or 8 (`scan_triton._gluon_fits`)."""
-    L3: gl.constexpr = block_layout(BLOCK_T)
+    """`triton_scan_kernels.scan_fwd_kernel` (same arguments and outputs) for BLOCK_D 8 per warp, BLOCK_N >= 4 and
+    BLOCK_T 8 (`scan_triton._gluon_fits`)."""
+    W: gl.constexpr = BLOCK_D // 8  # warps
+    L3: gl.constexpr = block_layout(BLOCK_T, W)
     LTD: gl.constexpr = gl.SliceLayout(1, L3)
     LTN: gl.constexpr = gl.SliceLayout(2, L3)
     LND: gl.constexpr = gl.SliceLayout(0, L3)
-    LC: gl.constexpr = compact_td(BLOCK_T)
-    LCN: gl.constexpr = compact_tn(BLOCK_T)
+    LC: gl.constexpr = compact_td(BLOCK_T, W)
+    LCN: gl.constexpr = compact_tn(BLOCK_T, W)
 
     pid_d = gl.program_id(0)
     pid_s = gl.program_id(1)
@@ -170,7 +179,6 @@ def scan_fwd_gluon_kernel(
     offs_nd = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LND))
     t_c = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LC))
     t_cn = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LCN))
-    t_tn = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LTN))
     mask_d = offs_d < E
     mask_n = offs_n < N
     mask_nd = (offs_nd < N)[:, None] & (offs_dn < E)[None, :]
@@ -198,9 +206,9 @@ def scan_fwd_gluon_kernel(
             mask_c = ((t0 + t_c) < L)[:, None] & mask_d[None, :]
             u, dt, raw, w = _td_inputs(u_r, dt_r, bias, mask_c, HAS_BIAS, SOFTPLUS)
             Bt = gl.convert_layout(B_r.to(gl.float32), LTN)
-            hs, dA, dBu = _states_g(gl.convert_layout(dt, LTD), gl.convert_layout(w, LTD), Bt, A2, h, t_tn)
+            _dA, hs, _dBu = _states_g(gl.convert_layout(dt, LTD), gl.convert_layout(w, LTD), Bt, A2, h)
             dsum += dt
-            h = _row_g(hs, True)
+            h = _like(hs[7], h)
         hin = hin_ptr + pid_b * shi_b + (pid_s + 1) * shi_s + offs_dn[None, :] * shi_d + offs_nd[:, None] * shi_n
         gl.store(hin, h, mask=mask_nd)
         gl.store(dsum_ptr + (pid_b * gl.cdiv(L, SEG) + pid_s) * E + offs_d, gl.sum(dsum, axis=0), mask=mask_d)
@@ -234,7 +242,8 @@ def scan_fwd_gluon_kernel(
             mask_c = (offs_t < L)[:, None] & mask_d[None, :]
             u, dt, raw, w = _td_inputs(u_r, dt_r, bias, mask_c, HAS_BIAS, SOFTPLUS)
             Bt = gl.convert_layout(B_r.to(gl.float32), LTN)
-            hs, dA, dBu = _states_g(gl.convert_layout(dt, LTD), gl.convert_layout(w, LTD), Bt, A2, h, t_tn)
+            _dA, h_rows, dBu = _states_g(gl.convert_layout(dt, LTD), gl.convert_layout(w, LTD), Bt, A2, h)
+            hs = _stack(h_rows, dBu)
             Ct = gl.convert_layout(C_r.to(gl.float32), LTN)
             hr = hs + hoff[None, :, :] if HAS_HOFF else hs
             y = gl.convert_layout(gl.sum(hr * Ct[:, :, None], axis=1), LC)  # C_t (h_t + h')
@@ -247,7 +256,7 @@ def scan_fwd_gluon_kernel(
                 y = y * z * sigmoid(z)
             y_ptrs = y_ptr + pid_b * sy_b + offs_t[:, None] * sy_l + offs_d[None, :] * sy_d
             gl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask_c)
-            h = _row_g(hs, True)
+            h = _like(h_rows[7], h)
         if STORE_LAST:
             if pid_s == gl.num_programs(1) - 1:
                 gl.store(last_ptr + pid_b * E * N + nd_off, h, mask=mask_nd)
@@ -267,17 +276,18 @@ def scan_bwd_gluon_kernel(
     GRAD_A: gl.constexpr, GRAD_D: gl.constexpr, GRAD_BIAS: gl.constexpr,
     BLOCK_D: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_T: gl.constexpr, CHUNK: gl.constexpr, SEG,
 ):  # fmt: skip
-    """`triton_scan_kernels.scan_bwd_kernel` (same arguments and outputs) for one warp, BLOCK_D 8, BLOCK_N >= 4 and
-    BLOCK_T 4 or 8 (`scan_triton._gluon_fits`)."""
-    L3: gl.constexpr = block_layout(BLOCK_T)
+    """`triton_scan_kernels.scan_bwd_kernel` (same arguments and outputs) for BLOCK_D 8 per warp, BLOCK_N >= 4 and
+    BLOCK_T 8 (`scan_triton._gluon_fits`)."""
+    W: gl.constexpr = BLOCK_D // 8  # warps
+    L3: gl.constexpr = block_layout(BLOCK_T, W)
     LTD: gl.constexpr = gl.SliceLayout(1, L3)  # (t d), each value on the 4 lanes of its channel
     LTN: gl.constexpr = gl.SliceLayout(2, L3)  # (t n), each value on the 8 lanes of its state group
     LND: gl.constexpr = gl.SliceLayout(0, L3)
-    LC: gl.constexpr = compact_td(BLOCK_T)
-    LCN: gl.constexpr = compact_tn(BLOCK_T)
+    LC: gl.constexpr = compact_td(BLOCK_T, W)
+    LCN: gl.constexpr = compact_tn(BLOCK_T, W)
     # dB / dC: steps x states across the lanes, the channels inside each thread
     LR: gl.constexpr = gl.BlockedLayout(
-        [1, BLOCK_N * BLOCK_T // 32, BLOCK_D], [BLOCK_T, 32 // BLOCK_T, 1], [1, 1, 1], [2, 1, 0]
+        [1, BLOCK_N * BLOCK_T // 32, 8], [BLOCK_T, 32 // BLOCK_T, 1], [1, 1, W], [2, 1, 0]
     )
     LRS: gl.constexpr = gl.SliceLayout(2, LR)
 
@@ -291,7 +301,6 @@ def scan_bwd_gluon_kernel(
     offs_nd = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LND))
     t_c = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LC))
     t_cn = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LCN))
-    t_tn = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LTN))
     t_r = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LRS))
     n_r = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, LRS))
     mask_d = offs_d < E
@@ -335,7 +344,9 @@ def scan_bwd_gluon_kernel(
         _raw_td(dt_base, t_end + t_c, offs_d, mask_d, L, sdt_d, sdt_l), bias,
         ((t_end + t_c) < L)[:, None] & mask_d[None, :], HAS_BIAS, SOFTPLUS,
     )  # fmt: skip
-    e_carry = _row_g(gl.exp2(gl.convert_layout(dt_end, LTD)[:, None, :] * A2[None, :, :]), False)
+    e_carry = gl.convert_layout(
+        _rows(gl.exp2(gl.convert_layout(dt_end, LTD)[:, None, :] * A2[None, :, :]))[0], LND, assert_trivial=True
+    )
     for i in range(0, c_end - c_first):
         c = c_end - 1 - i
         c0 = c * CHUNK
@@ -355,8 +366,8 @@ def scan_bwd_gluon_kernel(
             mask_c = ((t0 + t_c) < L)[:, None] & mask_d[None, :]
             u, dt, raw, w = _td_inputs(u_r, dt_r, bias, mask_c, HAS_BIAS, SOFTPLUS)
             Bt = gl.convert_layout(B_r.to(gl.float32), LTN)
-            hs, dA, dBu = _states_g(gl.convert_layout(dt, LTD), gl.convert_layout(w, LTD), Bt, A2, h, t_tn)
-            h = _row_g(hs, True)
+            _dA, hs, _dBu = _states_g(gl.convert_layout(dt, LTD), gl.convert_layout(w, LTD), Bt, A2, h)
+            h = _like(hs[7], h)
         gl.store(scratch + (n_blocks - 1) * BLOCK_N * BLOCK_D + sc_off, h)
 
         # 2. the blocks in reverse, each block's tiles loaded during the block after it
@@ -386,7 +397,8 @@ def scan_bwd_gluon_kernel(
             w_l = gl.convert_layout(w, LTD)
             Bt = gl.convert_layout(B_r.to(gl.float32), LTN)
             Ct = gl.convert_layout(C_r.to(gl.float32), LTN)
-            hs, dA, dBu = _states_g(dt_l, w_l, Bt, A2, h_in, t_tn)
+            dA_rows, h_rows, dBu = _states_g(dt_l, w_l, Bt, A2, h_in)
+            hs = _stack(h_rows, dBu)
             dy = dy_r.to(gl.float32)
             hr = hs + hoff[None, :, :] if HAS_HOFF else hs
             g_ptrs = pid_b * sg_b + offs_t[:, None] * sg_l + offs_d[None, :] * sg_d
@@ -417,14 +429,11 @@ def scan_bwd_gluon_kernel(
                 dD_acc += g * u
             if HAS_YOFF:
                 dyoff_acc += g
-            # adjoint, reversed: dh_t = exp(delta_{t+1} A) dh_{t+1} + C_t g_t, dh after the block folded into the
-            # last step's input
-            e, e_carry = _shift_g(dA, e_carry)
-            last = (t_tn == BLOCK_T - 1)[:, None, None]
-            cin = gl.where(last, Cg + e * dh[None, :, :], Cg)
-            _pp, rr = gl.associative_scan((_flip_g(e), _flip_g(cin)), 0, _combine)
-            dhs = _flip_g(rr)
-            dh = _row_g(dhs, False)
+            # adjoint, backwards over the block's rows: dh_t = exp(delta_{t+1} A) dh_{t+1} + C_t g_t
+            dh_rows = _adjoint_rows(dA_rows, _rows(Cg), e_carry, dh)
+            e_carry = _like(dA_rows[0], e_carry)  # exp(delta A) at this block's first step, for the block before
+            dh = _like(dh_rows[0], dh)
+            dhs = _stack(dh_rows, dBu)
             # through h_t = exp(delta A) h_{t-1} + delta B u
             q = dhs * (hs - dBu)
             if GRAD_A:

@@ -46,9 +46,10 @@ LAUNCHED: dict[str, object] = {}  # the last compiled kernel of each pass (regis
 
 
 def _gluon_fits(block_d: int, block_n: int, block_t: int, num_warps: int) -> bool:
-    """Whether `scan_bwd_gluon_kernel`'s layouts cover this launch shape: one warp of 4 x 8 lanes over (states,
-    channels), BLOCK_T 4 or 8 steps in-thread, and steps x states filling the lanes for the dB/dC sums."""
-    return block_d == 8 and num_warps == 1 and block_n >= 4 and block_t in (4, 8) and block_n * block_t >= 32
+    """Whether the Gluon kernels' layouts cover this launch shape: 4 x 8 lanes over (states, channels) per warp and
+    warps side by side along the channels (BLOCK_D 8 per warp), BLOCK_T 8 steps in-thread (the recurrences are
+    written out over 8 rows)."""
+    return block_d == 8 * num_warps and block_n >= 4 and block_t == 8
 
 
 def _pick(triton_kernel, gluon_kernel, block_d: int, block_n: int, block_t: int, num_warps: int):

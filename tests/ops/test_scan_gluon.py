@@ -19,12 +19,12 @@ def test_dispatch_falls_back_where_gluon_cannot_run(monkeypatch):
     monkeypatch.setitem(scan_triton.CONFIG, "kernels", "gluon")
     # the launch shapes its layouts cover; anything else takes the Triton kernel
     assert scan_triton._gluon_fits(8, 16, 8, 1)
-    assert scan_triton._gluon_fits(8, 8, 4, 1)
-    assert not scan_triton._gluon_fits(16, 16, 8, 1)  # channels: 8 lanes
-    assert not scan_triton._gluon_fits(8, 16, 8, 2)  # one warp
+    assert scan_triton._gluon_fits(8, 4, 8, 1)
+    assert scan_triton._gluon_fits(16, 16, 8, 2)  # two warps side by side
+    assert not scan_triton._gluon_fits(16, 16, 8, 1)  # channels: 8 lanes per warp
+    assert not scan_triton._gluon_fits(8, 16, 8, 2)
     assert not scan_triton._gluon_fits(8, 2, 8, 1)  # states: 4 lanes
-    assert not scan_triton._gluon_fits(8, 4, 4, 1)  # steps x states must fill the 32 lanes for dB/dC
-    assert not scan_triton._gluon_fits(8, 16, 2, 1)
+    assert not scan_triton._gluon_fits(8, 16, 4, 1)  # 8 steps per block
     pick = scan_triton._pick
     pair = ("triton", "gluon")
     assert pick(*pair, 8, 16, 8, 1) == ("gluon" if scan_triton.FAST.value else "triton")  # the interpreter: Triton
@@ -49,11 +49,11 @@ def _ran_gluon() -> bool:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(("block_t", "chunk"), [(8, 64), (8, 16), (4, 8)])
-def test_all_features_gpu(monkeypatch, dtype, block_t, chunk):
+@pytest.mark.parametrize(("chunk", "warps"), [(64, 1), (16, 1), (8, 1), (16, 2)])
+def test_all_features_gpu(monkeypatch, dtype, chunk, warps):
     # every optional input, channels past a block's end (20 = 2 x 8 + 4), a last block and chunk cut short (37),
-    # n = 6 (8 states, 2 of them padding), the last state's gradient entering at the end
-    _gluon(monkeypatch, BLOCK_T=block_t, CHUNK=chunk)
+    # n = 6 (8 states, 2 of them padding), the last state's gradient entering at the end; the backward on 1 or 2 warps
+    _gluon(monkeypatch, CHUNK=chunk, bwd_BLOCK_D=8 * warps, bwd_num_warps=warps)
     check(make_inputs(2, 20, 6, 37, dtype, "cuda", h0="batch", layout="bld"))
     assert _ran_gluon()
 
@@ -84,15 +84,15 @@ def test_segments_gpu(monkeypatch, seg, chunk, h0, last):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("frozen", [("A", "D", "delta_bias"), ()])
-def test_same_results_as_the_triton_kernels_gpu(monkeypatch, frozen):
+@pytest.mark.parametrize(("frozen", "warps"), [(("A", "D", "delta_bias"), 1), ((), 1), ((), 2)])
+def test_same_results_as_the_triton_kernels_gpu(monkeypatch, frozen, warps):
     # at a 130m layer's size, fp32: the same arithmetic in another order
     inp = make_inputs(2, 1536, 16, 1000, torch.float32, "cuda", h0="shared", layout="mixed")
     monkeypatch.setitem(scan_triton.CONFIG, "kernels", "triton")
     y_want, last_want, want = run(inp, "triton", frozen=frozen)
     assert scan_triton.LAUNCHED["fwd"].name == "scan_fwd_kernel"
     assert scan_triton.LAUNCHED["bwd"].name == "scan_bwd_kernel"
-    _gluon(monkeypatch)
+    _gluon(monkeypatch, bwd_BLOCK_D=8 * warps, bwd_num_warps=warps)
     y, last, got = run(inp, "triton", frozen=frozen)
     assert _ran_gluon()
     assert _rel(y, y_want) < 1e-5
