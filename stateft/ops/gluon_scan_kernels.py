@@ -29,7 +29,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from stateft.ops.triton_math import LN2, LOG2E, sigmoid, softplus
-from stateft.ops.triton_scan_kernels import _delta_of, _raw_td, _raw_tn
+from stateft.ops.triton_scan_kernels import _delta_of, _raw_td, _raw_tn, _state_inputs
 
 
 @gluon.constexpr_function
@@ -111,35 +111,31 @@ def _adjoint_rows(dA, c, e_last, dh):
     """The adjoint over a block, backwards: dh_t = exp(delta_{t+1} A) dh_{t+1} + c_t, with exp(delta_{t+1} A) the
     block's own exp(delta A) rows one step on and ``e_last`` past its last step; ``dh`` = dL/dh after the block.
     Returns the 8 rows of dh_t."""
-    a0, a1, a2, a3, a4, a5, a6, a7 = dA
+    _a0, a1, a2, a3, a4, a5, a6, a7 = dA
     c0, c1, c2, c3, c4, c5, c6, c7 = c
-    g7 = _like(e_last, c7) * _like(dh, c7) + c7
-    g6 = a7 * g7 + c6
-    g5 = a6 * g6 + c5
-    g4 = a5 * g5 + c4
-    g3 = a4 * g4 + c3
-    g2 = a3 * g3 + c2
-    g1 = a2 * g2 + c1
-    g0 = a1 * g1 + c0
+    # the forward recurrence over the rows taken last to first
+    g7, g6, g5, g4, g3, g2, g1, g0 = _forward_rows(
+        (_like(e_last, c7), a7, a6, a5, a4, a3, a2, a1), (c7, c6, c5, c4, c3, c2, c1, c0), dh
+    )
     return g0, g1, g2, g3, g4, g5, g6, g7
 
 
 @gluon.jit
-def _td_inputs(u_raw, dt_raw, bias, mask_c, HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr):
-    """The block's (t d) inputs in the compact layout: u, delta, raw delta (after the bias) and delta u."""
+def _block_g(u_raw, dt_raw, B_raw, A2, bias, h_in, t0, L, t_c, mask_d, L3: gl.constexpr,
+             HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr):  # fmt: skip
+    """`triton_scan_kernels._block_states` for the block from t0, from its stored tiles (`_state_inputs`, compact
+    layouts) and the state entering it: u, delta, raw delta (after the bias) and the (t d) mask in the compact layout;
+    delta, delta u and B in the block layout L3's slices; the rows of exp(delta A) and of h_t; delta B u (t n d)."""
+    mask_c = ((t0 + t_c) < L)[:, None] & mask_d[None, :]
     u = u_raw.to(gl.float32)
     dt, raw = _delta_of(dt_raw, bias, mask_c, HAS_BIAS, SOFTPLUS)
-    return u, dt, raw, dt * u
-
-
-@gluon.jit
-def _states_g(dt_l, w_l, Bt, A2, h_in):
-    """The rows of exp(delta A) and of h_t (t n d) over a block entering with h_in, from delta and delta u (t d) and
-    B (t n) in the block layout's slices; and delta B u (t n d)."""
+    dt_l = gl.convert_layout(dt, gl.SliceLayout(1, L3))
+    w_l = gl.convert_layout(dt * u, gl.SliceLayout(1, L3))
+    Bt = gl.convert_layout(B_raw.to(gl.float32), gl.SliceLayout(2, L3))
     dA = gl.exp2(dt_l[:, None, :] * A2[None, :, :])
     dBu = Bt[:, :, None] * w_l[:, None, :]
     dA_rows = _rows(dA)
-    return dA_rows, _forward_rows(dA_rows, _rows(dBu), h_in), dBu
+    return u, dt, raw, mask_c, dt_l, w_l, Bt, dA_rows, _forward_rows(dA_rows, _rows(dBu), h_in), dBu
 
 
 @gluon.jit
@@ -164,7 +160,6 @@ def scan_fwd_gluon_kernel(
     BLOCK_T 8 (`scan_triton._gluon_fits`)."""
     W: gl.constexpr = BLOCK_D // 8  # warps
     L3: gl.constexpr = block_layout(BLOCK_T, W)
-    LTD: gl.constexpr = gl.SliceLayout(1, L3)
     LTN: gl.constexpr = gl.SliceLayout(2, L3)
     LND: gl.constexpr = gl.SliceLayout(0, L3)
     LC: gl.constexpr = compact_td(BLOCK_T, W)
@@ -192,23 +187,20 @@ def scan_fwd_gluon_kernel(
     B_base = B_ptr + pid_b * sB_b
     s0 = pid_s * SEG
     s1 = gl.minimum(s0 + SEG, L)
-    u_n = _raw_td(u_base, s0 + t_c, offs_d, mask_d, L, su_d, su_l)
-    dt_n = _raw_td(dt_base, s0 + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
-    B_n = _raw_tn(B_base, s0 + t_cn, offs_n, mask_n, L, sB_n, sB_l)
+    u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, s0, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
+                                   su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
     if LOCAL:
         h = gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND)
         dsum = gl.zeros((BLOCK_T, BLOCK_D), gl.float32, LC)
         for t0 in range(s0, s1, BLOCK_T):
             u_r, dt_r, B_r = u_n, dt_n, B_n
-            u_n = _raw_td(u_base, t0 + BLOCK_T + t_c, offs_d, mask_d, L, su_d, su_l)
-            dt_n = _raw_td(dt_base, t0 + BLOCK_T + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
-            B_n = _raw_tn(B_base, t0 + BLOCK_T + t_cn, offs_n, mask_n, L, sB_n, sB_l)
-            mask_c = ((t0 + t_c) < L)[:, None] & mask_d[None, :]
-            u, dt, raw, w = _td_inputs(u_r, dt_r, bias, mask_c, HAS_BIAS, SOFTPLUS)
-            Bt = gl.convert_layout(B_r.to(gl.float32), LTN)
-            _dA, hs, _dBu = _states_g(gl.convert_layout(dt, LTD), gl.convert_layout(w, LTD), Bt, A2, h)
-            dsum += dt
-            h = _like(hs[7], h)
+            u_n, dt_n, B_n = _state_inputs(
+                u_base, dt_base, B_base, t0 + BLOCK_T, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
+                su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
+            )  # fmt: skip
+            blk = _block_g(u_r, dt_r, B_r, A2, bias, h, t0, L, t_c, mask_d, L3, HAS_BIAS, SOFTPLUS)
+            dsum += blk[1]  # delta
+            h = _like(blk[8][7], h)  # the state after the block
         hin = hin_ptr + pid_b * shi_b + (pid_s + 1) * shi_s + offs_dn[None, :] * shi_d + offs_nd[:, None] * shi_n
         gl.store(hin, h, mask=mask_nd)
         gl.store(dsum_ptr + (pid_b * gl.cdiv(L, SEG) + pid_s) * E + offs_d, gl.sum(dsum, axis=0), mask=mask_d)
@@ -229,9 +221,8 @@ def scan_fwd_gluon_kernel(
         for t0 in range(s0, s1, BLOCK_T):
             u_r, dt_r, B_r, C_r, z_r = u_n, dt_n, B_n, C_n, z_n
             tn = t0 + BLOCK_T
-            u_n = _raw_td(u_base, tn + t_c, offs_d, mask_d, L, su_d, su_l)
-            dt_n = _raw_td(dt_base, tn + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
-            B_n = _raw_tn(B_base, tn + t_cn, offs_n, mask_n, L, sB_n, sB_l)
+            u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, tn, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
+                                           su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
             C_n = _raw_tn(C_base, tn + t_cn, offs_n, mask_n, L, sC_n, sC_l)
             if HAS_Z:
                 z_n = _raw_td(z_base, tn + t_c, offs_d, mask_d, L, sz_d, sz_l)
@@ -239,10 +230,9 @@ def scan_fwd_gluon_kernel(
                 if t0 % CHUNK == 0:  # the state entering the chunk, for the backward
                     gl.store(states_ptr + (pid_b * n_chunks + t0 // CHUNK) * E * N + dn_off, h, mask=mask_nd)
             offs_t = t0 + t_c
-            mask_c = (offs_t < L)[:, None] & mask_d[None, :]
-            u, dt, raw, w = _td_inputs(u_r, dt_r, bias, mask_c, HAS_BIAS, SOFTPLUS)
-            Bt = gl.convert_layout(B_r.to(gl.float32), LTN)
-            _dA, h_rows, dBu = _states_g(gl.convert_layout(dt, LTD), gl.convert_layout(w, LTD), Bt, A2, h)
+            u, _dt, _raw, mask_c, _dt_l, _w_l, _Bt, _dA, h_rows, dBu = _block_g(
+                u_r, dt_r, B_r, A2, bias, h, t0, L, t_c, mask_d, L3, HAS_BIAS, SOFTPLUS
+            )
             hs = _stack(h_rows, dBu)
             Ct = gl.convert_layout(C_r.to(gl.float32), LTN)
             hr = hs + hoff[None, :, :] if HAS_HOFF else hs
@@ -353,28 +343,24 @@ def scan_bwd_gluon_kernel(
         n_blocks = gl.cdiv(gl.minimum(CHUNK, L - c0), BLOCK_T)
         # 1. the states entering each block of the chunk, into the scratch (each thread reads back what it wrote)
         h = gl.load(states_ptr + (pid_b * n_chunks + c) * E * N + dn_off, mask=mask_nd, other=0.0)
-        u_n = _raw_td(u_base, c0 + t_c, offs_d, mask_d, L, su_d, su_l)
-        dt_n = _raw_td(dt_base, c0 + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
-        B_n = _raw_tn(B_base, c0 + t_cn, offs_n, mask_n, L, sB_n, sB_l)
+        u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, c0, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
+                                       su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
         for k in range(0, n_blocks - 1):
             gl.store(scratch + k * BLOCK_N * BLOCK_D + sc_off, h)
             u_r, dt_r, B_r = u_n, dt_n, B_n
             t0 = c0 + k * BLOCK_T
-            u_n = _raw_td(u_base, t0 + BLOCK_T + t_c, offs_d, mask_d, L, su_d, su_l)
-            dt_n = _raw_td(dt_base, t0 + BLOCK_T + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
-            B_n = _raw_tn(B_base, t0 + BLOCK_T + t_cn, offs_n, mask_n, L, sB_n, sB_l)
-            mask_c = ((t0 + t_c) < L)[:, None] & mask_d[None, :]
-            u, dt, raw, w = _td_inputs(u_r, dt_r, bias, mask_c, HAS_BIAS, SOFTPLUS)
-            Bt = gl.convert_layout(B_r.to(gl.float32), LTN)
-            _dA, hs, _dBu = _states_g(gl.convert_layout(dt, LTD), gl.convert_layout(w, LTD), Bt, A2, h)
-            h = _like(hs[7], h)
+            u_n, dt_n, B_n = _state_inputs(
+                u_base, dt_base, B_base, t0 + BLOCK_T, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
+                su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
+            )  # fmt: skip
+            blk = _block_g(u_r, dt_r, B_r, A2, bias, h, t0, L, t_c, mask_d, L3, HAS_BIAS, SOFTPLUS)
+            h = _like(blk[8][7], h)  # the state after the block
         gl.store(scratch + (n_blocks - 1) * BLOCK_N * BLOCK_D + sc_off, h)
 
         # 2. the blocks in reverse, each block's tiles loaded during the block after it
         t_last = c0 + (n_blocks - 1) * BLOCK_T
-        u_n = _raw_td(u_base, t_last + t_c, offs_d, mask_d, L, su_d, su_l)
-        dt_n = _raw_td(dt_base, t_last + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
-        B_n = _raw_tn(B_base, t_last + t_cn, offs_n, mask_n, L, sB_n, sB_l)
+        u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, t_last, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
+                                       su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
         C_n = _raw_tn(C_base, t_last + t_cn, offs_n, mask_n, L, sC_n, sC_l)
         dy_n = _raw_td(dy_base, t_last + t_c, offs_d, mask_d, L, sdy_d, sdy_l)
         z_n = _raw_td(z_base, t_last + t_c, offs_d, mask_d, L, sz_d, sz_l) if HAS_Z else u_n
@@ -382,22 +368,18 @@ def scan_bwd_gluon_kernel(
             t0 = c0 + (n_blocks - 1 - j) * BLOCK_T
             u_r, dt_r, B_r, C_r, dy_r, z_r = u_n, dt_n, B_n, C_n, dy_n, z_n
             tp = t0 - BLOCK_T  # the block before (in the previous chunk after the last j: loaded, not used)
-            u_n = _raw_td(u_base, tp + t_c, offs_d, mask_d, L, su_d, su_l)
-            dt_n = _raw_td(dt_base, tp + t_c, offs_d, mask_d, L, sdt_d, sdt_l)
-            B_n = _raw_tn(B_base, tp + t_cn, offs_n, mask_n, L, sB_n, sB_l)
+            u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, tp, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
+                                           su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
             C_n = _raw_tn(C_base, tp + t_cn, offs_n, mask_n, L, sC_n, sC_l)
             dy_n = _raw_td(dy_base, tp + t_c, offs_d, mask_d, L, sdy_d, sdy_l)
             if HAS_Z:
                 z_n = _raw_td(z_base, tp + t_c, offs_d, mask_d, L, sz_d, sz_l)
             h_in = gl.load(scratch + (n_blocks - 1 - j) * BLOCK_N * BLOCK_D + sc_off)
             offs_t = t0 + t_c
-            mask_c = (offs_t < L)[:, None] & mask_d[None, :]
-            u, dt, raw, w = _td_inputs(u_r, dt_r, bias, mask_c, HAS_BIAS, SOFTPLUS)
-            dt_l = gl.convert_layout(dt, LTD)
-            w_l = gl.convert_layout(w, LTD)
-            Bt = gl.convert_layout(B_r.to(gl.float32), LTN)
+            u, dt, raw, mask_c, dt_l, w_l, Bt, dA_rows, h_rows, dBu = _block_g(
+                u_r, dt_r, B_r, A2, bias, h_in, t0, L, t_c, mask_d, L3, HAS_BIAS, SOFTPLUS
+            )
             Ct = gl.convert_layout(C_r.to(gl.float32), LTN)
-            dA_rows, h_rows, dBu = _states_g(dt_l, w_l, Bt, A2, h_in)
             hs = _stack(h_rows, dBu)
             dy = dy_r.to(gl.float32)
             hr = hs + hoff[None, :, :] if HAS_HOFF else hs

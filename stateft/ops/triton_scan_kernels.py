@@ -71,13 +71,14 @@ def _delta_of(raw, bias, mask, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
-def _state_inputs(u_base, dt_base, B_base, t0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
+def _state_inputs(u_base, dt_base, B_base, t0, L, offs_c, offs_cn, offs_d, offs_n, mask_d, mask_n,
                   su_d, su_l, sdt_d, sdt_l, sB_n, sB_l):  # fmt: skip
-    """The stored u, delta and B tiles of the block from t0 (what `_block_states` needs)."""
-    offs_t = t0 + offs_c
-    u = _raw_td(u_base, offs_t, offs_d, mask_d, L, su_d, su_l)
-    dt = _raw_td(dt_base, offs_t, offs_d, mask_d, L, sdt_d, sdt_l)
-    return u, dt, _raw_tn(B_base, offs_t, offs_n, mask_n, L, sB_n, sB_l)
+    """The stored u, delta and B tiles of the block from t0 (what `_block_states` needs). ``offs_c`` and ``offs_cn``:
+    the block's steps 0..BLOCK_T-1 for the (t d) and the (t n) tiles (the same tensor here; the Gluon kernels load the
+    two kinds of tile in different layouts)."""
+    u = _raw_td(u_base, t0 + offs_c, offs_d, mask_d, L, su_d, su_l)
+    dt = _raw_td(dt_base, t0 + offs_c, offs_d, mask_d, L, sdt_d, sdt_l)
+    return u, dt, _raw_tn(B_base, t0 + offs_cn, offs_n, mask_n, L, sB_n, sB_l)
 
 
 @triton.jit
@@ -264,12 +265,12 @@ def scan_fwd_kernel(
     if LOCAL:
         h = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
         dsum = tl.zeros((BLOCK_D,), dtype=tl.float32)
-        u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, s0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
+        u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, s0, L, offs_c, offs_c, offs_d, offs_n, mask_d, mask_n,
                                        su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
         for t0 in range(s0, s1, BLOCK_T):
             u_r, dt_r, B_r = u_n, dt_n, B_n
             u_n, dt_n, B_n = _state_inputs(
-                u_base, dt_base, B_base, t0 + BLOCK_T, L, offs_c, offs_d, offs_n, mask_d, mask_n,
+                u_base, dt_base, B_base, t0 + BLOCK_T, L, offs_c, offs_c, offs_d, offs_n, mask_d, mask_n,
                 su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
             )  # fmt: skip
             hs, dA, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
@@ -293,14 +294,14 @@ def scan_fwd_kernel(
         z_base = z_ptr + pid_b * sz_b
         n_chunks = tl.cdiv(L, CHUNK)
         # each block's tiles are loaded during the block before (registers carried over the loop)
-        u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, s0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
+        u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, s0, L, offs_c, offs_c, offs_d, offs_n, mask_d, mask_n,
                                        su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
         C_n = _raw_tn(C_base, s0 + offs_c, offs_n, mask_n, L, sC_n, sC_l)
         z_n = _raw_td(z_base, s0 + offs_c, offs_d, mask_d, L, sz_d, sz_l) if HAS_Z else u_n
         for t0 in range(s0, s1, BLOCK_T):
             u_r, dt_r, B_r, C_r, z_r = u_n, dt_n, B_n, C_n, z_n
             u_n, dt_n, B_n = _state_inputs(
-                u_base, dt_base, B_base, t0 + BLOCK_T, L, offs_c, offs_d, offs_n, mask_d, mask_n,
+                u_base, dt_base, B_base, t0 + BLOCK_T, L, offs_c, offs_c, offs_d, offs_n, mask_d, mask_n,
                 su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
             )  # fmt: skip
             C_n = _raw_tn(C_base, t0 + BLOCK_T + offs_c, offs_n, mask_n, L, sC_n, sC_l)
@@ -488,13 +489,13 @@ def scan_bwd_kernel(
         n_blocks = tl.cdiv(tl.minimum(CHUNK, L - c0), BLOCK_T)
         # 1. the states entering each block of the chunk, into the scratch buffer
         h = tl.load(states_ptr + (pid_b * n_chunks + c) * E * N + dn_off, mask=mask_nd, other=0.0)
-        u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, c0, L, offs_c, offs_d, offs_n, mask_d, mask_n,
+        u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, c0, L, offs_c, offs_c, offs_d, offs_n, mask_d, mask_n,
                                        su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
         for k in range(0, n_blocks - 1):
             tl.store(scratch + k * BLOCK_N * BLOCK_D + sc_off, h)
             u_r, dt_r, B_r = u_n, dt_n, B_n
             u_n, dt_n, B_n = _state_inputs(
-                u_base, dt_base, B_base, c0 + (k + 1) * BLOCK_T, L, offs_c, offs_d, offs_n, mask_d, mask_n,
+                u_base, dt_base, B_base, c0 + (k + 1) * BLOCK_T, L, offs_c, offs_c, offs_d, offs_n, mask_d, mask_n,
                 su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
             )  # fmt: skip
             hs, dA, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
@@ -506,8 +507,8 @@ def scan_bwd_kernel(
 
         # 2. the blocks in reverse, each block's tiles loaded during the block after it
         t_last = c0 + (n_blocks - 1) * BLOCK_T
-        u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, t_last, L, offs_c, offs_d, offs_n, mask_d, mask_n,
-                                       su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
+        u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, t_last, L, offs_c, offs_c, offs_d, offs_n, mask_d,
+                                       mask_n, su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
         C_n = _raw_tn(C_base, t_last + offs_c, offs_n, mask_n, L, sC_n, sC_l)
         dy_n = _raw_td(dy_base, t_last + offs_c, offs_d, mask_d, L, sdy_d, sdy_l)
         z_n = _raw_td(z_base, t_last + offs_c, offs_d, mask_d, L, sz_d, sz_l) if HAS_Z else u_n
@@ -515,8 +516,8 @@ def scan_bwd_kernel(
             t0 = c0 + (n_blocks - 1 - j) * BLOCK_T
             u_r, dt_r, B_r, C_r, dy_r, z_r = u_n, dt_n, B_n, C_n, dy_n, z_n
             tp = t0 - BLOCK_T  # the block before (in the previous chunk after the last j: loaded, not used)
-            u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, tp, L, offs_c, offs_d, offs_n, mask_d, mask_n,
-                                           su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
+            u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, tp, L, offs_c, offs_c, offs_d, offs_n, mask_d,
+                                           mask_n, su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
             C_n = _raw_tn(C_base, tp + offs_c, offs_n, mask_n, L, sC_n, sC_l)
             dy_n = _raw_td(dy_base, tp + offs_c, offs_d, mask_d, L, sdy_d, sdy_l)
             if HAS_Z:
