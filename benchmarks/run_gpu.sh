@@ -51,7 +51,7 @@ for phase in "$@"; do
       PYTHONPATH=.:/tmp/site HF_HUB_OFFLINE=1 bash benchmarks/train_graph_check.sh 2>&1 | tee "$OUT/train_graph_check.log" ;;
     gluontests) timeout 300 python3 -m pytest tests/ops/test_scan_gluon.py tests/ops/test_scan_triton.py -m gpu -q 2>&1 \
       | tee "$OUT/gluon_tests.log" | tail -6 ;;
-    gluonab) for impl in triton gluon; do  # the backward's two kernels side by side, graphed step
+    gluonab) for impl in triton gluon; do  # the Triton and the Gluon kernel sets side by side, graphed step
         STATEFT_SCAN_CONFIG="{\"kernels\": \"$impl\"}" timeout 200 python3 benchmarks/train_step.py --sizes 130m \
           --methods state_offset_h state_offset_y lora --backends graph --out "$OUT" --name "gluon_ab_130m_$impl" 2>&1 | grep "^|" | tail -3
         STATEFT_SCAN_CONFIG="{\"kernels\": \"$impl\"}" timeout 300 python3 benchmarks/train_step.py --sizes 1.4b 2.8b \

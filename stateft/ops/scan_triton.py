@@ -54,7 +54,7 @@ def _gluon_fits(block_d: int, block_n: int, block_t: int, num_warps: int) -> boo
 
 def _pick(triton_kernel, gluon_kernel, block_d: int, block_n: int, block_t: int, num_warps: int):
     """The Triton or the Gluon version of a main kernel for this launch shape (CONFIG["kernels"])."""
-    impl = CONFIG.get("kernels", "triton")
+    impl = CONFIG["kernels"]
     if impl not in ("gluon", "triton"):
         raise ValueError(f"scan_triton.CONFIG: kernels must be 'gluon' or 'triton', not {impl!r}")
     if impl == "gluon" and FAST.value and _gluon_fits(block_d, block_n, block_t, num_warps):
