@@ -53,6 +53,13 @@ def compact_tn(BLOCK_T, W):
     return gl.BlockedLayout([BLOCK_T // 2, 1], [2, 16], [1, W], [0, 1])
 
 
+@gluon.constexpr_function
+def state_sum_layout(BLOCK_T, W):
+    """(t, 4, d) for the sums over the states: a (t d) value's 4 lane partials inside one thread, the steps across
+    those 4 lanes (2 each); its slice along axis 1 is `compact_td`."""
+    return gl.BlockedLayout([BLOCK_T // 4, 4, 1], [4, 1, 8], [1, 1, W], [0, 2, 1])
+
+
 @gluon.jit
 def _like(x, ref):
     """x in ref's layout; the conversion must be a renaming of registers (checked at compile time)."""
@@ -139,6 +146,18 @@ def _block_g(u_raw, dt_raw, B_raw, A2, bias, h_in, t0, L, t_c, mask_d, L3: gl.co
 
 
 @gluon.jit
+def _state_sum(p, LQ: gl.constexpr, LC: gl.constexpr):
+    """sum over the states of a (t n d) block, in the compact (t d) layout LC: a thread's own states summed in
+    registers, then the 4 lanes' partials of each value moved into one thread (each lane keeping 2 of the 8 steps:
+    `state_sum_layout`) and summed there, instead of two rounds of shuffles for all 8 steps on every lane."""
+    T: gl.constexpr = p.shape[0]
+    N: gl.constexpr = p.shape[1]
+    D: gl.constexpr = p.shape[2]
+    part = gl.sum(gl.reshape(p, (T, N // 4, 4, D)), axis=1)  # state n = 4 r + lane: the r in each thread
+    return gl.convert_layout(gl.sum(gl.convert_layout(part, LQ), axis=1), LC, assert_trivial=True)
+
+
+@gluon.jit
 def _channel_sum(p, LR: gl.constexpr):
     """sum over the channels of a (t n d) block: moved to LR (channels inside each thread) and summed there."""
     return gl.sum(gl.convert_layout(p, LR), axis=2)
@@ -164,6 +183,7 @@ def scan_fwd_gluon_kernel(
     LND: gl.constexpr = gl.SliceLayout(0, L3)
     LC: gl.constexpr = compact_td(BLOCK_T, W)
     LCN: gl.constexpr = compact_tn(BLOCK_T, W)
+    LQ: gl.constexpr = state_sum_layout(BLOCK_T, W)
 
     pid_d = gl.program_id(0)
     pid_s = gl.program_id(1)
@@ -236,7 +256,7 @@ def scan_fwd_gluon_kernel(
             hs = _stack(h_rows, dBu)
             Ct = gl.convert_layout(C_r.to(gl.float32), LTN)
             hr = hs + hoff[None, :, :] if HAS_HOFF else hs
-            y = gl.convert_layout(gl.sum(hr * Ct[:, :, None], axis=1), LC)  # C_t (h_t + h')
+            y = _state_sum(hr * Ct[:, :, None], LQ, LC)  # C_t (h_t + h')
             if HAS_D:
                 y += Dv[None, :] * u
             if HAS_YOFF:
@@ -275,6 +295,7 @@ def scan_bwd_gluon_kernel(
     LND: gl.constexpr = gl.SliceLayout(0, L3)
     LC: gl.constexpr = compact_td(BLOCK_T, W)
     LCN: gl.constexpr = compact_tn(BLOCK_T, W)
+    LQ: gl.constexpr = state_sum_layout(BLOCK_T, W)
     # dB / dC: steps x states across the lanes, the channels inside each thread
     LR: gl.constexpr = gl.BlockedLayout(
         [1, BLOCK_N * BLOCK_T // 32, 8], [BLOCK_T, 32 // BLOCK_T, 1], [1, 1, W], [2, 1, 0]
@@ -386,7 +407,7 @@ def scan_bwd_gluon_kernel(
             g_ptrs = pid_b * sg_b + offs_t[:, None] * sg_l + offs_d[None, :] * sg_d
             if HAS_Z:  # y = o * silu(z), o = C (h + h') + D u + y'
                 z = z_r.to(gl.float32)
-                o = gl.convert_layout(gl.sum(hr * Ct[:, :, None], axis=1), LC)
+                o = _state_sum(hr * Ct[:, :, None], LQ, LC)
                 if HAS_D:
                     o += Dv[None, :] * u
                 if HAS_YOFF:
@@ -420,8 +441,8 @@ def scan_bwd_gluon_kernel(
             q = dhs * (hs - dBu)
             if GRAD_A:
                 dA_acc += gl.sum(q * dt_l[:, None, :], axis=0)
-            dhB = gl.convert_layout(gl.sum(dhs * Bt[:, :, None], axis=1), LC)
-            ddt = u * dhB + gl.convert_layout(gl.sum(q * A2[None, :, :], axis=1), LC) * LN2
+            dhB = _state_sum(dhs * Bt[:, :, None], LQ, LC)
+            ddt = u * dhB + _state_sum(q * A2[None, :, :], LQ, LC) * LN2
             du = dt * dhB
             if HAS_D:
                 du += g * Dv[None, :]
