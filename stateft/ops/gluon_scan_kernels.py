@@ -14,9 +14,11 @@ the lanes (benchmarks/NOTES.md, section 10). Here
   once per warp (`compact_td`, `compact_tn`), and moved to the block layout's slices where the block needs them (the
   block layout holds a (t d) value on 4 lanes and a (t n) value on 8);
 - dB and dC: the (t n d) products moved to a layout with the channels inside each thread (one exchange through shared
-  memory) and summed there, instead of three rounds of shuffles for each of a thread's 32 values.
-Backward block (8 x 16 x 8, 130m layer, sm_90, Triton 3.6): 1,912 instructions instead of 2,864, 48 shuffles instead
-of 244 (`benchmarks/sass_report.py`).
+  memory) and summed there, instead of three rounds of shuffles for each of a thread's 32 values;
+- the sums over the states: a thread's own states summed in registers, then the 4 lanes' partials of each (t d) value
+  gathered into one thread by the exchange that moves the result to the compact layout anyway (`_state_sum`).
+Backward block (8 x 16 x 8, 130m layer, sm_90, Triton 3.6): 1,816 instructions instead of 2,864 for the Triton kernel,
+no shuffles instead of 244 (`benchmarks/sass_report.py`).
 
 Gluon has no interpreter: these kernels run on NVIDIA GPUs only. The Triton kernels stay the CPU-tested reference and
 the fallback (`scan_triton.CONFIG["kernels"]`, `scan_triton._pick`); tests/ops/test_scan_gluon.py compares them with the
