@@ -41,17 +41,20 @@ def conv_silu(
     window: Tensor | None,
     channels_last_out: bool = False,
     dx_into: SplitGrad | None = None,
-) -> Tensor:
+    two: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """silu(causal depthwise conv of [window, x]): x (b c l) -> (b c l), laid out (b l c)-major if
     ``channels_last_out``. Fused in Triton when the mixer's scan runs on Triton (``mixer.scan_impl``); that path writes
-    x's gradient into ``dx_into`` (`stateft.ops.split_grad`) when given."""
+    x's gradient into ``dx_into`` (`stateft.ops.split_grad`) when given. ``two``: u twice, for two consumers (the
+    Triton path sums their gradients inside its backward: `conv_triton.conv_silu_triton`)."""
     conv1d = mixer.conv1d
     if resolve_impl(mixer.scan_impl, x) == "triton":
         from stateft.ops.conv_triton import conv_silu_triton
 
-        return conv_silu_triton(x, window, conv1d.weight, conv1d.bias, channels_last_out, dx_into)
+        return conv_silu_triton(x, window, conv1d.weight, conv1d.bias, channels_last_out, dx_into, two)
     u = conv_silu_ref(x, window, conv1d.weight, conv1d.bias)
-    return u.transpose(1, 2).contiguous().transpose(1, 2) if channels_last_out else u
+    u = u.transpose(1, 2).contiguous().transpose(1, 2) if channels_last_out else u
+    return (u, u) if two else u
 
 
 def next_window(x: Tensor, window: Tensor | None, d_conv: int) -> Tensor:

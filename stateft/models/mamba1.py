@@ -144,16 +144,18 @@ class Mamba1Mixer(nn.Module):
                 cache.conv = next_window(x, window, self.d_conv)
                 cache.ssm = (x.new_zeros(b, self.d_inner, self._n_states()) if h_start is None else h_start).float()
             return hidden.new_zeros(b, 0, self.d_model)
-        u = conv_silu(self, x, window, dx_into=xz_grad)  # (b E l')
+        # (b E l') twice: u_p for the projections, u for the scan (the conv's backward adds their gradients as it reads
+        # them: no pass of autograd's own over (b E l') to add them)
+        u_p, u = conv_silu(self, x, window, dx_into=xz_grad, two=True)
         # training on Triton: what the projections and the scan keep of u (and of what is made from it inside: LoRA's
         # dropout output) and delta is remade in the backward (`stateft.ops.recompute`)
         with recompute_saved([(u, lambda: conv_silu(self, x, window))], enabled=self._recomputes(u)) as recipes:
             if self._projections_channels_first():
-                delta, delta_bias, A, B, C, dt_r = self._ssm_params_channels_first(u)
+                delta, delta_bias, A, B, C, dt_r = self._ssm_params_channels_first(u_p)
                 if type(self.dt_proj) is nn.Linear:  # a LoRA on it draws dropout: not remade the same
                     recipes.add(delta, lambda: self._channels_first(self.dt_proj, dt_r))
             else:
-                delta, delta_bias, A, B, C = self._ssm_params(u.transpose(1, 2))
+                delta, delta_bias, A, B, C = self._ssm_params(u_p.transpose(1, 2))
                 delta, B, C = delta.transpose(1, 2), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
             h_off, y_off = self._offsets()
             out = selective_scan(

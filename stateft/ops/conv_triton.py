@@ -92,14 +92,15 @@ def conv_silu_fwd_kernel(
 
 @triton.jit
 def conv_silu_dv_kernel(
-    x_ptr, win_ptr, w_ptr, bias_ptr, du_ptr, dv_ptr, dw_ptr, db_ptr, C, L,
-    sx_b, sx_c, sx_l, sw_b, sw_c, sw_k, sdu_b, sdu_c, sdu_l,
-    K: tl.constexpr, HAS_WIN: tl.constexpr, HAS_BIAS: tl.constexpr, W_GRAD: tl.constexpr, B_GRAD: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+    x_ptr, win_ptr, w_ptr, bias_ptr, du_ptr, du2_ptr, dv_ptr, dw_ptr, db_ptr, C, L,
+    sx_b, sx_c, sx_l, sw_b, sw_c, sw_k, sdu_b, sdu_c, sdu_l, sdu2_b, sdu2_c, sdu2_l,
+    K: tl.constexpr, HAS_WIN: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DU2: tl.constexpr,
+    W_GRAD: tl.constexpr, B_GRAD: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """Backward, first pass, one (step tile, channel tile, sequence): dv = du * silu'(v) with the pre-activation v
-    recomputed, into ``dv`` (b, L, C) fp32; if the conv is trained (W_GRAD, B_GRAD), this tile's partial sums of
-    dw[:, k] = sum_t dv[t] x_pad[t + k] and of d bias into (b, tiles, C, K) and (b, tiles, C)."""
+    recomputed, into ``dv`` (b, L, C) fp32; du is the sum of ``du`` and, if HAS_DU2, ``du2`` (the gradients of the two
+    aliases of u). If the conv is trained (W_GRAD, B_GRAD), this tile's partial sums of dw[:, k] = sum_t dv[t]
+    x_pad[t + k] and of d bias into (b, tiles, C, K) and (b, tiles, C)."""
     pid_l, pid_b, t, offs_c, mask_c = _tile(C, BLOCK_L, BLOCK_C)
     bias = _bias(bias_ptr, offs_c, mask_c, HAS_BIAS)
     x_base = x_ptr + pid_b * sx_b
@@ -107,8 +108,12 @@ def conv_silu_dv_kernel(
     v = _preact(x_base, w_base, w_ptr, bias, t, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K, HAS_WIN)
     m = (t < L)[:, None] & mask_c[None, :]
     du = tl.load(du_ptr + pid_b * sdu_b + t[:, None] * sdu_l + offs_c[None, :] * sdu_c, mask=m, other=0.0)
+    du = du.to(tl.float32)
+    if HAS_DU2:
+        du2 = tl.load(du2_ptr + pid_b * sdu2_b + t[:, None] * sdu2_l + offs_c[None, :] * sdu2_c, mask=m, other=0.0)
+        du += du2.to(tl.float32)
     sig = sigmoid(v)
-    dv = du.to(tl.float32) * sig * (1.0 + v * (1.0 - sig))
+    dv = du * sig * (1.0 + v * (1.0 - sig))
     tl.store(dv_ptr + (pid_b * L + t[:, None]) * C + offs_c[None, :], dv, mask=m)
     part = (pid_b * tl.num_programs(0) + pid_l) * C
     if W_GRAD:
@@ -141,7 +146,7 @@ def conv_dx_kernel(
 
 class _ConvSiLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, window, weight, bias, u_channels_last, dx_into):
+    def forward(ctx, x, window, weight, bias, u_channels_last, dx_into, two):
         b, c, length = x.shape
         K = weight.shape[-1]
         w = weight.reshape(c, K).float().contiguous()
@@ -157,11 +162,16 @@ class _ConvSiLU(torch.autograd.Function):
         ctx.save_for_backward(x, window, w, bias32)
         ctx.meta = (weight.shape, weight.dtype, None if bias is None else bias.dtype)
         ctx.dx_into = dx_into
-        return u
+        if not two:
+            return u
+        ctx.set_materialize_grads(False)  # an alias nothing used has no gradient (None, not zeros)
+        return u, u.view_as(u)
 
     @staticmethod
-    def backward(ctx, du):
+    def backward(ctx, du, du2=None):
         x, window, w, bias32 = ctx.saved_tensors
+        if du is None:
+            du, du2 = du2, None
         w_shape, w_dtype, b_dtype = ctx.meta
         b, c, length = x.shape
         K = w.shape[1]
@@ -176,9 +186,11 @@ class _ConvSiLU(torch.autograd.Function):
         win = x if window is None else window
         grid = (n_tiles, triton.cdiv(c, BLOCK_C), b)
         conv_silu_dv_kernel[grid](
-            x, win, w, w if bias32 is None else bias32, du, dv, dv if dw is None else dw, dv if db is None else db,
-            c, length, *x.stride(), *(win.stride() if window is not None else (0, 0, 0)), *du.stride(),
-            K=K, HAS_WIN=window is not None, HAS_BIAS=bias32 is not None, W_GRAD=w_grad, B_GRAD=b_grad,
+            x, win, w, w if bias32 is None else bias32, du, du if du2 is None else du2, dv, dv if dw is None else dw,
+            dv if db is None else db, c, length, *x.stride(), *(win.stride() if window is not None else (0, 0, 0)),
+            *du.stride(), *(du if du2 is None else du2).stride(),
+            K=K, HAS_WIN=window is not None, HAS_BIAS=bias32 is not None, HAS_DU2=du2 is not None,
+            W_GRAD=w_grad, B_GRAD=b_grad,
             BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
         )  # fmt: skip
         conv_dx_kernel[grid](dv, w, dx, c, length, *dx.stride(), K=K, BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C)
@@ -198,6 +210,7 @@ class _ConvSiLU(torch.autograd.Function):
             db.sum((0, 1)).to(b_dtype) if b_grad else None,
             None,
             None,
+            None,
         )
 
 
@@ -208,8 +221,11 @@ def conv_silu_triton(
     bias: Tensor | None,
     channels_last_out: bool = False,
     dx_into: SplitGrad | None = None,
-) -> Tensor:
+    two: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """silu(causal depthwise conv1d) of x (b c l) led by ``window`` (b c K-1, or None for zeros): (b c l) in x's
     dtype, laid out (b l c)-major if ``channels_last_out``, else (b c l). weight (c, 1, K) or (c, K), bias (c,).
-    ``dx_into``: x is half 0 of a `split_grad.split_halves`; its gradient is written there."""
-    return _ConvSiLU.apply(x, window, weight, bias, channels_last_out, dx_into)
+    ``dx_into``: x is half 0 of a `split_grad.split_halves`; its gradient is written there. ``two``: return u twice
+    (the second a view of the first) for two consumers; the backward sums their gradients as it reads them, instead
+    of autograd adding them in a pass of its own over (b c l)."""
+    return _ConvSiLU.apply(x, window, weight, bias, channels_last_out, dx_into, two)

@@ -83,6 +83,40 @@ def test_short_sequences_and_other_widths(length, K, bias):
         assert _rel(a, r) < 1e-5
 
 
+@pytest.mark.parametrize("used", ["both", "first", "second"])
+def test_two_aliases_sum_their_gradients(used):
+    """``two=True``: u twice (the mixer's projections and scan); the backward adds the two gradients as it reads them
+    (one of them (b l c)-major, as a matmul's gradient arrives) and takes one alone when the other is unused."""
+    from stateft.ops.conv_triton import conv_silu_triton
+
+    g = torch.Generator().manual_seed(5)
+    b, c, length, K = 2, 12, 37, 4
+    xz = torch.randn(b, length, 2 * c, generator=g).to(DEVICE).requires_grad_()
+    x = xz.transpose(1, 2)[:, :c]
+    w = (torch.randn(c, 1, K, generator=g) * 0.5).to(DEVICE).requires_grad_()
+    bb = torch.randn(c, generator=g).to(DEVICE).requires_grad_()
+    cot1 = torch.randn(b, length, c, generator=g).to(DEVICE).transpose(1, 2)  # channels contiguous
+    cot2 = torch.randn(b, c, length, generator=g).to(DEVICE)
+    grads = []
+    for two in (True, False):
+        for t in (xz, w, bb):
+            t.grad = None
+        if two:
+            u1, u2 = conv_silu_triton(x, None, w, bb, two=True)
+            assert u2.data_ptr() == u1.data_ptr()
+        else:
+            u1 = u2 = conv_silu_ref(x, None, w, bb)
+        loss = 0.0
+        if used in ("both", "first"):
+            loss = loss + (u1 * cot1).sum()
+        if used in ("both", "second"):
+            loss = loss + (u2 * cot2).sum()
+        loss.backward()
+        grads.append([t.grad.clone() for t in (xz, w, bb)])
+    for a, r in zip(*grads):
+        assert _rel(a, r) < 1e-5
+
+
 def test_bf16():
     u_fast, u_ref, g_fast, g_ref, _ = _case(2, 16, 40, 4, torch.bfloat16, True, False)
     assert _rel(u_fast, u_ref) < 2e-2  # the torch path rounds the conv to bf16; the kernel sums in fp32
