@@ -2,7 +2,7 @@
 # One device call: build the peer in the background, run the GPU tests, then time. Output under $OUT.
 #   bash benchmarks/run_gpu.sh PHASE...   phases: tests peertests scan scanpick scanlong profile profile14 step130
 #   step130g stepbig stepbigg stepbig5 stepsmall stepfull stepall m2check m2train m2step graphtrain gen gen2 peerso conv
-#   gluontests gluonab cfgab (CFGS='json json...')
+#   gluontests gluonab cfgab (CFGS='json json...') ab (AB_BASE=dir, e.g. .ab: git archive COMMIT stateft conf benchmarks | tar -x -C .ab; AB_SIDES='base new' AB_SIZES='1.4b')
 #   (NOPEER=1: no peer build; scanpick exports its best launch config to the later phases)
 set -uo pipefail
 export PYTHONPATH=.:.whl/site PYTHONUNBUFFERED=1
@@ -61,6 +61,11 @@ for phase in "$@"; do
         STATEFT_SCAN_CONFIG="$cfg" timeout 150 python3 benchmarks/train_step.py --sizes ${CFG_SIZES:-1.4b} --methods state_offset_h \
           --backends graph --warmup 2 --iters 6 --out "$OUT" --name "cfg_ab_$(echo "$cfg" | tr -dc 'a-zA-Z0-9_')" 2>&1 \
           | grep "^|" | tail -2 | sed "s/^/$cfg /"
+      done ;;
+    ab) for side in ${AB_SIDES:-base new}; do  # the working tree against AB_BASE (another commit's tree: git archive), graphed
+        root=.; [ "$side" = base ] && root=$AB_BASE
+        timeout 280 python3 "$root/benchmarks/train_step.py" --sizes ${AB_SIZES:-1.4b} --methods state_offset_h \
+          --backends graph --warmup 2 --iters 6 --out "$OUT" --name "ab_$side" 2>&1 | grep "^|" | tail -2 | sed "s/^/$side /"
       done ;;
     conv) timeout 150 python3 benchmarks/conv_kernel.py --out "$OUT" 2>&1 | grep "^|" ;;
     gen) timeout 150 python3 benchmarks/generate.py --sizes 130m 1.4b --out "$OUT" 2>&1 | tail -6 ;;
