@@ -1,7 +1,8 @@
 """Time the fused causal conv1d + SiLU (`stateft.ops.conv_triton`) alone: forward, and backward with the conv frozen
-(every PEFT method but full/bitfit) and trained, kernel time from torch.profiler, for tile shapes around the default,
-at the Mamba-1 130m and 1.4b shapes (batch 4 x 1024, bf16, x a view of in_proj's output as in the mixer). A lower
-bound per row: the bytes each pass must move at 3.35 TB/s (H100 HBM3).
+(every PEFT method but full/bitfit: the one-pass Gluon backward and the two Triton kernels) and trained, kernel time
+from torch.profiler, for tile shapes around the default, at the Mamba-1 130m and 1.4b shapes (batch 4 x 1024, bf16,
+x a view of in_proj's output, u used twice as in the mixer). A lower bound per row: the bytes each pass must move at
+3.35 TB/s (H100 HBM3).
 
     PYTHONPATH=. python benchmarks/conv_kernel.py [--out DIR]
 """
@@ -21,12 +22,11 @@ from benchmarks.common import write_results  # noqa: E402
 from stateft.ops import conv_triton  # noqa: E402
 
 SHAPES = {"130m": 1536, "1.4b": 4096}  # conv channels (d_inner)
-CONFIGS = [  # (BLOCK_L, BLOCK_C, backward num_warps); the first is the default
+CONFIGS = [  # (BLOCK_L, BLOCK_C, backward num_warps); the first is the default (the one-pass backward: BLOCK_L 64)
     (64, 64, 4),
-    (64, 64, 8),
-    (32, 64, 4),
     (64, 32, 4),
-    (128, 64, 8),
+    (64, 128, 4),
+    (64, 64, 8),
     (32, 128, 4),
 ]
 HBM = 3.35e12
@@ -45,23 +45,28 @@ def kernel_times(fn, iters: int = 20) -> dict[str, float]:
     return {e.key: e.device_time_total / 1e3 / iters for e in prof.key_averages() if e.device_time_total > 0}
 
 
-def run_one(c: int, cfg: tuple[int, int, int], train_conv: bool) -> dict:
+def run_one(c: int, cfg: tuple[int, int, int], train_conv: bool, backward: str) -> dict:
+    """One conv as the Mamba-1 mixer runs it: x a view of in_proj's output, u used twice (projections, scan) with
+    gradients laid out as theirs are (steps contiguous); ``backward`` = conv_triton.BACKWARD."""
     conv_triton.BLOCK_L, conv_triton.BLOCK_C, conv_triton.NUM_WARPS = cfg
+    conv_triton.BACKWARD = backward
     b, length, K = 4, 1024, 4
     xz = torch.randn(b, length, 2 * c, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     x = xz.transpose(1, 2)[:, :c]
     w = (torch.randn(c, 1, K, device="cuda") * 0.5).bfloat16().requires_grad_(train_conv)
     bias = torch.randn(c, device="cuda").bfloat16().requires_grad_(train_conv)
-    u = conv_triton.conv_silu_triton(x, None, w, bias)
-    du = torch.randn_like(u)
+    u1, u2 = conv_triton.conv_silu_triton(x, None, w, bias, two=True)
+    du1, du2 = torch.randn_like(u1), torch.randn_like(u2)
     times = kernel_times(lambda: conv_triton.conv_silu_triton(x, None, w, bias))
-    times.update(kernel_times(lambda: torch.autograd.grad(u, [xz], du, retain_graph=True)))
-    fwd = times["conv_silu_fwd_kernel"]
-    bwd = times["conv_silu_dv_kernel"] + times["conv_dx_kernel"]
+    fwd = times.pop("conv_silu_fwd_kernel")
+    bwd_times = kernel_times(lambda: torch.autograd.grad([u1, u2], [xz], [du1, du2], retain_graph=True))
+    bwd = sum(v for k, v in bwd_times.items() if k.startswith("conv_"))  # the conv's kernels, not dw's torch sums
     n = b * length * c
-    # forward: x in, u out (bf16); backward: x, du in, dv (fp32) out and in again, dx out
-    return {"fwd_ms": fwd, "bwd_ms": bwd, "kernels": times, "fwd_floor_ms": 4 * n / HBM * 1e3,
-            "bwd_floor_ms": 14 * n / HBM * 1e3}  # fmt: skip
+    # forward: x in, u out (bf16); backward: x, du, du2 in, dx out (bf16), and for two kernels dv (fp32) out and in
+    floor = (8 if conv_triton._one_pass(train_conv, K) else 16) * n / HBM * 1e3
+    conv_triton.BACKWARD = "gluon"
+    return {"fwd_ms": fwd, "bwd_ms": bwd, "kernels": {**times, **bwd_times}, "fwd_floor_ms": 4 * n / HBM * 1e3,
+            "bwd_floor_ms": floor}  # fmt: skip
 
 
 def main() -> None:
@@ -70,17 +75,19 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     lines = [
-        "| shape | BLOCK_L x BLOCK_C, warps | fwd ms | bwd ms (dv + dx kernels), frozen conv | same, trained conv | "
-        "floor fwd / bwd |",
-        "|---|---|---|---|---|---|",
+        "| shape | BLOCK_L x BLOCK_C, warps | fwd ms | bwd ms frozen conv: one pass (Gluon) | two kernels (Triton) | "
+        "trained conv (two kernels) | floor fwd / bwd one pass / two |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, c in SHAPES.items():
         for cfg in CONFIGS:
-            frozen, trained = run_one(c, cfg, False), run_one(c, cfg, True)
-            rows.append({"shape": name, "config": cfg, "frozen": frozen, "trained": trained})
+            one, two = run_one(c, cfg, False, "gluon"), run_one(c, cfg, False, "triton")
+            trained = run_one(c, cfg, True, "gluon")
+            rows.append({"shape": name, "config": cfg, "frozen_one_pass": one, "frozen_two": two, "trained": trained})
             lines.append(
-                f"| {name} | {cfg[0]} x {cfg[1]}, {cfg[2]} | {frozen['fwd_ms']:.3f} | {frozen['bwd_ms']:.3f} | "
-                f"{trained['bwd_ms']:.3f} | {frozen['fwd_floor_ms']:.3f} / {frozen['bwd_floor_ms']:.3f} |"
+                f"| {name} | {cfg[0]} x {cfg[1]}, {cfg[2]} | {one['fwd_ms']:.3f} | {one['bwd_ms']:.3f} | "
+                f"{two['bwd_ms']:.3f} | {trained['bwd_ms']:.3f} | {one['fwd_floor_ms']:.3f} / "
+                f"{one['bwd_floor_ms']:.3f} / {two['bwd_floor_ms']:.3f} |"
             )
             print(lines[-1], flush=True)
     write_results("conv_kernel", {"rows": rows}, "\n".join(lines) + "\n", args.out)

@@ -34,7 +34,7 @@ from triton.runtime.jit import native_specialize_impl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stateft.ops import scan_triton  # noqa: E402
+from stateft.ops import conv_triton, scan_triton  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
@@ -96,6 +96,27 @@ def capture(shape: tuple[int, int, int, int], variant: str = "model") -> list:
     return log
 
 
+def capture_conv(shape: tuple[int, int, int, int]) -> list:
+    """The fused conv's forward and backward as the Mamba-1 mixer runs them (x a view of in_proj's output, the conv
+    frozen, u used twice), on CPU tensors of ``shape`` (b d n l; n unused) with the launches intercepted."""
+    b, d, _n, length = shape
+    log: list = []
+    names = [k for k in vars(conv_triton) if k.endswith("_kernel")]
+    saved = {k: getattr(conv_triton, k) for k in names}
+    for k in names:
+        setattr(conv_triton, k, _Intercept(k, saved[k], log))
+    try:
+        xz = torch.randn(b, length, 2 * d, dtype=torch.bfloat16, requires_grad=True)
+        x = xz.transpose(1, 2)[:, :d]
+        w, bias = torch.randn(d, 1, 4, dtype=torch.bfloat16), torch.randn(d, dtype=torch.bfloat16)
+        u1, u2 = conv_triton.conv_silu_triton(x, None, w, bias, two=True)
+        (u1.float().sum() + u2.float().sum()).backward()
+    finally:
+        for k, v in saved.items():
+            setattr(conv_triton, k, v)
+    return log
+
+
 def compile_launch(fn, args, kw):
     """Triton's own argument specialization, then a compile for TARGET."""
     params = fn.params
@@ -149,12 +170,14 @@ def main() -> None:
     ap.add_argument("--shape", type=int, nargs=4, default=(4, 1536, 16, 1024), metavar=("B", "D", "N", "L"))
     ap.add_argument("--sass", type=Path, default=Path("/tmp/stateft_sass"), help="where the SASS/TTGIR listings go")
     ap.add_argument("--variant", choices=VARIANTS, default="model", help="which optional inputs are on (VARIANTS)")
+    ap.add_argument("--op", choices=("scan", "conv"), default="scan", help="the scan's kernels or the fused conv's")
     ap.add_argument("--config", type=json.loads, default={}, help='over scan_triton.CONFIG: \'{"kernels": "triton"}\'')
     a = ap.parse_args()
     scan_triton.CONFIG.update(a.config)
     a.sass.mkdir(parents=True, exist_ok=True)
     print(f"# Triton {triton.__version__}, scan kernels for sm_90, b d n l = {tuple(a.shape)}, {scan_triton.CONFIG}")
-    for name, fn, _grid, args, kw in capture(tuple(a.shape), a.variant):
+    launches = capture(tuple(a.shape), a.variant) if a.op == "scan" else capture_conv(tuple(a.shape))
+    for name, fn, _grid, args, kw in launches:
         r = report(compile_launch(fn, args, kw), a.sass / f"{name}.sass")
         print(name, " ".join(f"{k} {v}" for k, v in r.items()))
 

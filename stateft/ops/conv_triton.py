@@ -21,29 +21,18 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from stateft.ops.conv_pad import x_pad
+from stateft.ops.gluon_conv_kernels import conv_silu_bwd_gluon_kernel
 from stateft.ops.layout import dim_order, empty_in_order
 from stateft.ops.split_grad import SplitGrad
-from stateft.ops.triton_math import sigmoid
+from stateft.ops.triton_math import FAST, sigmoid
 
 BLOCK_L = 64
 BLOCK_C = 64
-NUM_WARPS = 4  # the backward's first kernel (benchmarks/conv_kernel.py)
-
-
-@triton.jit
-def _x_pad(x_base, w_base, pos, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, KM1: tl.constexpr, HAS_WIN: tl.constexpr):
-    """x_pad at sequence positions ``pos`` (l,) - (K-1), i.e. x[pos - (K-1)] or the window's step pos: (l, c) fp32,
-    0 outside [0, K-1+L)."""
-    xp = pos - KM1
-    in_x = (xp >= 0) & (xp < L)
-    v = tl.load(x_base + xp[:, None] * sx_l + offs_c[None, :] * sx_c, mask=in_x[:, None] & mask_c[None, :], other=0.0)
-    v = v.to(tl.float32)
-    if HAS_WIN:
-        in_w = (pos >= 0) & (pos < KM1)
-        wv = tl.load(w_base + pos[:, None] * sw_k + offs_c[None, :] * sw_c, mask=in_w[:, None] & mask_c[None, :],
-                     other=0.0)  # fmt: skip
-        v += wv.to(tl.float32)
-    return v
+NUM_WARPS = 4  # the backward's first kernel, and the one-pass backward (benchmarks/conv_kernel.py)
+# "gluon": the backward in one pass (`gluon_conv_kernels`: dv kept in shared memory, not written and read back) where
+# it applies (`_one_pass`: on a GPU, the conv frozen, no learned window to differentiate); "triton": two kernels.
+BACKWARD = "gluon"
 
 
 @triton.jit
@@ -53,7 +42,7 @@ def _preact(x_base, w_base, wt_ptr, bias, t, offs_c, mask_c, L, sx_c, sx_l, sw_c
     v = tl.zeros((t.shape[0], offs_c.shape[0]), dtype=tl.float32) + bias[None, :]
     for k in tl.static_range(K):
         wk = tl.load(wt_ptr + offs_c * K + k, mask=mask_c, other=0.0)
-        v += wk[None, :] * _x_pad(x_base, w_base, t + k, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
+        v += wk[None, :] * x_pad(x_base, w_base, t + k, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
     return v
 
 
@@ -118,7 +107,7 @@ def conv_silu_dv_kernel(
     part = (pid_b * tl.num_programs(0) + pid_l) * C
     if W_GRAD:
         for k in tl.static_range(K):
-            xk = _x_pad(x_base, w_base, t + k, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
+            xk = x_pad(x_base, w_base, t + k, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
             tl.store(dw_ptr + (part + offs_c) * K + k, tl.sum(dv * xk, axis=0), mask=mask_c)
     if B_GRAD:
         tl.store(db_ptr + part + offs_c, tl.sum(dv, axis=0), mask=mask_c)
@@ -142,6 +131,14 @@ def conv_dx_kernel(
     mask = (t < L)[:, None] & mask_c[None, :]
     tl.store(dx_ptr + pid_b * sdx_b + t[:, None] * sdx_l + offs_c[None, :] * sdx_c, dx.to(dx_ptr.dtype.element_ty),
              mask=mask)  # fmt: skip
+
+
+def _one_pass(grads_beyond_x: bool, K: int) -> bool:
+    """Whether the backward runs in one pass (`gluon_conv_kernels`): asked for (BACKWARD), on a GPU (Gluon has no
+    interpreter), only dx wanted (no dw, d bias or window gradient), K = 4 (the mixers' d_conv) and BLOCK_L 64."""
+    if BACKWARD not in ("gluon", "triton"):
+        raise ValueError(f"conv_triton: BACKWARD must be 'gluon' or 'triton', not {BACKWARD!r}")
+    return BACKWARD == "gluon" and FAST.value and not grads_beyond_x and K == 4 and BLOCK_L == 64
 
 
 class _ConvSiLU(torch.autograd.Function):
@@ -180,11 +177,21 @@ class _ConvSiLU(torch.autograd.Function):
         # laid out like x, or straight into its half of in_proj's output gradient (`split_grad`)
         dx = empty_in_order(x.shape, dim_order(x), x) if ctx.dx_into is None else ctx.dx_into.half(0)
         w_grad, b_grad = ctx.needs_input_grad[2], bias32 is not None and ctx.needs_input_grad[3]
+        win = x if window is None else window
+        grid = (n_tiles, triton.cdiv(c, BLOCK_C), b)
+        dwin_grad = window is not None and ctx.needs_input_grad[1]
+        if _one_pass(w_grad or b_grad or dwin_grad, K):
+            du2_ = du if du2 is None else du2
+            conv_silu_bwd_gluon_kernel[grid](
+                x, win, w, w if bias32 is None else bias32, du, du2_, dx, c, length,
+                *x.stride(), *(win.stride() if window is not None else (0, 0, 0)), *du.stride(), *du2_.stride(),
+                *dx.stride(), K=K, HAS_WIN=window is not None, HAS_BIAS=bias32 is not None, HAS_DU2=du2 is not None,
+                BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C, WARPS=NUM_WARPS, num_warps=NUM_WARPS,
+            )  # fmt: skip
+            return dx, None, None, None, None, None, None
         dw = torch.empty(b, n_tiles, c, K, **f32) if w_grad else None  # partial sums (frozen conv: none)
         db = torch.empty(b, n_tiles, c, **f32) if b_grad else None
         dv = torch.empty(b, length, c, **f32)  # the pre-activation's gradient, channels contiguous like x's tiles
-        win = x if window is None else window
-        grid = (n_tiles, triton.cdiv(c, BLOCK_C), b)
         conv_silu_dv_kernel[grid](
             x, win, w, w if bias32 is None else bias32, du, du if du2 is None else du2, dv, dv if dw is None else dw,
             dv if db is None else db, c, length, *x.stride(), *(win.stride() if window is not None else (0, 0, 0)),
@@ -195,7 +202,7 @@ class _ConvSiLU(torch.autograd.Function):
         )  # fmt: skip
         conv_dx_kernel[grid](dv, w, dx, c, length, *dx.stride(), K=K, BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C)
         dwindow = None
-        if window is not None and ctx.needs_input_grad[1]:
+        if dwin_grad:
             # window step j feeds the outputs at steps j - k >= 0 with weight k: d window[j] = sum_k w_k dv[j - k]
             dwin = torch.zeros(b, c, K - 1, **f32)
             for j in range(K - 1):

@@ -132,3 +132,68 @@ def test_full_size_gpu(c, length):
     assert _rel(u_fast, u_ref) < 1e-4
     for a, r in zip(g_fast, g_ref):
         assert _rel(a, r) < 1e-4
+
+
+def test_backward_choice():
+    """The one-pass Gluon backward only where it applies: never under the interpreter (no Gluon there), only for the
+    frozen K = 4 conv; a typo in BACKWARD is one clear error."""
+    from stateft.ops import conv_triton
+    from stateft.ops.triton_math import FAST
+
+    assert conv_triton._one_pass(False, 4) == FAST.value
+    assert not conv_triton._one_pass(True, 4)  # dw / d bias / window gradient wanted: two kernels
+    assert not conv_triton._one_pass(False, 3)
+    conv_triton.BACKWARD = "glon"
+    try:
+        with pytest.raises(ValueError, match="BACKWARD must be"):
+            conv_triton._one_pass(False, 4)
+    finally:
+        conv_triton.BACKWARD = "gluon"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    ("c", "length", "window", "bias", "two", "dtype"),
+    [
+        (4096, 1024, False, True, True, torch.bfloat16),  # the 1.4b mixer
+        (1536, 1000, True, True, False, torch.float32),  # a cached window, a partial last tile
+        (3300, 77, False, False, True, torch.float32),  # a partial channel tile, no bias
+        (64, 3, True, True, True, torch.float32),  # fewer steps than the window
+    ],
+)
+def test_one_pass_backward_matches_two_kernels_gpu(monkeypatch, c, length, window, bias, two, dtype):
+    """The Gluon one-pass backward (the conv frozen) against the Triton two-kernel one: dx, with du from one or two
+    aliases laid out as the mixer's scan and x_proj write them (steps contiguous), x a view of in_proj's output."""
+    from stateft.ops import conv_triton
+
+    calls = []
+
+    class _Spy:
+        def __init__(self, k):
+            self.k = k
+
+        def __getitem__(self, grid):
+            calls.append(grid)
+            return self.k[grid]
+
+    monkeypatch.setattr(conv_triton, "conv_silu_bwd_gluon_kernel", _Spy(conv_triton.conv_silu_bwd_gluon_kernel))
+    g = torch.Generator().manual_seed(7)
+    b, K = 3, 4
+    xz = torch.randn(b, length, 2 * c, generator=g).cuda().to(dtype).requires_grad_()
+    x = xz.transpose(1, 2)[:, :c]
+    w = (torch.randn(c, 1, K, generator=g) * 0.5).cuda().to(dtype)
+    bb = torch.randn(c, generator=g).cuda().to(dtype) if bias else None
+    win = torch.randn(b, c, K - 1, generator=g).cuda().to(dtype) if window else None
+    cot = [torch.randn(b, c, length, generator=g).cuda().to(dtype) for _ in range(2)]
+    dxs = []
+    for impl in ("gluon", "triton"):
+        monkeypatch.setattr(conv_triton, "BACKWARD", impl)
+        xz.grad = None
+        out = conv_triton.conv_silu_triton(x, win, w, bb, two=two)
+        outs = out if two else (out,)
+        torch.autograd.backward(outs, cot[: len(outs)])
+        dxs.append(xz.grad.float())
+    assert len(calls) == 1  # the Gluon kernel ran for "gluon" only
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
+    assert _rel(dxs[0], dxs[1]) < tol

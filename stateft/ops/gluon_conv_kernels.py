@@ -1,0 +1,175 @@
+"""The fused conv's backward in one pass, in Gluon (`conv_triton`'s two-kernel backward: read that first).
+
+The Triton backward writes the pre-activation gradient dv (fp32, (b l c)) in a first kernel and reads it back at K
+shifted steps in a second (dx[t] = sum_s w[:, K-1-s] dv[t + s]): a round trip of 2 x 4 bytes per element through
+memory, about half of the pass's traffic. Here each thread holds 8 consecutive steps of a channel (`steps_layout`),
+so the shifts are renamings of its registers (rows split off along the in-thread axis, as in the scan's Gluon
+kernels): it also computes the 3 steps after its 8 (a halo, from loads the neighbouring thread's data is in cache for)
+and needs x at the 3 steps before. x and du are read once from memory, dx written once, dv never leaves registers.
+Only the common case runs here: K = 4, the conv frozen (no dw, d bias partial sums) and no learned window to
+differentiate; `conv_triton` keeps the two-kernel path for the rest, for the interpreter and as the reference
+(tests/ops/test_conv_triton.py compares them on the GPU).
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+from stateft.ops.conv_pad import x_pad
+from stateft.ops.gluon_scan_kernels import _like, _rows, _stack
+from stateft.ops.triton_math import sigmoid
+
+
+@gluon.constexpr_function
+def channels_layout(WARPS):
+    """(steps, channels) tiles with the channels contiguous in memory (x, dx): 8 channels (16 bytes of bf16) per
+    thread, 8 threads along the channels, 4 steps per warp, the warps along the steps."""
+    return gl.BlockedLayout([1, 8], [4, 8], [WARPS, 1], [1, 0])
+
+
+@gluon.constexpr_function
+def steps_layout(ROWS, WARPS):
+    """(steps, channels) tiles for the arithmetic: ROWS consecutive steps of a channel in each thread, 8 threads along
+    the steps, 4 along the channels, the warps along the channels. With ROWS 8 a thread's steps t = 8 g + r (g its
+    lane group); the halo tiles (ROWS 4) hold, on the same thread, the 4 steps before or after those 8."""
+    return gl.BlockedLayout([ROWS, 1], [8, 4], [1, WARPS], [0, 1])
+
+
+@gluon.jit
+def _rows4(x):
+    """The 4 rows (X, Y) of x (4, X, Y) along its in-thread axis."""
+    X: gl.constexpr = x.shape[1]
+    Y: gl.constexpr = x.shape[2]
+    ev, od = gl.split(gl.reshape(gl.permute(x, (1, 2, 0)), (X, Y, 2, 2)))  # steps 0 2 | 1 3
+    r0, r2 = gl.split(ev)
+    r1, r3 = gl.split(od)
+    return r0, r1, r2, r3
+
+
+@gluon.jit
+def _by_row(tile, LS: gl.constexpr):
+    """A (64, C) tile given in any layout as (8 rows, 8 groups, C) in `steps_layout` LS (step 8 g + r at [r, g])."""
+    G: gl.constexpr = tile.shape[0] // 8
+    C: gl.constexpr = tile.shape[1]
+    return gl.permute(gl.reshape(gl.convert_layout(tile, LS), (G, 8, C)), (1, 0, 2))
+
+
+@gluon.jit
+def _split4(tile, LS4: gl.constexpr, ref):
+    """The 4 in-thread rows (8 groups, C) of a (32, C) halo tile, in ref's layout (a row from `_split8`)."""
+    G: gl.constexpr = tile.shape[0] // 4
+    C: gl.constexpr = tile.shape[1]
+    t = gl.convert_layout(tile, LS4)
+    r0, r1, r2, r3 = _rows4(gl.permute(gl.reshape(t, (G, 4, C)), (1, 0, 2)))
+    return _like(r0, ref), _like(r1, ref), _like(r2, ref), _like(r3, ref)
+
+
+@gluon.jit
+def _tap4(a0, a1, a2, a3, w0, w1, w2, w3):
+    return w0[None, :] * a0 + w1[None, :] * a1 + w2[None, :] * a2 + w3[None, :] * a3
+
+
+@gluon.jit
+def _dsilu(du, v):
+    """du * silu'(v)."""
+    sig = sigmoid(v)
+    return du * sig * (1.0 + v * (1.0 - sig))
+
+
+@gluon.jit
+def conv_silu_bwd_gluon_kernel(
+    x_ptr, win_ptr, w_ptr, bias_ptr, du_ptr, du2_ptr, dx_ptr, C, L,
+    sx_b, sx_c, sx_l, sw_b, sw_c, sw_k, sdu_b, sdu_c, sdu_l, sdu2_b, sdu2_c, sdu2_l, sdx_b, sdx_c, sdx_l,
+    K: gl.constexpr, HAS_WIN: gl.constexpr, HAS_BIAS: gl.constexpr, HAS_DU2: gl.constexpr,
+    BLOCK_L: gl.constexpr, BLOCK_C: gl.constexpr, WARPS: gl.constexpr,
+):  # fmt: skip
+    """dx for one (step tile, channel tile, sequence) with the conv frozen: dv at the tile's steps and the 3 after
+    each thread's 8, then dx[t] = sum_s w[:, 3-s] dv[t + s], written in dx's layout. du is the sum of du and, if
+    HAS_DU2, du2 (the two aliases of u). BLOCK_L = 64 (8 lane groups of 8 steps)."""
+    gl.static_assert(K == 4, "conv backward (Gluon): K must be 4")
+    gl.static_assert(BLOCK_L == 64, "conv backward (Gluon): BLOCK_L must be 64")
+    LX: gl.constexpr = channels_layout(WARPS)
+    LS: gl.constexpr = steps_layout(8, WARPS)
+    LS4: gl.constexpr = steps_layout(4, WARPS)
+    pid_b = gl.program_id(2).to(gl.int64)
+    t0 = gl.program_id(0) * BLOCK_L
+    c0 = gl.program_id(1) * BLOCK_C
+    x_base = x_ptr + pid_b * sx_b
+    win_base = win_ptr + pid_b * sw_b
+
+    # x at the tile's steps, at the 4 before each thread's 8 and the 4 after (x_pad positions are steps + K-1),
+    # loaded with the channels contiguous and moved to the steps layout
+    offs_c = c0 + gl.arange(0, BLOCK_C, layout=gl.SliceLayout(0, LX))
+    mask_c = offs_c < C
+    t = t0 + gl.arange(0, BLOCK_L, layout=gl.SliceLayout(1, LX))
+    j = gl.arange(0, BLOCK_L // 2, layout=gl.SliceLayout(1, LX))
+    t_prev = t0 + (j // 4) * 8 - 4 + j % 4
+    t_next = t0 + (j // 4) * 8 + 8 + j % 4
+    # (the strides passed one by one: Triton 3.6 fails to lower the kernel when they come as a tuple)
+    x_t = x_pad(x_base, win_base, t + 3, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
+    x_prev = x_pad(x_base, win_base, t_prev + 3, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
+    x_next = x_pad(x_base, win_base, t_next + 3, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
+    x_rows = _by_row(x_t, LS)
+    m0, m1, m2, m3, m4, m5, m6, m7 = _rows(x_rows)
+    p0, p1, p2, p3 = _split4(x_prev, LS4, m0)
+    n0, n1, n2, n3 = _split4(x_next, LS4, m0)
+
+    # du (+ du2) at the tile's steps and the 4 after each thread's 8, loaded in the steps layout (the scan and
+    # x_proj write them with the steps contiguous: a thread's 8 steps are 16 bytes)
+    c_s = c0 + gl.arange(0, BLOCK_C, layout=gl.SliceLayout(0, LS))
+    t_s = t0 + gl.arange(0, BLOCK_L, layout=gl.SliceLayout(1, LS))
+    j_s = gl.arange(0, BLOCK_L // 2, layout=gl.SliceLayout(1, LS4))
+    c_s4 = c0 + gl.arange(0, BLOCK_C, layout=gl.SliceLayout(0, LS4))
+    t_n4 = t0 + (j_s // 4) * 8 + 8 + j_s % 4
+    m_s = (t_s < L)[:, None] & (c_s < C)[None, :]
+    m_n4 = (t_n4 < L)[:, None] & (c_s4 < C)[None, :]
+    du_base = du_ptr + pid_b * sdu_b
+    du = gl.load(du_base + t_s[:, None] * sdu_l + c_s[None, :] * sdu_c, mask=m_s, other=0.0).to(gl.float32)
+    du_n = gl.load(du_base + t_n4[:, None] * sdu_l + c_s4[None, :] * sdu_c, mask=m_n4, other=0.0).to(gl.float32)
+    if HAS_DU2:
+        du2_base = du2_ptr + pid_b * sdu2_b
+        du += gl.load(du2_base + t_s[:, None] * sdu2_l + c_s[None, :] * sdu2_c, mask=m_s, other=0.0).to(gl.float32)
+        du_n += gl.load(du2_base + t_n4[:, None] * sdu2_l + c_s4[None, :] * sdu2_c, mask=m_n4, other=0.0).to(gl.float32)
+    g0, g1, g2, g3, g4, g5, g6, g7 = _rows(_by_row(du, LS))
+    h0, h1, h2, h3 = _split4(du_n, LS4, m0)
+
+    # the taps and bias per channel, in the rows' layout
+    c_r = c0 + gl.arange(0, BLOCK_C, layout=gl.SliceLayout(0, m0.type.layout))
+    mask_r = c_r < C
+    w0 = gl.load(w_ptr + c_r * K, mask=mask_r, other=0.0)
+    w1 = gl.load(w_ptr + c_r * K + 1, mask=mask_r, other=0.0)
+    w2 = gl.load(w_ptr + c_r * K + 2, mask=mask_r, other=0.0)
+    w3 = gl.load(w_ptr + c_r * K + 3, mask=mask_r, other=0.0)
+    if HAS_BIAS:
+        bias = gl.load(bias_ptr + c_r, mask=mask_r, other=0.0)[None, :]
+    else:
+        bias = 0.0
+
+    # v[t] = bias + sum_k w_k x[t + k - 3]; dv = du silu'(v), at the thread's 8 steps and the 3 after
+    d0 = _dsilu(g0, bias + _tap4(p1, p2, p3, m0, w0, w1, w2, w3))
+    d1 = _dsilu(g1, bias + _tap4(p2, p3, m0, m1, w0, w1, w2, w3))
+    d2 = _dsilu(g2, bias + _tap4(p3, m0, m1, m2, w0, w1, w2, w3))
+    d3 = _dsilu(g3, bias + _tap4(m0, m1, m2, m3, w0, w1, w2, w3))
+    d4 = _dsilu(g4, bias + _tap4(m1, m2, m3, m4, w0, w1, w2, w3))
+    d5 = _dsilu(g5, bias + _tap4(m2, m3, m4, m5, w0, w1, w2, w3))
+    d6 = _dsilu(g6, bias + _tap4(m3, m4, m5, m6, w0, w1, w2, w3))
+    d7 = _dsilu(g7, bias + _tap4(m4, m5, m6, m7, w0, w1, w2, w3))
+    e0 = _dsilu(h0, bias + _tap4(m5, m6, m7, n0, w0, w1, w2, w3))
+    e1 = _dsilu(h1, bias + _tap4(m6, m7, n0, n1, w0, w1, w2, w3))
+    e2 = _dsilu(h2, bias + _tap4(m7, n0, n1, n2, w0, w1, w2, w3))
+
+    # dx[t] = sum_s w_{3-s} dv[t + s]
+    x0 = _tap4(d0, d1, d2, d3, w3, w2, w1, w0)
+    x1 = _tap4(d1, d2, d3, d4, w3, w2, w1, w0)
+    x2 = _tap4(d2, d3, d4, d5, w3, w2, w1, w0)
+    x3 = _tap4(d3, d4, d5, d6, w3, w2, w1, w0)
+    x4 = _tap4(d4, d5, d6, d7, w3, w2, w1, w0)
+    x5 = _tap4(d5, d6, d7, e0, w3, w2, w1, w0)
+    x6 = _tap4(d6, d7, e0, e1, w3, w2, w1, w0)
+    x7 = _tap4(d7, e0, e1, e2, w3, w2, w1, w0)
+    dx = gl.permute(_stack((x0, x1, x2, x3, x4, x5, x6, x7), x_rows), (1, 0, 2))  # (8 groups, 8 rows, C)
+    dx = gl.reshape(dx, (BLOCK_L, BLOCK_C))
+    dx = gl.convert_layout(dx.to(dx_ptr.dtype.element_ty), LX)
+    mask = (t < L)[:, None] & mask_c[None, :]
+    gl.store(dx_ptr + pid_b * sdx_b + t[:, None] * sdx_l + offs_c[None, :] * sdx_c, dx, mask=mask)
