@@ -65,7 +65,7 @@ for phase in "$@"; do
     ab) for side in ${AB_SIDES:-base new}; do  # the working tree against AB_BASE (another commit's tree: git archive), graphed
         root=.; [ "$side" = base ] && root=$AB_BASE
         timeout 280 python3 "$root/benchmarks/train_step.py" --sizes ${AB_SIZES:-1.4b} --methods state_offset_h \
-          --backends graph --warmup 2 --iters 6 --out "$OUT" --name "ab_$side" 2>&1 | grep "^|" | tail -2 | sed "s/^/$side /"
+          --backends graph --warmup 2 --iters 6 --out "$OUT" --name "ab_${side}_$(basename "$root")" 2>&1 | grep "^|" | tail -2 | sed "s/^/$side /"
       done ;;
     conv) timeout 150 python3 benchmarks/conv_kernel.py --out "$OUT" 2>&1 | grep "^|" ;;
     gen) timeout 150 python3 benchmarks/generate.py --sizes 130m 1.4b --out "$OUT" 2>&1 | tail -6 ;;
