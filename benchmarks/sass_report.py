@@ -175,7 +175,7 @@ def main() -> None:
     a = ap.parse_args()
     scan_triton.CONFIG.update(a.config)
     a.sass.mkdir(parents=True, exist_ok=True)
-    print(f"# Triton {triton.__version__}, scan kernels for sm_90, b d n l = {tuple(a.shape)}, {scan_triton.CONFIG}")
+    print(f"# Triton {triton.__version__}, {a.op} kernels for sm_90, b d n l = {tuple(a.shape)}, {scan_triton.CONFIG}")
     launches = capture(tuple(a.shape), a.variant) if a.op == "scan" else capture_conv(tuple(a.shape))
     for name, fn, _grid, args, kw in launches:
         r = report(compile_launch(fn, args, kw), a.sass / f"{name}.sass")
