@@ -22,7 +22,7 @@ import triton.language as tl
 from torch import Tensor
 
 from stateft.ops.conv_pad import x_pad
-from stateft.ops.gluon_conv_kernels import conv_silu_bwd_gluon_kernel
+from stateft.ops.gluon_conv_kernels import conv_silu_bwd_gluon_kernel, conv_silu_fwd_gluon_kernel
 from stateft.ops.layout import dim_order, empty_in_order
 from stateft.ops.split_grad import SplitGrad
 from stateft.ops.triton_math import FAST, sigmoid
@@ -30,9 +30,10 @@ from stateft.ops.triton_math import FAST, sigmoid
 BLOCK_L = 64
 BLOCK_C = 64
 NUM_WARPS = 4  # the backward's first kernel, and the one-pass backward (benchmarks/conv_kernel.py)
-# "gluon": the backward in one pass (`gluon_conv_kernels`: dv kept in shared memory, not written and read back) where
-# it applies (`_one_pass`: on a GPU, the conv frozen, no learned window to differentiate); "triton": two kernels.
-BACKWARD = "gluon"
+# "gluon": the Gluon kernels (`gluon_conv_kernels`: x read once, the shifts as register renamings; the backward in one
+# pass, dv never written) where they apply (`_gluon`: on a GPU, K = 4; the backward only for the frozen conv with no
+# learned window to differentiate); "triton": the Triton kernels (forward, and the backward in two kernels).
+KERNELS = "gluon"
 
 
 @triton.jit
@@ -133,12 +134,13 @@ def conv_dx_kernel(
              mask=mask)  # fmt: skip
 
 
-def _one_pass(grads_beyond_x: bool, K: int) -> bool:
-    """Whether the backward runs in one pass (`gluon_conv_kernels`): asked for (BACKWARD), on a GPU (Gluon has no
-    interpreter), only dx wanted (no dw, d bias or window gradient), K = 4 (the mixers' d_conv) and BLOCK_L 64."""
-    if BACKWARD not in ("gluon", "triton"):
-        raise ValueError(f"conv_triton: BACKWARD must be 'gluon' or 'triton', not {BACKWARD!r}")
-    return BACKWARD == "gluon" and FAST.value and not grads_beyond_x and K == 4 and BLOCK_L == 64
+def _gluon(grads_beyond_x: bool, K: int) -> bool:
+    """Whether a pass runs the Gluon kernel (`gluon_conv_kernels`): asked for (KERNELS), on a GPU (Gluon has no
+    interpreter), K = 4 (the mixers' d_conv), BLOCK_L 64 and, for the backward, only dx wanted (``grads_beyond_x``:
+    dw, d bias or the window's gradient; the forward passes False)."""
+    if KERNELS not in ("gluon", "triton"):
+        raise ValueError(f"conv_triton: KERNELS must be 'gluon' or 'triton', not {KERNELS!r}")
+    return KERNELS == "gluon" and FAST.value and not grads_beyond_x and K == 4 and BLOCK_L == 64
 
 
 class _ConvSiLU(torch.autograd.Function):
@@ -151,11 +153,14 @@ class _ConvSiLU(torch.autograd.Function):
         u = empty_in_order(x.shape, [0, 2, 1] if u_channels_last else [0, 1, 2], x)
         win = x if window is None else window
         grid = (triton.cdiv(length, BLOCK_L), triton.cdiv(c, BLOCK_C), b)
-        conv_silu_fwd_kernel[grid](
-            x, win, w, w if bias32 is None else bias32, u, c, length,
-            *x.stride(), *(win.stride() if window is not None else (0, 0, 0)), *u.stride(),
-            K=K, HAS_WIN=window is not None, HAS_BIAS=bias is not None, BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C,
-        )  # fmt: skip
+        args = (x, win, w, w if bias32 is None else bias32, u, c, length,
+                *x.stride(), *(win.stride() if window is not None else (0, 0, 0)), *u.stride())  # fmt: skip
+        flags = {"K": K, "HAS_WIN": window is not None, "HAS_BIAS": bias is not None, "BLOCK_L": BLOCK_L,
+                 "BLOCK_C": BLOCK_C}  # fmt: skip
+        if _gluon(False, K):
+            conv_silu_fwd_gluon_kernel[grid](*args, **flags, U_STEPS=u.stride(2) == 1, WARPS=4, num_warps=4)
+        else:
+            conv_silu_fwd_kernel[grid](*args, **flags)
         ctx.save_for_backward(x, window, w, bias32)
         ctx.meta = (weight.shape, weight.dtype, None if bias is None else bias.dtype)
         ctx.dx_into = dx_into
@@ -180,7 +185,7 @@ class _ConvSiLU(torch.autograd.Function):
         win = x if window is None else window
         grid = (n_tiles, triton.cdiv(c, BLOCK_C), b)
         dwin_grad = window is not None and ctx.needs_input_grad[1]
-        if _one_pass(w_grad or b_grad or dwin_grad, K):
+        if _gluon(w_grad or b_grad or dwin_grad, K):
             du2_ = du if du2 is None else du2
             conv_silu_bwd_gluon_kernel[grid](
                 x, win, w, w if bias32 is None else bias32, du, du2_, dx, c, length,

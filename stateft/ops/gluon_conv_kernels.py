@@ -67,7 +67,12 @@ def _split4(tile, LS4: gl.constexpr, ref):
 
 @gluon.jit
 def _tap4(a0, a1, a2, a3, w0, w1, w2, w3):
-    return w0[None, :] * a0 + w1[None, :] * a1 + w2[None, :] * a2 + w3[None, :] * a3
+    return w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3
+
+
+@gluon.jit
+def _silu(v):
+    return v * sigmoid(v)
 
 
 @gluon.jit
@@ -75,6 +80,94 @@ def _dsilu(du, v):
     """du * silu'(v)."""
     sig = sigmoid(v)
     return du * sig * (1.0 + v * (1.0 - sig))
+
+
+@gluon.jit
+def conv_silu_fwd_gluon_kernel(
+    x_ptr, win_ptr, w_ptr, bias_ptr, u_ptr, C, L,
+    sx_b, sx_c, sx_l, sw_b, sw_c, sw_k, su_b, su_c, su_l,
+    K: gl.constexpr, HAS_WIN: gl.constexpr, HAS_BIAS: gl.constexpr, U_STEPS: gl.constexpr,
+    BLOCK_L: gl.constexpr, BLOCK_C: gl.constexpr, WARPS: gl.constexpr,
+):  # fmt: skip
+    """`conv_triton.conv_silu_fwd_kernel` with x read once: each thread's 8 steps and the 3 before them (x at the
+    4 steps before each thread's 8 from a halo tile) in registers, u[t] = silu(bias + sum_k w_k x[t + k - 3]) by
+    renaming. U_STEPS: u is laid out with the steps contiguous (the Mamba-1 mixer's), stored from the steps layout;
+    else with the channels contiguous (Mamba-2's), stored after a move to that layout."""
+    gl.static_assert(K == 4, "conv forward (Gluon): K must be 4")
+    gl.static_assert(BLOCK_L == 64, "conv forward (Gluon): BLOCK_L must be 64")
+    LX: gl.constexpr = channels_layout(WARPS)
+    LS: gl.constexpr = steps_layout(8, WARPS)
+    LS4: gl.constexpr = steps_layout(4, WARPS)
+    pid_b = gl.program_id(2).to(gl.int64)
+    t0 = gl.program_id(0) * BLOCK_L
+    c0 = gl.program_id(1) * BLOCK_C
+    x_base = x_ptr + pid_b * sx_b
+    win_base = win_ptr + pid_b * sw_b
+    x_rows = _by_row(
+        _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, 0, BLOCK_L, BLOCK_C, LX, HAS_WIN), LS
+    )
+    m0, m1, m2, m3, m4, m5, m6, m7 = _rows(x_rows)
+    x_prev = _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, -4, BLOCK_L, BLOCK_C, LX, HAS_WIN)
+    _p0, p1, p2, p3 = _split4(x_prev, LS4, m0)
+    w0, w1, w2, w3, bias = _taps(w_ptr, bias_ptr, c0, C, m0, K, HAS_BIAS)
+    u0 = _silu(bias + _tap4(p1, p2, p3, m0, w0, w1, w2, w3))
+    u1 = _silu(bias + _tap4(p2, p3, m0, m1, w0, w1, w2, w3))
+    u2 = _silu(bias + _tap4(p3, m0, m1, m2, w0, w1, w2, w3))
+    u3 = _silu(bias + _tap4(m0, m1, m2, m3, w0, w1, w2, w3))
+    u4 = _silu(bias + _tap4(m1, m2, m3, m4, w0, w1, w2, w3))
+    u5 = _silu(bias + _tap4(m2, m3, m4, m5, w0, w1, w2, w3))
+    u6 = _silu(bias + _tap4(m3, m4, m5, m6, w0, w1, w2, w3))
+    u7 = _silu(bias + _tap4(m4, m5, m6, m7, w0, w1, w2, w3))
+    u = _unrow((u0, u1, u2, u3, u4, u5, u6, u7), x_rows).to(u_ptr.dtype.element_ty)
+    _store_tile(u_ptr + pid_b * su_b, u, t0, c0, C, L, su_c, su_l, LS if U_STEPS else LX)
+
+
+@gluon.jit
+def _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, SHIFT: gl.constexpr, BLOCK_L: gl.constexpr,
+            BLOCK_C: gl.constexpr, LX: gl.constexpr, HAS_WIN: gl.constexpr):  # fmt: skip
+    """x (fp32, 0 outside the sequence, the window before it) loaded in LX (channels contiguous, as in memory): the
+    tile's BLOCK_L steps (SHIFT 0), or a halo of BLOCK_L / 2 rows holding the 4 steps from 8 g + SHIFT for each lane
+    group g of 8 steps (SHIFT -4: the 4 before them, 8: the 4 after). The strides come one by one: Triton 3.6 fails
+    to lower these kernels when they are passed on as a tuple."""
+    offs_c = c0 + gl.arange(0, BLOCK_C, layout=gl.SliceLayout(0, LX))
+    if SHIFT == 0:
+        t = t0 + gl.arange(0, BLOCK_L, layout=gl.SliceLayout(1, LX))
+    else:
+        j = gl.arange(0, BLOCK_L // 2, layout=gl.SliceLayout(1, LX))
+        t = t0 + (j // 4) * 8 + SHIFT + j % 4
+    return x_pad(x_base, win_base, t + 3, offs_c, offs_c < C, L, sx_c, sx_l, sw_c, sw_k, 3, HAS_WIN)  # x_pad[t + K-1]
+
+
+@gluon.jit
+def _taps(w_ptr, bias_ptr, c0, C, ref, K: gl.constexpr, HAS_BIAS: gl.constexpr):
+    """The conv's 4 taps and its bias (0 without one) per channel, as rows (1, C) broadcastable to ref's layout."""
+    c_r = c0 + gl.arange(0, ref.shape[1], layout=gl.SliceLayout(0, ref.type.layout))
+    mask_r = c_r < C
+    w0 = gl.load(w_ptr + c_r * K, mask=mask_r, other=0.0)[None, :]
+    w1 = gl.load(w_ptr + c_r * K + 1, mask=mask_r, other=0.0)[None, :]
+    w2 = gl.load(w_ptr + c_r * K + 2, mask=mask_r, other=0.0)[None, :]
+    w3 = gl.load(w_ptr + c_r * K + 3, mask=mask_r, other=0.0)[None, :]
+    if HAS_BIAS:
+        bias = gl.load(bias_ptr + c_r, mask=mask_r, other=0.0)[None, :]
+    else:
+        bias = 0.0
+    return w0, w1, w2, w3, bias
+
+
+@gluon.jit
+def _unrow(rows, x_rows):
+    """The (64, C) tile (step 8 g + r) made of the 8 rows (8 groups, C) from `_rows` of x_rows (`_by_row`)."""
+    t = gl.permute(_stack(rows, x_rows), (1, 0, 2))  # (8 groups, 8 rows, C)
+    return gl.reshape(t, (t.shape[0] * 8, t.shape[2]))
+
+
+@gluon.jit
+def _store_tile(base, v, t0, c0, C, L, s_c, s_l, LAYOUT: gl.constexpr):
+    """Store the (steps, channels) tile v from (t0, c0), moved to LAYOUT (the one that matches the memory order)."""
+    v = gl.convert_layout(v, LAYOUT)
+    t = t0 + gl.arange(0, v.shape[0], layout=gl.SliceLayout(1, LAYOUT))
+    c = c0 + gl.arange(0, v.shape[1], layout=gl.SliceLayout(0, LAYOUT))
+    gl.store(base + t[:, None] * s_l + c[None, :] * s_c, v, mask=(t < L)[:, None] & (c < C)[None, :])
 
 
 @gluon.jit
@@ -98,22 +191,15 @@ def conv_silu_bwd_gluon_kernel(
     x_base = x_ptr + pid_b * sx_b
     win_base = win_ptr + pid_b * sw_b
 
-    # x at the tile's steps, at the 4 before each thread's 8 and the 4 after (x_pad positions are steps + K-1),
-    # loaded with the channels contiguous and moved to the steps layout
-    offs_c = c0 + gl.arange(0, BLOCK_C, layout=gl.SliceLayout(0, LX))
-    mask_c = offs_c < C
-    t = t0 + gl.arange(0, BLOCK_L, layout=gl.SliceLayout(1, LX))
-    j = gl.arange(0, BLOCK_L // 2, layout=gl.SliceLayout(1, LX))
-    t_prev = t0 + (j // 4) * 8 - 4 + j % 4
-    t_next = t0 + (j // 4) * 8 + 8 + j % 4
-    # (the strides passed one by one: Triton 3.6 fails to lower the kernel when they come as a tuple)
-    x_t = x_pad(x_base, win_base, t + 3, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
-    x_prev = x_pad(x_base, win_base, t_prev + 3, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
-    x_next = x_pad(x_base, win_base, t_next + 3, offs_c, mask_c, L, sx_c, sx_l, sw_c, sw_k, K - 1, HAS_WIN)
-    x_rows = _by_row(x_t, LS)
+    # x at the tile's steps, at the 4 before each thread's 8 and the 4 after
+    x_rows = _by_row(
+        _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, 0, BLOCK_L, BLOCK_C, LX, HAS_WIN), LS
+    )
     m0, m1, m2, m3, m4, m5, m6, m7 = _rows(x_rows)
-    p0, p1, p2, p3 = _split4(x_prev, LS4, m0)
-    n0, n1, n2, n3 = _split4(x_next, LS4, m0)
+    x_prev = _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, -4, BLOCK_L, BLOCK_C, LX, HAS_WIN)
+    x_next = _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, 8, BLOCK_L, BLOCK_C, LX, HAS_WIN)
+    _p0, p1, p2, p3 = _split4(x_prev, LS4, m0)
+    n0, n1, n2, _n3 = _split4(x_next, LS4, m0)
 
     # du (+ du2) at the tile's steps and the 4 after each thread's 8, loaded in the steps layout (the scan and
     # x_proj write them with the steps contiguous: a thread's 8 steps are 16 bytes)
@@ -134,17 +220,7 @@ def conv_silu_bwd_gluon_kernel(
     g0, g1, g2, g3, g4, g5, g6, g7 = _rows(_by_row(du, LS))
     h0, h1, h2, h3 = _split4(du_n, LS4, m0)
 
-    # the taps and bias per channel, in the rows' layout
-    c_r = c0 + gl.arange(0, BLOCK_C, layout=gl.SliceLayout(0, m0.type.layout))
-    mask_r = c_r < C
-    w0 = gl.load(w_ptr + c_r * K, mask=mask_r, other=0.0)
-    w1 = gl.load(w_ptr + c_r * K + 1, mask=mask_r, other=0.0)
-    w2 = gl.load(w_ptr + c_r * K + 2, mask=mask_r, other=0.0)
-    w3 = gl.load(w_ptr + c_r * K + 3, mask=mask_r, other=0.0)
-    if HAS_BIAS:
-        bias = gl.load(bias_ptr + c_r, mask=mask_r, other=0.0)[None, :]
-    else:
-        bias = 0.0
+    w0, w1, w2, w3, bias = _taps(w_ptr, bias_ptr, c0, C, m0, K, HAS_BIAS)
 
     # v[t] = bias + sum_k w_k x[t + k - 3]; dv = du silu'(v), at the thread's 8 steps and the 3 after
     d0 = _dsilu(g0, bias + _tap4(p1, p2, p3, m0, w0, w1, w2, w3))
@@ -168,8 +244,5 @@ def conv_silu_bwd_gluon_kernel(
     x5 = _tap4(d5, d6, d7, e0, w3, w2, w1, w0)
     x6 = _tap4(d6, d7, e0, e1, w3, w2, w1, w0)
     x7 = _tap4(d7, e0, e1, e2, w3, w2, w1, w0)
-    dx = gl.permute(_stack((x0, x1, x2, x3, x4, x5, x6, x7), x_rows), (1, 0, 2))  # (8 groups, 8 rows, C)
-    dx = gl.reshape(dx, (BLOCK_L, BLOCK_C))
-    dx = gl.convert_layout(dx.to(dx_ptr.dtype.element_ty), LX)
-    mask = (t < L)[:, None] & mask_c[None, :]
-    gl.store(dx_ptr + pid_b * sdx_b + t[:, None] * sdx_l + offs_c[None, :] * sdx_c, dx, mask=mask)
+    dx = _unrow((x0, x1, x2, x3, x4, x5, x6, x7), x_rows).to(dx_ptr.dtype.element_ty)
+    _store_tile(dx_ptr + pid_b * sdx_b, dx, t0, c0, C, L, sdx_c, sdx_l, LX)

@@ -134,50 +134,51 @@ def test_full_size_gpu(c, length):
         assert _rel(a, r) < 1e-4
 
 
-def test_backward_choice():
-    """The one-pass Gluon backward only where it applies: never under the interpreter (no Gluon there), only for the
-    frozen K = 4 conv; a typo in BACKWARD is one clear error."""
+def test_kernel_choice():
+    """The Gluon kernels only where they apply: never under the interpreter (no Gluon there), K = 4, the one-pass
+    backward only for the frozen conv; a typo in KERNELS is one clear error."""
     from stateft.ops import conv_triton
     from stateft.ops.triton_math import FAST
 
-    assert conv_triton._one_pass(False, 4) == FAST.value
-    assert not conv_triton._one_pass(True, 4)  # dw / d bias / window gradient wanted: two kernels
-    assert not conv_triton._one_pass(False, 3)
-    conv_triton.BACKWARD = "glon"
+    assert conv_triton._gluon(False, 4) == FAST.value
+    assert not conv_triton._gluon(True, 4)  # dw / d bias / window gradient wanted: two kernels
+    assert not conv_triton._gluon(False, 3)
+    conv_triton.KERNELS = "glon"
     try:
-        with pytest.raises(ValueError, match="BACKWARD must be"):
-            conv_triton._one_pass(False, 4)
+        with pytest.raises(ValueError, match="KERNELS must be"):
+            conv_triton._gluon(False, 4)
     finally:
-        conv_triton.BACKWARD = "gluon"
+        conv_triton.KERNELS = "gluon"
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize(
-    ("c", "length", "window", "bias", "two", "dtype"),
+    ("c", "length", "window", "bias", "two", "channels_last_out", "dtype"),
     [
-        (4096, 1024, False, True, True, torch.bfloat16),  # the 1.4b mixer
-        (1536, 1000, True, True, False, torch.float32),  # a cached window, a partial last tile
-        (3300, 77, False, False, True, torch.float32),  # a partial channel tile, no bias
-        (64, 3, True, True, True, torch.float32),  # fewer steps than the window
+        (4096, 1024, False, True, True, False, torch.bfloat16),  # the 1.4b Mamba-1 mixer
+        (1536, 1000, True, True, False, True, torch.float32),  # a cached window, a partial last tile, Mamba-2's u
+        (3300, 77, False, False, True, False, torch.float32),  # a partial channel tile, no bias
+        (64, 3, True, True, True, False, torch.float32),  # fewer steps than the window
     ],
 )
-def test_one_pass_backward_matches_two_kernels_gpu(monkeypatch, c, length, window, bias, two, dtype):
-    """The Gluon one-pass backward (the conv frozen) against the Triton two-kernel one: dx, with du from one or two
-    aliases laid out as the mixer's scan and x_proj write them (steps contiguous), x a view of in_proj's output."""
+def test_gluon_kernels_match_triton_gpu(monkeypatch, c, length, window, bias, two, channels_last_out, dtype):
+    """The Gluon forward and one-pass backward (the conv frozen) against the Triton kernels: u, and dx with du from
+    one or two aliases laid out as the mixer's scan and x_proj write them, x a view of in_proj's output."""
     from stateft.ops import conv_triton
 
     calls = []
 
     class _Spy:
-        def __init__(self, k):
-            self.k = k
+        def __init__(self, name):
+            self.name, self.k = name, getattr(conv_triton, name)
 
         def __getitem__(self, grid):
-            calls.append(grid)
+            calls.append(self.name)
             return self.k[grid]
 
-    monkeypatch.setattr(conv_triton, "conv_silu_bwd_gluon_kernel", _Spy(conv_triton.conv_silu_bwd_gluon_kernel))
+    for name in ("conv_silu_fwd_gluon_kernel", "conv_silu_bwd_gluon_kernel"):
+        monkeypatch.setattr(conv_triton, name, _Spy(name))
     g = torch.Generator().manual_seed(7)
     b, K = 3, 4
     xz = torch.randn(b, length, 2 * c, generator=g).cuda().to(dtype).requires_grad_()
@@ -186,14 +187,17 @@ def test_one_pass_backward_matches_two_kernels_gpu(monkeypatch, c, length, windo
     bb = torch.randn(c, generator=g).cuda().to(dtype) if bias else None
     win = torch.randn(b, c, K - 1, generator=g).cuda().to(dtype) if window else None
     cot = [torch.randn(b, c, length, generator=g).cuda().to(dtype) for _ in range(2)]
-    dxs = []
+    us, dxs = [], []
     for impl in ("gluon", "triton"):
-        monkeypatch.setattr(conv_triton, "BACKWARD", impl)
+        monkeypatch.setattr(conv_triton, "KERNELS", impl)
         xz.grad = None
-        out = conv_triton.conv_silu_triton(x, win, w, bb, two=two)
+        out = conv_triton.conv_silu_triton(x, win, w, bb, channels_last_out, two=two)
         outs = out if two else (out,)
+        assert (outs[0].stride(1) == 1) == channels_last_out
         torch.autograd.backward(outs, cot[: len(outs)])
+        us.append(outs[0].float())
         dxs.append(xz.grad.float())
-    assert len(calls) == 1  # the Gluon kernel ran for "gluon" only
+    assert calls == ["conv_silu_fwd_gluon_kernel", "conv_silu_bwd_gluon_kernel"]  # for "gluon" only
     tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
+    assert _rel(us[0], us[1]) < tol
     assert _rel(dxs[0], dxs[1]) < tol

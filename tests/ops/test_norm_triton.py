@@ -62,18 +62,22 @@ def test_fused_matches_eager(dtype, with_y, use, train_weight):
     assert got[1].dtype == dtype  # x in the weight's dtype, as the eager module
 
 
-def test_rows_past_a_program_and_zero_rows():
-    """More rows than one backward program takes (ROWS), a row count that is not a multiple of it; no rows at all."""
+@pytest.mark.parametrize("train_weight", [True, False])
+def test_rows_past_a_program_and_zero_rows(train_weight):
+    """More rows than one backward program takes (ROWS with the weight trained, 1 frozen), a row count that is not a
+    multiple of it; no rows at all."""
     from stateft.ops import norm_triton
 
     d = 8
     n = norm_triton.ROWS * 2 + 3
     norm = RMSNorm(d).to(DEVICE)
+    norm.weight.requires_grad_(train_weight)
     g = torch.Generator().manual_seed(3)
     h0 = torch.randn(1, n, d, generator=g).to(DEVICE)
     y0 = torch.randn(1, n, d, generator=g).to(DEVICE)
     for a, b in zip(_run(True, h0, y0, norm, ("x", "h"), 4), _run(False, h0, y0, norm, ("x", "h"), 4), strict=True):
-        assert _rel(a, b) < 1e-5
+        assert (a is None) == (b is None)  # the weight's gradient, frozen
+        assert a is None or _rel(a, b) < 1e-5
     empty = torch.zeros(2, 0, d, device=DEVICE)
     hn, x = add_rms_norm(empty, empty.clone(), norm, fused=True)
     assert hn.shape == x.shape == (2, 0, d)

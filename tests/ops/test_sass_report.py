@@ -69,10 +69,10 @@ def test_scan_kernels_compile_for_sm90(variant, kernels, tmp_path):
 
 @pytest.mark.skipif(not HAS_PTXAS, reason="no bundled ptxas")
 def test_conv_kernels_compile_for_sm90(tmp_path):
-    """The fused conv as the mixer runs it (frozen, u used twice): the forward and the one-pass Gluon backward (only
-    a GPU runs it: this is its CPU check), without spills and with no lane shuffles (its shifts are renamings)."""
+    """The fused conv as the mixer runs it (frozen, u used twice): the Gluon forward and one-pass backward (only a GPU
+    runs them: this is their CPU check), without spills and with no lane shuffles (their shifts are renamings)."""
     stdout, reports = _sass_report(["--op", "conv", "--shape", "2", "256", "16", "256"], tmp_path)
-    assert set(reports) == {"conv_silu_fwd_kernel", "conv_silu_bwd_gluon_kernel"}, stdout
+    assert set(reports) == {"conv_silu_fwd_gluon_kernel", "conv_silu_bwd_gluon_kernel"}, stdout
     for name, r in reports.items():
         assert r["spill_bytes"] == 0, (name, r)
         assert r["regs"] <= 255, (name, r)
