@@ -33,13 +33,16 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kern
 # programs: a first pass finds each segment's end state from zero, a sequential pass over the segment boundaries
 # (`seg_carry_kernel`) gives the states entering them, a second pass writes y. The backward does the same for the
 # adjoint: more programs in flight for about 1.5x the arithmetic. -1 = by the number of programs (`_n_segments`).
+# bwd_SEG: the backward's (None: as SEG). At 2.8b (2,560 programs, ~2.4 waves of the backward's 8 per SM) neither
+# backward segments (512: 164.3 -> 166.4 ms, 256: 170.8) nor a register cap for more programs per SM (200: 191.4; the
+# forward's at 96 for one wave: 164.0) paid (H100, 2026-11-24, graphed, results/cfg_ab_*).
 # kernels: "gluon" runs the forward's and the backward's main kernels in Gluon (`gluon_scan_kernels`: explicit register
 # layouts) where the launch shape allows it (`_gluon_fits`) and not in the interpreter (it has none); "triton" always
 # the Triton kernels (the segments' end states and carries are Triton kernels either way). Gluon by measurement (H100,
 # 2026-11-24, graphed step, same call): 130m state_offset_h 22.9 -> 18.6 ms, 1.4b 113.4 -> 96.5, 2.8b 214.1 -> 180.3.
-CONFIG: dict[str, int | str] = {
+CONFIG: dict[str, int | str | None] = {
     "BLOCK_D": 8, "BLOCK_T": 8, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 64, "rows": 0,
-    "SEG": -1, "kernels": "gluon",
+    "SEG": -1, "bwd_SEG": None, "kernels": "gluon",
 }  # fmt: skip
 _CARRY_BLOCK_D = 32
 LAUNCHED: dict[str, object] = {}  # the last compiled kernel of each pass (registers, spills: benchmarks/scan_kernel.py)
@@ -75,20 +78,22 @@ def _block_n(n: int) -> int:
     return max(triton.next_power_of_2(n), 2)
 
 
-def _n_segments(length: int, chunk: int, programs: int) -> tuple[int, int]:
-    """(segment length, number of segments) for CONFIG["SEG"] and ``programs`` = b x ceil(E / BLOCK_D). The segment
-    length is a runtime argument of the kernels (not a compile-time one): new lengths do not recompile them.
+def _n_segments(length: int, chunk: int, programs: int, key: str = "SEG") -> tuple[int, int]:
+    """(segment length, number of segments) for CONFIG[key] ("SEG", or "bwd_SEG" for the backward: None = as "SEG")
+    and ``programs`` = b x ceil(E / BLOCK_D). The segment length is a runtime argument of the kernels (not a
+    compile-time one): new lengths do not recompile them.
 
     Auto (-1), from `benchmarks/scan_kernel.py` on an H100 (2026-11-23): with 768 or more programs one segment is
     fastest (4 x 1024 at E 1536 and 4096: segments of 64-256 cost 4-25%); with 192 (one sequence of 8192, E 1536)
     segments of 512 were 2.65x faster than one. So: enough segments of at least 512 steps for ~3072 programs.
     """
-    seg = int(CONFIG.get("SEG", 0))
+    value = CONFIG.get(key)
+    seg = int(CONFIG.get("SEG", 0) if value is None else value)
     if seg < 0:
         n = 1 if programs >= 768 else min(-(-3072 // programs), length // 512)
         seg = 0 if n <= 1 else triton.cdiv(triton.cdiv(length, n), chunk) * chunk
     if seg % chunk:
-        raise ValueError(f"scan_triton.CONFIG: SEG {seg} must be a multiple of CHUNK {chunk}")
+        raise ValueError(f"scan_triton.CONFIG: {key} {seg} must be a multiple of CHUNK {chunk}")
     if seg <= 0 or seg >= length:
         return max(triton.cdiv(length, chunk), 1) * chunk, 1
     return seg, triton.cdiv(length, seg)
@@ -160,7 +165,9 @@ class _SelectiveScan(torch.autograd.Function):
             ctx.orders = (dim_order(u), dim_order(delta), dim_order(z))  # the gradients are laid out like the inputs
             ctx.dtypes = (A.dtype, None if h_offset is None else h_offset.dtype)
             ctx.softplus = bool(softplus)
-            ctx.block = (int(CONFIG["bwd_BLOCK_D"]), block_t, chunk, seg, n_seg)
+            bwd_block_d = int(CONFIG["bwd_BLOCK_D"])
+            bwd_seg = _n_segments(length, chunk, b * triton.cdiv(d, bwd_block_d), "bwd_SEG")
+            ctx.block = (bwd_block_d, block_t, chunk, *bwd_seg)
             ctx.h0_dtype = None if h0 is None else h0.dtype
             ctx.dz_into = dz_into
         return (y, last) if return_last else y

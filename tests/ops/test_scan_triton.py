@@ -192,6 +192,18 @@ def test_segments_run_in_parallel_and_agree(monkeypatch, seg, chunk, h0, last):
     check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0=h0, layout="bld"), last=last)
 
 
+@pytest.mark.parametrize(("seg", "bwd_seg"), [(0, 16), (16, 0)])
+def test_backward_segments_apart_from_the_forward(monkeypatch, seg, bwd_seg):
+    # the backward cut into segments with the forward in one (the states it stores are per chunk either way), and
+    # the other way round
+    from stateft.ops import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "SEG", seg)
+    monkeypatch.setitem(scan_triton.CONFIG, "bwd_SEG", bwd_seg)
+    monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 8)
+    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"), last=True)
+
+
 def test_segment_length_must_be_a_multiple_of_the_chunk(monkeypatch):
     from stateft.ops import scan_triton
 
