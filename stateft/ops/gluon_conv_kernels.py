@@ -93,22 +93,12 @@ def conv_silu_fwd_gluon_kernel(
     4 steps before each thread's 8 from a halo tile) in registers, u[t] = silu(bias + sum_k w_k x[t + k - 3]) by
     renaming. U_STEPS: u is laid out with the steps contiguous (the Mamba-1 mixer's), stored from the steps layout;
     else with the channels contiguous (Mamba-2's), stored after a move to that layout."""
-    gl.static_assert(K == 4, "conv forward (Gluon): K must be 4")
-    gl.static_assert(BLOCK_L == 64, "conv forward (Gluon): BLOCK_L must be 64")
-    LX: gl.constexpr = channels_layout(WARPS)
     LS: gl.constexpr = steps_layout(8, WARPS)
-    LS4: gl.constexpr = steps_layout(4, WARPS)
-    pid_b = gl.program_id(2).to(gl.int64)
-    t0 = gl.program_id(0) * BLOCK_L
-    c0 = gl.program_id(1) * BLOCK_C
-    x_base = x_ptr + pid_b * sx_b
-    win_base = win_ptr + pid_b * sw_b
-    x_rows = _by_row(
-        _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, 0, BLOCK_L, BLOCK_C, LX, HAS_WIN), LS
-    )
-    m0, m1, m2, m3, m4, m5, m6, m7 = _rows(x_rows)
-    x_prev = _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, -4, BLOCK_L, BLOCK_C, LX, HAS_WIN)
-    _p0, p1, p2, p3 = _split4(x_prev, LS4, m0)
+    pid_b, t0, c0 = _origin(K, BLOCK_L, BLOCK_C)
+    x_rows, m, p = _x_window(x_ptr, win_ptr, pid_b, t0, c0, C, L, sx_b, sx_c, sx_l, sw_b, sw_c, sw_k, BLOCK_L, BLOCK_C,
+                             WARPS, HAS_WIN)  # fmt: skip
+    m0, m1, m2, m3, m4, m5, m6, m7 = m
+    p1, p2, p3 = p
     w0, w1, w2, w3, bias = _taps(w_ptr, bias_ptr, c0, C, m0, K, HAS_BIAS)
     u0 = _silu(bias + _tap4(p1, p2, p3, m0, w0, w1, w2, w3))
     u1 = _silu(bias + _tap4(p2, p3, m0, m1, w0, w1, w2, w3))
@@ -119,7 +109,31 @@ def conv_silu_fwd_gluon_kernel(
     u6 = _silu(bias + _tap4(m3, m4, m5, m6, w0, w1, w2, w3))
     u7 = _silu(bias + _tap4(m4, m5, m6, m7, w0, w1, w2, w3))
     u = _unrow((u0, u1, u2, u3, u4, u5, u6, u7), x_rows).to(u_ptr.dtype.element_ty)
-    _store_tile(u_ptr + pid_b * su_b, u, t0, c0, C, L, su_c, su_l, LS if U_STEPS else LX)
+    _store_tile(u_ptr + pid_b * su_b, u, t0, c0, C, L, su_c, su_l, LS if U_STEPS else channels_layout(WARPS))
+
+
+@gluon.jit
+def _origin(K: gl.constexpr, BLOCK_L: gl.constexpr, BLOCK_C: gl.constexpr):
+    """This program's sequence and the first step and channel of its tile; the shape the kernels are written for."""
+    gl.static_assert(K == 4, "conv (Gluon): K must be 4")
+    gl.static_assert(BLOCK_L == 64, "conv (Gluon): BLOCK_L must be 64 (8 lane groups of 8 steps)")
+    return gl.program_id(2).to(gl.int64), gl.program_id(0) * BLOCK_L, gl.program_id(1) * BLOCK_C
+
+
+@gluon.jit
+def _x_window(x_ptr, win_ptr, pid_b, t0, c0, C, L, sx_b, sx_c, sx_l, sw_b, sw_c, sw_k, BLOCK_L: gl.constexpr,
+              BLOCK_C: gl.constexpr, WARPS: gl.constexpr, HAS_WIN: gl.constexpr):  # fmt: skip
+    """x around a tile in the steps layout: (the tile as `_by_row` rows, its 8 rows from `_rows`, the 3 steps before
+    each thread's 8 as 3 rows in their layout)."""
+    LX: gl.constexpr = channels_layout(WARPS)
+    x_base = x_ptr + pid_b * sx_b
+    win_base = win_ptr + pid_b * sw_b
+    x_t = _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, 0, BLOCK_L, BLOCK_C, LX, HAS_WIN)
+    x_rows = _by_row(x_t, steps_layout(8, WARPS))
+    m = _rows(x_rows)
+    x_prev = _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, -4, BLOCK_L, BLOCK_C, LX, HAS_WIN)
+    _p0, p1, p2, p3 = _split4(x_prev, steps_layout(4, WARPS), m[0])
+    return x_rows, m, (p1, p2, p3)
 
 
 @gluon.jit
@@ -180,25 +194,16 @@ def conv_silu_bwd_gluon_kernel(
     """dx for one (step tile, channel tile, sequence) with the conv frozen: dv at the tile's steps and the 3 after
     each thread's 8, then dx[t] = sum_s w[:, 3-s] dv[t + s], written in dx's layout. du is the sum of du and, if
     HAS_DU2, du2 (the two aliases of u). BLOCK_L = 64 (8 lane groups of 8 steps)."""
-    gl.static_assert(K == 4, "conv backward (Gluon): K must be 4")
-    gl.static_assert(BLOCK_L == 64, "conv backward (Gluon): BLOCK_L must be 64")
-    LX: gl.constexpr = channels_layout(WARPS)
     LS: gl.constexpr = steps_layout(8, WARPS)
     LS4: gl.constexpr = steps_layout(4, WARPS)
-    pid_b = gl.program_id(2).to(gl.int64)
-    t0 = gl.program_id(0) * BLOCK_L
-    c0 = gl.program_id(1) * BLOCK_C
-    x_base = x_ptr + pid_b * sx_b
-    win_base = win_ptr + pid_b * sw_b
-
-    # x at the tile's steps, at the 4 before each thread's 8 and the 4 after
-    x_rows = _by_row(
-        _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, 0, BLOCK_L, BLOCK_C, LX, HAS_WIN), LS
-    )
-    m0, m1, m2, m3, m4, m5, m6, m7 = _rows(x_rows)
-    x_prev = _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, -4, BLOCK_L, BLOCK_C, LX, HAS_WIN)
-    x_next = _x_tile(x_base, win_base, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, 8, BLOCK_L, BLOCK_C, LX, HAS_WIN)
-    _p0, p1, p2, p3 = _split4(x_prev, LS4, m0)
+    pid_b, t0, c0 = _origin(K, BLOCK_L, BLOCK_C)
+    # x at the tile's steps, at the 3 before each thread's 8 and the 3 after
+    x_rows, m, p = _x_window(x_ptr, win_ptr, pid_b, t0, c0, C, L, sx_b, sx_c, sx_l, sw_b, sw_c, sw_k, BLOCK_L, BLOCK_C,
+                             WARPS, HAS_WIN)  # fmt: skip
+    m0, m1, m2, m3, m4, m5, m6, m7 = m
+    p1, p2, p3 = p
+    x_next = _x_tile(x_ptr + pid_b * sx_b, win_ptr + pid_b * sw_b, t0, c0, C, L, sx_c, sx_l, sw_c, sw_k, 8, BLOCK_L,
+                     BLOCK_C, channels_layout(WARPS), HAS_WIN)  # fmt: skip
     n0, n1, n2, _n3 = _split4(x_next, LS4, m0)
 
     # du (+ du2) at the tile's steps and the 4 after each thread's 8, loaded in the steps layout (the scan and
@@ -245,4 +250,4 @@ def conv_silu_bwd_gluon_kernel(
     x6 = _tap4(d6, d7, e0, e1, w3, w2, w1, w0)
     x7 = _tap4(d7, e0, e1, e2, w3, w2, w1, w0)
     dx = _unrow((x0, x1, x2, x3, x4, x5, x6, x7), x_rows).to(dx_ptr.dtype.element_ty)
-    _store_tile(dx_ptr + pid_b * sdx_b, dx, t0, c0, C, L, sdx_c, sdx_l, LX)
+    _store_tile(dx_ptr + pid_b * sdx_b, dx, t0, c0, C, L, sdx_c, sdx_l, channels_layout(WARPS))
