@@ -1,4 +1,4 @@
-"""Causal depthwise conv1d + SiLU in Triton (one kernel forward, two backward): the mixers' conv, fused.
+"""Causal depthwise conv1d + SiLU in Triton (one kernel forward, two backward; Gluon on GPUs): the mixers' conv, fused.
 
     u[b, c, t] = silu(bias[c] + sum_k w[c, k] x_pad[b, c, t + k]),   x_pad = [window (K-1 steps), x (L steps)]
 
@@ -9,7 +9,11 @@ layout the caller asks for; the backward recomputes the pre-activation from x, w
 d bias as per-tile partial sums when the conv is trained), then dx from dv laid out like x or straight into its half
 of in_proj's output gradient (`split_grad`), so that gradient is assembled without a transposing copy. The first
 version did it in one kernel, recomputing dv at K shifted steps (K x K taps): the 1.4b training step was 7 ms slower
-(H100, 176.4 vs 169.4 ms graphed; 130m 41.0 vs 39.4).
+(H100, 176.4 vs 169.4 ms graphed; 130m 41.0 vs 39.4). On GPUs (``KERNELS`` "gluon") both passes run the Gluon kernels
+of `gluon_conv_kernels` where they apply (K = 4; the backward in one pass, dv never written, for the frozen conv with
+no window gradient): each thread holds 8 consecutive steps, so the K shifts are register renamings (1.4b layer,
+H100: forward 0.036 -> 0.028 ms, backward 0.116 -> 0.055). With ``two`` the mixer's two uses of u (projections, scan)
+get their own outputs and the backward adds their gradients as it reads them.
 Arithmetic in fp32. ``window`` (b, C, K-1) may be None (zeros: a fresh sequence) or an expanded learned window;
 its gradient (K-1 steps) is computed outside the kernel from the first steps' pre-activation gradients.
 """
