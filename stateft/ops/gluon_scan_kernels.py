@@ -166,6 +166,23 @@ def _channel_sum(p, LR: gl.constexpr):
 
 
 @gluon.jit
+def _tiles(pid_d, E, N, BLOCK_D: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_T: gl.constexpr, LC: gl.constexpr,
+           LCN: gl.constexpr, LND: gl.constexpr):  # fmt: skip
+    """A program's channel, state and step offsets for its (t d), (t n) and (n d) tiles (layouts LC, LCN and LND's
+    slices), their masks and the (n d) tiles' offsets into (d, n)- and (n, d)-major parameters."""
+    offs_d = pid_d * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LC))
+    offs_dn = pid_d * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LND))
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, LCN))
+    offs_nd = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LND))
+    t_c = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LC))
+    t_cn = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LCN))
+    mask_nd = (offs_nd < N)[:, None] & (offs_dn < E)[None, :]
+    nd_off = offs_dn[None, :] * N + offs_nd[:, None]
+    dn_off = offs_nd[:, None] * E + offs_dn[None, :]
+    return offs_d, offs_dn, offs_n, offs_nd, t_c, t_cn, offs_d < E, offs_n < N, mask_nd, nd_off, dn_off
+
+
+@gluon.jit
 def scan_fwd_gluon_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hin_ptr, hoff_ptr, yoff_ptr,
     y_ptr, last_ptr, states_ptr, dsum_ptr,
@@ -190,17 +207,9 @@ def scan_fwd_gluon_kernel(
     pid_d = gl.program_id(0)
     pid_s = gl.program_id(1)
     pid_b = gl.program_id(2).to(gl.int64)
-    offs_d = pid_d * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LC))
-    offs_dn = pid_d * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LND))
-    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, LCN))
-    offs_nd = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LND))
-    t_c = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LC))
-    t_cn = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LCN))
-    mask_d = offs_d < E
-    mask_n = offs_n < N
-    mask_nd = (offs_nd < N)[:, None] & (offs_dn < E)[None, :]
-    nd_off = offs_dn[None, :] * N + offs_nd[:, None]
-    dn_off = offs_nd[:, None] * E + offs_dn[None, :]
+    offs_d, offs_dn, offs_n, offs_nd, t_c, t_cn, mask_d, mask_n, mask_nd, nd_off, dn_off = _tiles(
+        pid_d, E, N, BLOCK_D, BLOCK_N, BLOCK_T, LC, LCN, LND
+    )
 
     A2 = gl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(gl.float32) * LOG2E
     bias = gl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_BIAS else None
@@ -308,20 +317,12 @@ def scan_bwd_gluon_kernel(
     pid_s = gl.program_id(1)
     pid_b = gl.program_id(2).to(gl.int64)
     n_seg = gl.num_programs(1)
-    offs_d = pid_d * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LC))  # (t d) tiles
-    offs_dn = pid_d * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LND))  # (n d) tiles
-    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, LCN))  # (t n) tiles
-    offs_nd = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, LND))
-    t_c = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LC))
-    t_cn = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LCN))
+    offs_d, offs_dn, offs_n, offs_nd, t_c, t_cn, mask_d, mask_n, mask_nd, nd_off, dn_off = _tiles(
+        pid_d, E, N, BLOCK_D, BLOCK_N, BLOCK_T, LC, LCN, LND
+    )
+    mask_dn = offs_dn < E
     t_r = gl.arange(0, BLOCK_T, layout=gl.SliceLayout(1, LRS))
     n_r = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, LRS))
-    mask_d = offs_d < E
-    mask_dn = offs_dn < E
-    mask_n = offs_n < N
-    mask_nd = (offs_nd < N)[:, None] & mask_dn[None, :]
-    nd_off = offs_dn[None, :] * N + offs_nd[:, None]
-    dn_off = offs_nd[:, None] * E + offs_dn[None, :]
     prog = (pid_b * n_seg + pid_s) * gl.num_programs(0) + pid_d
     scratch = scratch_ptr + prog * (CHUNK // BLOCK_T) * BLOCK_N * BLOCK_D
     sc_off = offs_nd[:, None] * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LND))[None, :]
