@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -58,41 +60,49 @@ class _Intercept:
 VARIANTS = ("model", "all", "bare")
 
 
+@contextlib.contextmanager
+def _intercepted(module) -> Iterator[list]:
+    """Every ``*_kernel`` of ``module`` replaced by an `_Intercept` while inside; yields the launch log."""
+    log: list = []
+    saved = {k: v for k, v in vars(module).items() if k.endswith("_kernel")}
+    for k, v in saved.items():
+        setattr(module, k, _Intercept(k, v, log))
+    try:
+        yield log
+    finally:
+        for k, v in saved.items():
+            setattr(module, k, v)
+
+
 def capture(shape: tuple[int, int, int, int], variant: str = "model") -> list:
     """Run the scan's forward and backward on CPU tensors of ``shape`` (b d n l) with the launches intercepted."""
     b, d, n, length = shape
-    log: list = []
-    names = [k for k in vars(scan_triton) if k.endswith("_kernel")]
-    saved = {k: getattr(scan_triton, k) for k in names}
     seg = scan_triton.CONFIG["SEG"]
-    for k in names:
-        setattr(scan_triton, k, _Intercept(k, saved[k], log))
-    try:
-        # the Mamba-1 mixer's layouts: u and delta (b d l), z the second half of in_proj's (b l 2d) output
-        u = torch.randn(b, d, length, dtype=torch.bfloat16, requires_grad=True)
-        delta = torch.randn(b, d, length, dtype=torch.bfloat16, requires_grad=True)
-        xz = torch.randn(b, length, 2 * d, dtype=torch.bfloat16, requires_grad=True)
-        z = xz.transpose(1, 2)[:, d:]
-        A = -torch.rand(d, n)
-        B, C = (torch.randn(b, n, length, dtype=torch.bfloat16) for _ in range(2))
-        h_off = torch.zeros(d, n, requires_grad=True)
-        D, bias, softplus, h0, y_off, last = torch.ones(d), torch.zeros(d), True, None, None, False
-        if variant == "all":
-            scan_triton.CONFIG["SEG"] = max(length // 4, scan_triton.CONFIG["CHUNK"])
-            h0 = torch.zeros(b, d, n, requires_grad=True)
-            y_off, last = torch.zeros(d, requires_grad=True), True
-            for t in (A, D, bias):
-                t.requires_grad_(True)
-        elif variant == "bare":
-            D, z, bias, softplus, h_off = None, None, None, False, None
-        out = scan_triton.selective_scan_triton(u, delta, A, B, C, D, z, bias, softplus, h0, h_off, y_off, last)
-        y, state = out if last else (out, None)
-        loss = y.float().sum() + (state.sum() if last else 0)
-        loss.backward()
-    finally:
-        scan_triton.CONFIG["SEG"] = seg
-        for k, v in saved.items():
-            setattr(scan_triton, k, v)
+    with _intercepted(scan_triton) as log:
+        try:
+            # the Mamba-1 mixer's layouts: u and delta (b d l), z the second half of in_proj's (b l 2d) output
+            u = torch.randn(b, d, length, dtype=torch.bfloat16, requires_grad=True)
+            delta = torch.randn(b, d, length, dtype=torch.bfloat16, requires_grad=True)
+            xz = torch.randn(b, length, 2 * d, dtype=torch.bfloat16, requires_grad=True)
+            z = xz.transpose(1, 2)[:, d:]
+            A = -torch.rand(d, n)
+            B, C = (torch.randn(b, n, length, dtype=torch.bfloat16) for _ in range(2))
+            h_off = torch.zeros(d, n, requires_grad=True)
+            D, bias, softplus, h0, y_off, last = torch.ones(d), torch.zeros(d), True, None, None, False
+            if variant == "all":
+                scan_triton.CONFIG["SEG"] = max(length // 4, scan_triton.CONFIG["CHUNK"])
+                h0 = torch.zeros(b, d, n, requires_grad=True)
+                y_off, last = torch.zeros(d, requires_grad=True), True
+                for t in (A, D, bias):
+                    t.requires_grad_(True)
+            elif variant == "bare":
+                D, z, bias, softplus, h_off = None, None, None, False, None
+            out = scan_triton.selective_scan_triton(u, delta, A, B, C, D, z, bias, softplus, h0, h_off, y_off, last)
+            y, state = out if last else (out, None)
+            loss = y.float().sum() + (state.sum() if last else 0)
+            loss.backward()
+        finally:
+            scan_triton.CONFIG["SEG"] = seg
     return log
 
 
@@ -100,20 +110,12 @@ def capture_conv(shape: tuple[int, int, int, int]) -> list:
     """The fused conv's forward and backward as the Mamba-1 mixer runs them (x a view of in_proj's output, the conv
     frozen, u used twice), on CPU tensors of ``shape`` (b d n l; n unused) with the launches intercepted."""
     b, d, _n, length = shape
-    log: list = []
-    names = [k for k in vars(conv_triton) if k.endswith("_kernel")]
-    saved = {k: getattr(conv_triton, k) for k in names}
-    for k in names:
-        setattr(conv_triton, k, _Intercept(k, saved[k], log))
-    try:
+    with _intercepted(conv_triton) as log:
         xz = torch.randn(b, length, 2 * d, dtype=torch.bfloat16, requires_grad=True)
         x = xz.transpose(1, 2)[:, :d]
         w, bias = torch.randn(d, 1, 4, dtype=torch.bfloat16), torch.randn(d, dtype=torch.bfloat16)
         u1, u2 = conv_triton.conv_silu_triton(x, None, w, bias, two=True)
         (u1.float().sum() + u2.float().sum()).backward()
-    finally:
-        for k, v in saved.items():
-            setattr(conv_triton, k, v)
     return log
 
 
