@@ -31,7 +31,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from stateft.ops.triton_math import LN2, LOG2E, sigmoid, softplus
-from stateft.ops.triton_scan_kernels import _delta_of, _raw_td, _raw_tn, _state_inputs
+from stateft.ops.triton_scan_kernels import _bc_slot, _delta_of, _raw_td, _raw_tn, _state_inputs
 
 
 @gluon.constexpr_function
@@ -166,6 +166,15 @@ def _channel_sum(p, LR: gl.constexpr):
 
 
 @gluon.jit
+def _put_bc(ptrs, val, mask, BC_SLOTS: gl.constexpr):
+    """`triton_scan_kernels._put_bc`: a dB/dC partial stored, or added (relaxed) to a shared slot."""
+    if BC_SLOTS:
+        gl.atomic_add(ptrs, val, mask=mask, sem="relaxed")
+    else:
+        gl.store(ptrs, val, mask=mask)
+
+
+@gluon.jit
 def _tiles(pid_d, E, N, BLOCK_D: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_T: gl.constexpr, LC: gl.constexpr,
            LCN: gl.constexpr, LND: gl.constexpr):  # fmt: skip
     """A program's channel, state and step offsets for its (t d), (t n) and (n d) tiles (layouts LC, LCN and LND's
@@ -296,6 +305,7 @@ def scan_bwd_gluon_kernel(
     HAS_H0: gl.constexpr, HAS_HOFF: gl.constexpr, HAS_YOFF: gl.constexpr, HAS_DHIN: gl.constexpr,
     GRAD_A: gl.constexpr, GRAD_D: gl.constexpr, GRAD_BIAS: gl.constexpr,
     BLOCK_D: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_T: gl.constexpr, CHUNK: gl.constexpr, SEG,
+    BC_SLOTS: gl.constexpr,
 ):  # fmt: skip
     """`triton_scan_kernels.scan_bwd_kernel` (same arguments and outputs) for BLOCK_D 8 per warp, BLOCK_N >= 4 and
     BLOCK_T 8 (`scan_triton._gluon_fits`)."""
@@ -426,8 +436,8 @@ def scan_bwd_gluon_kernel(
             # read-out: dC_t = sum_d g (h_t + h'), dh' += sum_t C_t g, dD += g u, dy' += g
             offs_tr = t0 + t_r
             mask_r = (offs_tr < L)[:, None] & (n_r < N)[None, :]
-            bc_ptrs = pid_b * sdB_b + pid_d * sdB_p + n_r[None, :] * sdB_n + offs_tr[:, None]
-            gl.store(dC_ptr + bc_ptrs, _channel_sum(hr * g_l[:, None, :], LR), mask=mask_r)
+            bc_ptrs = pid_b * sdB_b + _bc_slot(pid_d, BC_SLOTS) * sdB_p + n_r[None, :] * sdB_n + offs_tr[:, None]
+            _put_bc(dC_ptr + bc_ptrs, _channel_sum(hr * g_l[:, None, :], LR), mask_r, BC_SLOTS)
             Cg = Ct[:, :, None] * g_l[:, None, :]
             if HAS_HOFF:
                 dhoff_acc += gl.sum(Cg, axis=0)
@@ -449,7 +459,7 @@ def scan_bwd_gluon_kernel(
             du = dt * dhB
             if HAS_D:
                 du += g * Dv[None, :]
-            gl.store(dB_ptr + bc_ptrs, _channel_sum(dhs * w_l[:, None, :], LR), mask=mask_r)
+            _put_bc(dB_ptr + bc_ptrs, _channel_sum(dhs * w_l[:, None, :], LR), mask_r, BC_SLOTS)
             if SOFTPLUS:
                 ddt = ddt * sigmoid(raw)
             if GRAD_BIAS:

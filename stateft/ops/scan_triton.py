@@ -40,9 +40,15 @@ from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kern
 # layouts) where the launch shape allows it (`_gluon_fits`) and not in the interpreter (it has none); "triton" always
 # the Triton kernels (the segments' end states and carries are Triton kernels either way). Gluon by measurement (H100,
 # 2026-11-24, graphed step, same call): 130m state_offset_h 22.9 -> 18.6 ms, 1.4b 113.4 -> 96.5, 2.8b 214.1 -> 180.3.
+# dBC_slots: the backward's dB and dC are added atomically (relaxed) into that many zeroed fp32 (2 n l) partials per
+# sequence (channel block k into slot k % dBC_slots), or (0) leave as one partial per channel block, summed after the
+# kernel: at 2.8b 640 partials, 335 MB per layer written and read again. Atomics into one slot by measurement (H100,
+# 2026-11-24, graphed 2.8b state_offset_h, one call, results/cfg_ab_session8_*): 0: 166.4 and 169.1 ms, 1: 153.9,
+# 8: 154.2, 32: 157.7. The order of the atomic sums varies from run to run: with torch's deterministic algorithms
+# switched on (`torch.use_deterministic_algorithms`) the partials are used whatever this says.
 CONFIG: dict[str, int | str | None] = {
     "BLOCK_D": 8, "BLOCK_T": 8, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 64, "rows": 0,
-    "SEG": -1, "bwd_SEG": None, "kernels": "gluon",
+    "SEG": -1, "bwd_SEG": None, "kernels": "gluon", "dBC_slots": 1,
 }  # fmt: skip
 _CARRY_BLOCK_D = 32
 LAUNCHED: dict[str, object] = {}  # the last compiled kernel of each pass (registers, spills: benchmarks/scan_kernel.py)
@@ -97,6 +103,15 @@ def _n_segments(length: int, chunk: int, programs: int, key: str = "SEG") -> tup
     if seg <= 0 or seg >= length:
         return max(triton.cdiv(length, chunk), 1) * chunk, 1
     return seg, triton.cdiv(length, seg)
+
+
+def _bc_slots(n_parts: int) -> int:
+    """CONFIG["dBC_slots"] for a backward of n_parts channel blocks: 0 (a partial per block, also whenever torch's
+    deterministic algorithms are on) or 1..n_parts."""
+    slots = CONFIG.get("dBC_slots", 0)
+    if not isinstance(slots, int) or isinstance(slots, bool) or slots < 0:
+        raise ValueError(f"scan_triton.CONFIG: dBC_slots must be an integer >= 0, not {slots!r}")
+    return 0 if torch.are_deterministic_algorithms_enabled() else min(slots, n_parts)
 
 
 def _bdn_strides(t: Tensor | None) -> tuple[int, int, int, int]:
@@ -191,8 +206,10 @@ class _SelectiveScan(torch.autograd.Function):
             dz = None
         else:  # straight into its half of in_proj's output gradient when z is a `split_grad` half
             dz = empty_in_order(z.shape, z_order, z) if ctx.dz_into is None else ctx.dz_into.half(1)
-        # one partial sum per channel block, dB and dC in one buffer (one reduction; one cast if B and C share a dtype)
-        dBC = torch.empty(b, n_parts, 2, n, length, **f32)
+        # one partial sum per channel block or per slot, dB and dC in one buffer (one reduction; one cast if B and C
+        # share a dtype)
+        slots = _bc_slots(n_parts)
+        dBC = torch.zeros(b, slots, 2, n, length, **f32) if slots else torch.empty(b, n_parts, 2, n, length, **f32)
         # per program, the states entering each block of one chunk: (chunk / BLOCK_T) x (n, BLOCK_D) fp32 (L2)
         scratch = torch.empty(b * n_seg * n_parts * (chunk // block_t) * block_n * block_d, **f32)
         # per-channel parameter gradients, partials per (sequence, segment); only those asked for (A, D and the delta
@@ -236,10 +253,10 @@ class _SelectiveScan(torch.autograd.Function):
             GRAD_A=grad_a, GRAD_D=grad_d, GRAD_BIAS=grad_bias,
             HAS_H0=h0 is not None, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
             HAS_DHIN=dhin is not None,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, SEG=seg,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, SEG=seg, BC_SLOTS=slots,
             num_warps=int(CONFIG["bwd_num_warps"]),
         )  # fmt: skip
-        dBC = dBC.sum(1)
+        dBC = dBC[:, 0] if dBC.shape[1] == 1 else dBC.sum(1)
         if B.dtype == C.dtype:  # one cast for both
             dBC = dBC.to(B.dtype)
             dB, dC = dBC[:, 0], dBC[:, 1]

@@ -415,6 +415,24 @@ def scan_bwd_local_kernel(
 
 
 @triton.jit
+def _bc_slot(pid_d, BC_SLOTS: tl.constexpr):
+    """Which dB/dC partial channel block pid_d writes: its own (BC_SLOTS 0) or one of BC_SLOTS shared ones."""
+    if BC_SLOTS:
+        return pid_d % BC_SLOTS
+    return pid_d
+
+
+@triton.jit
+def _put_bc(ptrs, val, mask, BC_SLOTS: tl.constexpr):
+    """A dB/dC partial out: stored (its own slot), or added to a shared slot (relaxed: no ordering needed, the
+    sum over the slots is read after the kernel)."""
+    if BC_SLOTS:
+        tl.atomic_add(ptrs, val, mask=mask, sem="relaxed")
+    else:
+        tl.store(ptrs, val, mask=mask)
+
+
+@triton.jit
 def scan_bwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hoff_ptr, yoff_ptr, states_ptr, scratch_ptr,
     dy_ptr, dhin_ptr,
@@ -427,11 +445,13 @@ def scan_bwd_kernel(
     HAS_H0: tl.constexpr, HAS_HOFF: tl.constexpr, HAS_YOFF: tl.constexpr, HAS_DHIN: tl.constexpr,
     GRAD_A: tl.constexpr, GRAD_D: tl.constexpr, GRAD_BIAS: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr, SEG,
+    BC_SLOTS: tl.constexpr,
 ):  # fmt: skip
     """One program: BLOCK_D channels of one sequence over one segment (program axis 1). dL/dh arriving after the
     segment's last step comes from slot s + 1 of ``dhin`` (strided: the last state's gradient with one segment).
-    Per-channel parameter gradients leave as one partial per (sequence, segment), dB and dC per channel block; those of
-    A, D and the delta bias only when asked for (GRAD_*: they are frozen in most methods)."""
+    Per-channel parameter gradients leave as one partial per (sequence, segment); those of A, D and the delta bias only
+    when asked for (GRAD_*: they are frozen in most methods). dB and dC: one partial per channel block stored
+    (BC_SLOTS 0), or added atomically into partial pid_d % BC_SLOTS of a zeroed buffer."""
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
@@ -547,8 +567,8 @@ def scan_bwd_kernel(
                 g = dy
             # (g is 0 outside [0, L) and past E already: dy is loaded as 0 there, z too)
             # read-out: dC_t = sum_d g (h_t + h'), dh' += sum_t C_t g, dD += g u, dy' += g
-            bc_ptrs = pid_b * sdB_b + pid_d * sdB_p + offs_n[None, :] * sdB_n + offs_t[:, None]
-            tl.store(dC_ptr + bc_ptrs, tl.sum(hr * g[:, None, :], axis=2), mask=mask_tn)
+            bc_ptrs = pid_b * sdB_b + _bc_slot(pid_d, BC_SLOTS) * sdB_p + offs_n[None, :] * sdB_n + offs_t[:, None]
+            _put_bc(dC_ptr + bc_ptrs, tl.sum(hr * g[:, None, :], axis=2), mask_tn, BC_SLOTS)
             Cg = Ct[:, :, None] * g[:, None, :]  # (t n d) dL/dh_t from the read-out
             if HAS_HOFF:
                 dhoff_acc += tl.sum(Cg, axis=0)
@@ -568,7 +588,7 @@ def scan_bwd_kernel(
             du = dt * dhB
             if HAS_D:
                 du += g * Dv[None, :]
-            tl.store(dB_ptr + bc_ptrs, tl.sum(dhs * (dt * u)[:, None, :], axis=2), mask=mask_tn)
+            _put_bc(dB_ptr + bc_ptrs, tl.sum(dhs * (dt * u)[:, None, :], axis=2), mask_tn, BC_SLOTS)
             if SOFTPLUS:
                 ddt = ddt * sigmoid(raw)
             if GRAD_BIAS:  # (the stores are masked: only the sum needs ddt 0 outside [0, L))

@@ -59,6 +59,16 @@ def test_all_features_gpu(monkeypatch, dtype, chunk, warps):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("slots", "warps", "seg"), [(1, 1, 0), (2, 1, 64), (2, 2, 0)])
+def test_dB_dC_added_into_shared_slots_gpu(monkeypatch, dtype, slots, warps, seg):
+    # 3 channel blocks of 8 (the last one cut short) or 2 of 16 sharing 1 or 2 slots, with backward segments too
+    _gluon(monkeypatch, CHUNK=16, bwd_BLOCK_D=8 * warps, bwd_num_warps=warps, dBC_slots=slots, bwd_SEG=seg)
+    check(make_inputs(2, 20 * warps, 6, 150, dtype, "cuda", h0="batch", layout="bld"))
+    assert _ran_gluon()
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize(
     ("b", "d", "n", "length", "h0", "offsets", "z", "bias", "layout"),
     [
@@ -84,15 +94,19 @@ def test_segments_gpu(monkeypatch, seg, chunk, h0, last):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(("frozen", "warps"), [(("A", "D", "delta_bias"), 1), ((), 1), ((), 2)])
-def test_same_results_as_the_triton_kernels_gpu(monkeypatch, frozen, warps):
-    # at a 130m layer's size, fp32: the same arithmetic in another order
+@pytest.mark.parametrize(
+    ("frozen", "warps", "slots"),
+    [(("A", "D", "delta_bias"), 1, 0), ((), 1, 0), ((), 2, 0), (("A", "D", "delta_bias"), 1, 16)],
+)
+def test_same_results_as_the_triton_kernels_gpu(monkeypatch, frozen, warps, slots):
+    # at a 130m layer's size, fp32: the same arithmetic in another order (dB/dC summed atomically in any order with
+    # slots)
     inp = make_inputs(2, 1536, 16, 1000, torch.float32, "cuda", h0="shared", layout="mixed")
     monkeypatch.setitem(scan_triton.CONFIG, "kernels", "triton")
     y_want, last_want, want = run(inp, "triton", frozen=frozen)
     assert scan_triton.LAUNCHED["fwd"].name == "scan_fwd_kernel"
     assert scan_triton.LAUNCHED["bwd"].name == "scan_bwd_kernel"
-    _gluon(monkeypatch, bwd_BLOCK_D=8 * warps, bwd_num_warps=warps)
+    _gluon(monkeypatch, bwd_BLOCK_D=8 * warps, bwd_num_warps=warps, dBC_slots=slots)
     y, last, got = run(inp, "triton", frozen=frozen)
     assert _ran_gluon()
     assert _rel(y, y_want) < 1e-5

@@ -204,6 +204,46 @@ def test_backward_segments_apart_from_the_forward(monkeypatch, seg, bwd_seg):
     check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"), last=True)
 
 
+@pytest.mark.parametrize(("slots", "seg"), [(0, 0), (1, 0), (2, 16), (5, 0)])
+def test_dB_dC_partials_stored_or_added_into_shared_slots(monkeypatch, slots, seg):
+    # the channel blocks' dB/dC partials stored one per block (0) or added atomically into 1, 2 or (more than the 3
+    # blocks) 5 slots, with and without backward segments; channels past the last block's end (20 = 2 x 8 + 4)
+    from stateft.ops import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "dBC_slots", slots)
+    monkeypatch.setitem(scan_triton.CONFIG, "bwd_BLOCK_D", 8)
+    monkeypatch.setitem(scan_triton.CONFIG, "bwd_SEG", seg)
+    monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 8)
+    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"), last=True)
+
+
+@pytest.mark.parametrize("slots", [-1, 1.5, True])
+def test_dB_dC_slots_must_be_a_count(monkeypatch, slots):
+    from stateft.ops import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "dBC_slots", slots)
+    inp = make_inputs(1, 8, 4, 8, torch.float32, DEVICE)
+    with pytest.raises(ValueError, match="dBC_slots"):
+        run(inp, "triton")
+
+
+def test_deterministic_algorithms_store_partials_and_repeat_bitwise(monkeypatch):
+    from stateft.ops import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "dBC_slots", 1)
+    assert scan_triton._bc_slots(3) == 1
+    inp = make_inputs(2, 20, 6, 21, torch.float32, DEVICE, layout="bld")
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert scan_triton._bc_slots(3) == 0
+        first, second = run(inp, "triton")[2], run(inp, "triton")[2]
+    finally:
+        torch.use_deterministic_algorithms(was)
+    for k in ("B", "C"):
+        assert torch.equal(first[k], second[k]), k
+
+
 def test_segment_length_must_be_a_multiple_of_the_chunk(monkeypatch):
     from stateft.ops import scan_triton
 
