@@ -31,7 +31,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from stateft.ops.triton_math import LN2, LOG2E, sigmoid, softplus
-from stateft.ops.triton_scan_kernels import _bc_slot, _delta_of, _raw_td, _raw_tn, _state_inputs
+from stateft.ops.triton_scan_kernels import _bc_slot, _delta_of, _put_bc, _raw_td, _raw_tn, _state_inputs
 
 
 @gluon.constexpr_function
@@ -163,15 +163,6 @@ def _state_sum(p, LQ: gl.constexpr, LC: gl.constexpr):
 def _channel_sum(p, LR: gl.constexpr):
     """sum over the channels of a (t n d) block: moved to LR (channels inside each thread) and summed there."""
     return gl.sum(gl.convert_layout(p, LR), axis=2)
-
-
-@gluon.jit
-def _put_bc(ptrs, val, mask, BC_SLOTS: gl.constexpr):
-    """`triton_scan_kernels._put_bc`: a dB/dC partial stored, or added (relaxed) to a shared slot."""
-    if BC_SLOTS:
-        gl.atomic_add(ptrs, val, mask=mask, sem="relaxed")
-    else:
-        gl.store(ptrs, val, mask=mask)
 
 
 @gluon.jit
