@@ -14,6 +14,8 @@ import torch  # noqa: E402  (importing torch does not import triton)
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import gzip  # noqa: E402
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -22,7 +24,7 @@ from stateft.models.config import MambaConfig  # noqa: E402
 from stateft.models.loading import build_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+RELEASE = REPO / "tests" / "fixtures" / "release"  # real release data (licences in its README.md)
 
 TINY = MambaConfig(d_model=16, n_layer=2, d_state=4, vocab_size=64, dt_rank=4)
 # Mamba-2: 4 heads of headdim 8, 2 groups, chunks of 4 so the chunked scan crosses chunk borders
@@ -49,8 +51,22 @@ def tiny_model():
     return build_model(TINY, seed=0).eval()
 
 
-@pytest.fixture
-def shared_dir() -> Path:
-    if not SHARED.exists():
-        pytest.fail(f"{SHARED} is missing: the tests need ../shared beside the checkout")
-    return SHARED
+def unpack_release(out: Path) -> Path:
+    """Copy tests/fixtures/release into ``out`` with every ``*.gz`` file decompressed (the releases' own layout)."""
+    for src in sorted(RELEASE.rglob("*")):
+        if src.is_dir() or src.name == "README.md":
+            continue
+        dst = out / src.relative_to(RELEASE)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.suffix == ".gz":
+            with gzip.open(src, "rb") as f:
+                dst.with_suffix("").write_bytes(f.read())
+        else:
+            shutil.copyfile(src, dst)
+    return out
+
+
+@pytest.fixture(scope="session")
+def release_data(tmp_path_factory) -> Path:
+    """The real release data (Spider dev + tables, DART dev, GLUE SST-2 validation), unpacked once per session."""
+    return unpack_release(tmp_path_factory.mktemp("release"))

@@ -1,4 +1,4 @@
-"""DataModules on fixture rows and shared real data: splits, protocols, batches, cache, errors."""
+"""DataModules on fixture rows and real release data: splits, protocols, batches, cache, errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from stateft.data.samsum import SamsumDataModule
 from stateft.data.spider import SpiderDataModule
 from stateft.data.splits import subset, train_val_split
 from stateft.errors import UserError
-from tests.data.conftest import FIXTURES, SHARED_DATA
+from tests.data.conftest import FIXTURES
 
 
 def rte(make_dm, **kw):
@@ -163,20 +163,19 @@ def test_max_eval_examples_caps_validation_and_test(make_dm):
     assert len(dm.split_items("train")) == 16
 
 
-def test_shared_real_data_from_save_to_disk(make_dm):
-    dm = make_dm(
-        GlueDataModule, task="sst2", name="glue_sst2", metric="accuracy", path=str(SHARED_DATA / "glue" / "sst2")
-    )
+def test_real_data_from_save_to_disk(make_dm, release_data):
+    dm = make_dm(GlueDataModule, task="sst2", name="glue_sst2", metric="accuracy", path=str(release_data / "glue_sst2"))
     assert len(dm.split_items("test")) == 872
-    dart = make_dm(DartDataModule, name="dart", metric="bleu", path=str(SHARED_DATA / "dart"), protocol="paper")
+    dart = make_dm(DartDataModule, name="dart", metric="bleu", path=str(release_data / "dart"), protocol="paper")
     items = dart.split_items("test")
     assert len(items) == 2768
     assert sum(len(it["example"]["references"]) for it in items) == 6980
 
 
-def test_spider_release_folder_with_real_schemas(make_dm):
-    # the shared folder holds dev.json and tables.json as in the Spider release
-    dm = make_dm(SpiderDataModule, name="spider", metric="exec_acc", path=str(SHARED_DATA / "spider"), protocol="paper")
+def test_spider_release_folder_with_real_schemas(make_dm, release_data):
+    # dev.json and tables.json as in the Spider release
+    spider = str(release_data / "spider")
+    dm = make_dm(SpiderDataModule, name="spider", metric="exec_acc", path=spider, protocol="paper")
     items = dm.split_items("test")
     assert len(items) == 1034
     assert dm.dropped["test"] == 0  # no dev example reaches 1536 tokens

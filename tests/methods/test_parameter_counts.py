@@ -1,4 +1,4 @@
-"""Dry-run parameter counts (meta device, no download) against the table in shared/docs/methods.md."""
+"""Dry-run parameter counts (meta device, no download) against the papers' counts (tables in docs/reproducing.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spider fixtures: the shared dev set and stand-in databases built from its tables.json (never the real ones)."""
+"""Spider fixtures: the real dev set (tests/fixtures/release) and stand-in databases built from its tables.json."""
 
 from __future__ import annotations
 
@@ -9,17 +9,15 @@ import pytest
 
 from tests.metrics.spider_db import build_all
 
-SPIDER = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "spider"
+
+@pytest.fixture(scope="session")
+def spider_dev(release_data) -> list[dict]:
+    return json.loads((release_data / "spider" / "dev.json").read_text())
 
 
 @pytest.fixture(scope="session")
-def spider_dev() -> list[dict]:
-    return json.loads((SPIDER / "dev.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def spider_tables_path() -> Path:
-    return SPIDER / "tables.json"
+def spider_tables_path(release_data) -> Path:
+    return release_data / "spider" / "tables.json"
 
 
 @pytest.fixture(scope="session")
