@@ -1,22 +1,24 @@
 """METEOR with nltk's ``meteor_score`` (WordNet synonyms): mean over examples, max over each example's references.
 
-Tokenisation is nltk's word tokenizer on the whole string (``preserve_line=True``): it needs no punkt model, so the
-score is the same on every machine (HF ``evaluate`` first splits sentences with punkt, which is not installable
-offline). Values are fractions in [0, 1].
+Tokenisation is ``nltk.word_tokenize`` as HF ``evaluate``'s METEOR (the reference's) calls it: sentences first, with
+nltk's English punkt model (``stateft.metrics.punkt``, offline), then nltk's Treebank word tokenizer per sentence.
+Values are fractions in [0, 1].
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from stateft.metrics.punkt import sentences
 from stateft.metrics.wordnet import require_wordnet
 
 
 def tokenize(text: str) -> list[str]:
-    """nltk word tokens of ``text`` without sentence splitting."""
-    from nltk.tokenize import word_tokenize
+    """``nltk.word_tokenize(text)``: punkt sentences, then Treebank word tokens of each."""
+    from nltk.tokenize import NLTKWordTokenizer
 
-    return word_tokenize(text, preserve_line=True)
+    words = NLTKWordTokenizer()
+    return [token for sentence in sentences(text) for token in words.tokenize(sentence)]
 
 
 def score(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
