@@ -25,6 +25,8 @@ from stateft.tokenizer import DEFAULT_NAME, load_tokenizer
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
+# how a prefix meets the input: tokenised on its own (ids concatenated) or together with the input as one string
+PREFIX_TOKENIZATIONS = ("separate", "joint")
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("test",)}
 
 
@@ -35,6 +37,11 @@ class TextToTextDataModule(L.LightningDataModule):
     evaluation split(s); ``paper`` = train = hub train, validation = test = hub evaluation split(s) (the State-offset
     paper evaluated every epoch on it). ``subset_size`` keeps a seeded random subset of the training split (learning-
     rate search); ``max_eval_examples`` keeps the first N validation/test examples (demo, debugging).
+
+    ``prefix_tokenization``: ``separate`` (default) tokenises an example's prefix on its own and concatenates the ids
+    with the input's, so no token spans the boundary; ``joint`` tokenises prefix + input as one string (SST's GLUE:
+    instruction + sentences + ``###``, where the instruction's trailing space merges into the next word). The target
+    is always tokenised on its own.
     """
 
     hub_id: str = ""
@@ -60,10 +67,16 @@ class TextToTextDataModule(L.LightningDataModule):
         num_beams: int = 1,
         max_new_tokens: int = 1,
         max_eval_examples: int | None = None,
+        prefix_tokenization: str = "separate",
     ) -> None:
         super().__init__()
         if protocol not in PROTOCOLS:
             raise UserError(f"dataset.protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if prefix_tokenization not in PREFIX_TOKENIZATIONS:
+            raise UserError(
+                f"dataset.prefix_tokenization must be one of {PREFIX_TOKENIZATIONS}, got {prefix_tokenization!r}"
+            )
+        self.prefix_tokenization = prefix_tokenization
         self.name, self.path, self.protocol = name, resolve_path(path), protocol
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.max_length, self.subset_size, self.seed = max_length, subset_size, seed
@@ -137,6 +150,7 @@ class TextToTextDataModule(L.LightningDataModule):
             "path": str(self.path), "files": cache.fingerprint_path(self.path), "protocol": self.protocol,
             "split": split, "seed": self.seed, "subset_size": self.subset_size, "max_length": self.max_length,
             "max_eval_examples": self.max_eval_examples, "tokenizer": self._tokenizer_fingerprint(),
+            "prefix_tokenization": self.prefix_tokenization,
             **self.cache_options(),
         }  # fmt: skip
 
@@ -181,9 +195,12 @@ class TextToTextDataModule(L.LightningDataModule):
         return items
 
     def tokenize(self, ex: Example) -> dict[str, Any]:
-        """Prefix, input and target tokenised separately and concatenated (no merges across the boundaries)."""
+        """Prompt ids (prefix and input, see ``prefix_tokenization``) and target ids, each tokenised on its own."""
         encode = self.tokenizer.encode
-        prompt = (encode(ex.prefix) if ex.prefix else []) + encode(ex.input)
+        if self.prefix_tokenization == "joint":
+            prompt = encode(ex.prefix + ex.input)
+        else:
+            prompt = (encode(ex.prefix) if ex.prefix else []) + encode(ex.input)
         return {"prompt_ids": prompt, "target_ids": encode(ex.target)}
 
     # ---- loaders ------------------------------------------------------------------------------------------------

@@ -51,7 +51,10 @@ GLUE_TASKS: dict[str, GlueTask] = {
 
 
 def format_glue(task: GlueTask, row: dict[str, Any]) -> Example:
-    """prompt = instruction + first + "###" [+ second + "###"]; target = the label digit (no EOS)."""
+    """prefix = instruction, input = first + "###" [+ second + "###"]; target = the label digit (no EOS).
+
+    SST tokenises instruction + input as one string (``prefix_tokenization: joint``); SSP tokenised
+    instruction + "###" as a prefix of its own."""
     text = "".join(row[field] + "###" for field in task.fields)
     return Example(task.instruction, text, str(row["label"]), {"label": int(row["label"]), "idx": row.get("idx")})
 
@@ -59,7 +62,8 @@ def format_glue(task: GlueTask, row: dict[str, Any]) -> Example:
 class GlueDataModule(TextToTextDataModule):
     """One GLUE task (``task``: rte, mrpc, cola, sst2, qnli, qqp, mnli) from ``nyu-mll/glue``.
 
-    ``drop_out_of_class`` reproduces the reference's dropping of non-digit predictions from the metric.
+    ``drop_out_of_class`` reproduces the reference's dropping of non-digit predictions from the metric;
+    ``prefix_tokenization: joint`` (a base option) its tokenisation of instruction + sentences as one string.
     """
 
     hub_id = "nyu-mll/glue"

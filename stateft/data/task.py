@@ -11,8 +11,8 @@ Scorer = Callable[[list[str], list[dict[str, Any]]], dict[str, float]]
 
 @dataclass(frozen=True)
 class Example:
-    """One formatted example. ``prefix``, ``input`` and ``target`` are tokenised separately and concatenated (no
-    merges across the boundaries), as in the reference. ``meta`` (JSON-serialisable) is what the metric needs."""
+    """One formatted example. ``target`` is tokenised on its own; ``prefix`` either on its own or together with
+    ``input`` (the DataModule's ``prefix_tokenization``). ``meta`` (JSON-serialisable) is what the metric needs."""
 
     prefix: str
     input: str

@@ -1,9 +1,12 @@
 """GLUE classification metrics on decoded one-step predictions.
 
-A prediction is the decoded argmax token; it maps to a class only if it is exactly a label digit (``"0"``,
-``"1"``, ``"2"``: the digit tokens). Anything else is out of class: by default counted wrong and its rate reported
-(``out_of_class_rate``); ``drop_out_of_class=True`` reproduces the reference, which removed such predictions from
-the metric. All values are fractions in [0, 1] (MCC in [-1, 1]).
+A prediction is the argmax over the whole vocabulary at the prompt's last position, decoded. It is class ``i``
+only if it is exactly the digit ``str(i)`` with ``i < num_labels``, not stripped: in GPT-NeoX-20B only the bare
+digit tokens decode so (``" 0"`` is another token), which is the reference's rule (a table from token id to class
+holding only the digit tokens). Anything else is out of class: by default counted wrong and its rate reported
+(``out_of_class_rate``); ``drop_out_of_class=True`` reproduces the reference, which scored only the predictions in
+class (``out_of_class_rate`` is still over all predictions; ``num_examples`` counts the ones scored). All values
+are fractions in [0, 1] (MCC in [-1, 1]).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Sequence
 
 
 def to_class(prediction: str, num_labels: int) -> int | None:
-    """The class of a decoded prediction, or None when it is not one of the label digits."""
+    """The class of a decoded prediction, or None when it is not exactly one of the label digits."""
     digits = {str(i): i for i in range(num_labels)}
     return digits.get(prediction)
 

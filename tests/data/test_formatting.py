@@ -1,12 +1,19 @@
-"""Prompt formats byte-exact to benchmarks.md, tokenised as prefix / input / target with the real NeoX tokenizer."""
+"""Prompt formats byte-exact to benchmarks.md, tokenised as prefix / input / target with the real NeoX tokenizer
+(prefix and input apart or, ``prefix_tokenization: joint``, as one string)."""
 
 from __future__ import annotations
+
+import json
+
+import pytest
 
 from stateft.data.dart import format_dart
 from stateft.data.glue import GLUE_TASKS, format_glue
 from stateft.data.samsum import format_samsum
 from stateft.data.spider import format_spider, serialize_schema
+from stateft.errors import UserError
 from stateft.metrics.spider.schema import Schema
+from tests.data.conftest import FIXTURES
 
 HASHES, EOS, ZERO, ONE, TWO = 4118, 0, 17, 18, 19  # "###", "<|endoftext|>", "0", "1", "2" in GPT-NeoX-20B
 
@@ -46,6 +53,38 @@ def test_glue_pair_prompt_and_tokens(make_dm, tok):
     # separate tokenisation: the instruction's trailing space stays its own token instead of merging into " A"
     assert pieces(tok, item["prompt_ids"][n_prefix - 1 : n_prefix + 1]) == [" ", "A"]
     assert item["prompt_ids"] != tok.encode(ex.prefix + ex.input)
+
+
+def rte_fixture(make_dm, **overrides):
+    """GLUE RTE on the bundled fixture rows (every DataModule made here shares one cache folder)."""
+    from stateft.data.glue import GlueDataModule
+
+    path = str(FIXTURES / "glue_rte")
+    return make_dm(GlueDataModule, task="rte", name="glue_rte", metric="accuracy", path=path, **overrides)
+
+
+def test_glue_prefix_tokenization_at_the_instruction_sentence_boundary(make_dm, tok):
+    row = json.loads((FIXTURES / "glue_rte" / "validation.jsonl").read_text().splitlines()[0])
+    instruction = GLUE_TASKS["rte"].instruction
+    text = row["sentence1"] + "###" + row["sentence2"] + "###"
+    assert text.startswith("The ")
+    assert instruction.endswith(": ")
+    n = len(tok.encode(instruction))
+    # separate is built first: a cache key without the option would hand its tokens to joint below
+    separate = rte_fixture(make_dm).split_items("test")[0]
+    joint = rte_fixture(make_dm, prefix_tokenization="joint").split_items("test")[0]
+    assert pieces(tok, separate["prompt_ids"][n - 2 : n + 1]) == [":", " ", "The"]
+    assert pieces(tok, joint["prompt_ids"][n - 2 : n]) == [":", " The"]
+    assert separate["prompt_ids"] == tok.encode(instruction) + tok.encode(text)
+    assert joint["prompt_ids"] == tok.encode(instruction + text)
+    assert len(joint["prompt_ids"]) == len(separate["prompt_ids"]) - 1
+    assert joint["prompt_ids"][n:] == separate["prompt_ids"][n + 1 :]  # only the boundary differs
+    assert joint["target_ids"] == separate["target_ids"] == [ZERO]  # the target is tokenised on its own either way
+
+
+def test_prefix_tokenization_rejects_unknown_values(make_dm):
+    with pytest.raises(UserError, match="dataset.prefix_tokenization must be one of"):
+        rte_fixture(make_dm, prefix_tokenization="sst")
 
 
 def test_glue_single_sentence_and_three_class_tasks():

@@ -53,3 +53,33 @@ def test_out_of_class_is_wrong_for_mcc():
 
 def test_glue_average():
     assert glue.glue_average({"rte": 0.7, "cola": 0.5}) == pytest.approx(0.6)
+
+
+def test_only_the_bare_digit_tokens_are_classes():
+    """Decoded-string matching equals the reference's token-id table (only the digit tokens map to a class)."""
+    from stateft.tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    vocab = tok.backend.get_vocab()
+    in_class = {i: glue.to_class(tok.decode([i]), 3) for i in range(tok.vocab_size)}
+    assert {i: c for i, c in in_class.items() if c is not None} == {vocab["0"]: 0, vocab["1"]: 1, vocab["2"]: 2}
+    assert glue.to_class(tok.decode(tok.encode(" 0")), 2) is None  # the spaced digit is another token
+
+
+def test_dropping_scores_only_the_in_class_predictions():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    preds = np.where(rng.random(300) < 0.7, labels, 1 - labels).astype(str).astype(object)
+    out = rng.random(300) < 0.2
+    preds[out] = rng.choice([" 0", " 1", "2", "", "yes"], int(out.sum()))
+    got = glue.score(preds.tolist(), labels.tolist(), 2, ("accuracy", "f1", "mcc"), drop_out_of_class=True)
+    kept_p, kept_g = preds[~out].astype(int), labels[~out]
+    tp = int(((kept_p == 1) & (kept_g == 1)).sum())
+    assert got["accuracy"] == pytest.approx((kept_p == kept_g).mean())
+    assert got["f1"] == pytest.approx(2 * tp / ((kept_p == 1).sum() + (kept_g == 1).sum()))
+    assert got["mcc"] == pytest.approx(np.corrcoef(kept_p, kept_g)[0, 1])
+    assert got["num_examples"] == (~out).sum()
+    assert got["out_of_class_rate"] == pytest.approx(out.mean())  # over all predictions, dropped ones included
+    honest = glue.score(preds.tolist(), labels.tolist(), 2, ("accuracy",))
+    assert honest["accuracy"] == pytest.approx(((preds == labels.astype(str)) & ~out).mean())
+    assert honest["num_examples"] == 300
