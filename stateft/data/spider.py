@@ -19,6 +19,7 @@ from stateft.data.loading import load_split, require_fields, resolve_path
 from stateft.data.task import Example, Task
 from stateft.errors import UserError
 from stateft.metrics.spider import Schema, SpiderEvaluator, flat_scores, load_schemas, summarize
+from stateft.metrics.spider.gold import GOLD_SQL
 from stateft.metrics.spider.match import SEMANTICS
 from stateft.tokenizer import EOS_TOKEN
 
@@ -47,7 +48,8 @@ def serialize_schema(schema: Schema) -> str:
 
 def format_spider(row: dict[str, Any], schema: Schema) -> Example:
     """prefix + ``Question: q\\Schema: s\\n###`` (a literal backslash, as in the reference); target = lower-cased
-    gold SQL + EOS. The metric executes the original gold (``meta["query"]``), not the lower-cased one."""
+    gold SQL + EOS. ``meta["query"]`` keeps the gold as written; the metric executes it or its lower-cased form
+    (``dataset.gold_sql``)."""
     prompt = "Question: " + row["question"] + "\\Schema: " + serialize_schema(schema) + "\n" + "###"
     meta = {"db_id": row["db_id"], "query": row["query"], "question": row["question"]}
     return Example(PREFIX, prompt, row["query"].lower().strip() + EOS_TOKEN, meta)
@@ -80,7 +82,8 @@ def materialize_databases(db_dir: Path, out_dir: Path) -> Path:
 
 
 class SpiderDataModule(TextToTextDataModule):
-    """Spider with ``semantics`` (``original``: the reference papers' metric; ``test-suite``) and a per-query
+    """Spider with ``semantics`` (``original``: the reference papers' metric; ``test-suite``), ``gold_sql`` (the
+    gold executed: ``original`` as written, or ``lowercase`` as the State-offset reference does) and a per-query
     ``timeout`` (seconds) for the hardened executor."""
 
     hub_id = "xlangai/spider"
@@ -90,16 +93,19 @@ class SpiderDataModule(TextToTextDataModule):
         tables: str | None = None,
         db_dir: str | None = None,
         semantics: str = "original",
+        gold_sql: str = "original",
         timeout: float = 30.0,
         max_rows: int = 100_000,
         **kwargs: Any,
     ) -> None:
         if semantics not in SEMANTICS:
             raise UserError(f"dataset.semantics must be one of {SEMANTICS}, got {semantics!r}")
+        if gold_sql not in GOLD_SQL:
+            raise UserError(f"dataset.gold_sql must be one of {GOLD_SQL}, got {gold_sql!r}")
         path = resolve_path(kwargs.get("path"))
         self.tables_path = resolve_path(tables) if tables else (path or Path(".")) / "tables.json"
         self.db_dir = resolve_path(db_dir) if db_dir else (path or Path(".")) / "database"
-        self.semantics, self.timeout, self.max_rows = semantics, timeout, max_rows
+        self.semantics, self.gold_sql, self.timeout, self.max_rows = semantics, gold_sql, timeout, max_rows
         self._schemas: dict[str, Schema] | None = None
         super().__init__(**kwargs)
 
@@ -140,7 +146,7 @@ class SpiderDataModule(TextToTextDataModule):
                             "database/ folder")  # fmt: skip
         cache_root = Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "stateft"
         db_dir = materialize_databases(self.db_dir, cache_root)
-        return SpiderEvaluator(db_dir, self.schemas, self.semantics, self.timeout, self.max_rows)
+        return SpiderEvaluator(db_dir, self.schemas, self.semantics, self.timeout, self.max_rows, self.gold_sql)
 
 
 def _score(dm: SpiderDataModule, predictions: list[str], examples: list[dict[str, Any]]) -> dict[str, float]:

@@ -14,7 +14,7 @@ CONF = REPO / "conf"
 NAMES = sorted(p.stem for p in (CONF / "dataset").glob("*.yaml") if p.stem != "glue_base")
 KEYS = {"_target_", "name", "metric", "path", "batch_size", "eval_batch_size", "max_length", "protocol",
         "subset_size", "seed", "cache_dir", "num_workers", "tokenizer", "num_beams", "max_new_tokens",
-        "max_eval_examples"}  # fmt: skip
+        "max_eval_examples", "prefix_tokenization"}  # fmt: skip
 
 
 def compose_dataset(name: str, overrides: list[str]):

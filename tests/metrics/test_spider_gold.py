@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stateft.metrics.spider.evaluate import SpiderEvaluator, summarize
+from stateft.metrics.spider.evaluate import SpiderEvaluator, flat_scores, summarize
 from stateft.metrics.spider.schema import load_schemas
 
 
@@ -19,6 +19,12 @@ def test_every_dev_gold_matches_itself(spider_dev, spider_tables_path, spider_db
     summary = summarize(results)
     assert summary["counts"] == {"easy": 248, "medium": 446, "hard": 174, "extra": 166, "all": 1034}
     assert summary["exec_acc"]["all"] == 1.0
+    # the metric dict (metrics.json) carries the official table: a count beside each accuracy
+    flat = flat_scores(summary)
+    for level, count in summary["counts"].items():
+        assert flat[f"count_{level}"] == count
+        assert flat["exec_acc" if level == "all" else f"exec_acc_{level}"] == 1.0
+    assert flat["gold_errors"] == 0
 
 
 def test_a_wrong_prediction_per_gold_scores_below_one(spider_dev, spider_tables_path, spider_db_dir):

@@ -7,8 +7,9 @@ import sqlite3
 import pytest
 
 from stateft.metrics.spider.evaluate import SpiderEvaluator
-from stateft.metrics.spider.match import remove_distinct, test_suite_match
+from stateft.metrics.spider.match import test_suite_match
 from stateft.metrics.spider.schema import Schema
+from stateft.metrics.spider.statement import remove_distinct
 
 ENTRY = {
     "db_id": "pets",

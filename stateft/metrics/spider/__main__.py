@@ -1,10 +1,12 @@
 """Score a Spider predictions file without a model.
 
     python -m stateft.metrics.spider --gold GOLD --pred PRED --db DB_DIR --tables tables.json \
-        --semantics original|test-suite [--per-example OUT.jsonl] [--timeout 30] [--max-rows 100000]
+        --semantics original|test-suite --gold-sql original|lowercase [--per-example OUT.jsonl] [--timeout 30]
+        [--max-rows 100000]
 
 GOLD has one ``SQL<TAB>db_id`` line per example (the official ``dev_gold.sql``), PRED one predicted query per line,
-in the same order. Prints one JSON object: counts and execution accuracy per hardness and overall.
+in the same order. ``--gold-sql lowercase`` executes (and grades) the lower-cased gold, as the State-offset
+reference does. Prints one JSON object: counts and execution accuracy per hardness and overall.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from stateft.errors import UserError
 from stateft.metrics.spider.evaluate import SpiderEvaluator, as_dict, summarize
+from stateft.metrics.spider.gold import GOLD_SQL
 from stateft.metrics.spider.match import SEMANTICS
 from stateft.metrics.spider.schema import load_schemas
 
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", type=Path, required=True, help="folder with <db_id>/<db_id>.sqlite")
     parser.add_argument("--tables", type=Path, required=True, help="Spider tables.json")
     parser.add_argument("--semantics", choices=SEMANTICS, default="original")
+    parser.add_argument("--gold-sql", choices=GOLD_SQL, default="original",
+                        help="execute the gold as written or lower-cased (the State-offset reference)")  # fmt: skip
     parser.add_argument("--per-example", type=Path, default=None, help="write per-example hardness and match (JSONL)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per query")
     parser.add_argument("--max-rows", type=int, default=100_000, help="rows fetched per query at most")
@@ -63,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"database folder {args.db} not found (it holds <db_id>/<db_id>.sqlite)")
         golds, db_ids = read_gold(args.gold)
         preds = read_predictions(args.pred, len(golds))
-        evaluator = SpiderEvaluator(args.db, load_schemas(args.tables), args.semantics, args.timeout, args.max_rows)
+        evaluator = SpiderEvaluator(args.db, load_schemas(args.tables), args.semantics, args.timeout, args.max_rows,
+                                    gold_sql=args.gold_sql)  # fmt: skip
         results = evaluator.evaluate(preds, golds, db_ids)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.per_example, "w", encoding="utf-8") as f:
             for r in results:
                 f.write(json.dumps(as_dict(r)) + "\n")
-    print(json.dumps({"semantics": args.semantics, **summarize(results)}, indent=1))
+    print(json.dumps({"semantics": args.semantics, "gold_sql": args.gold_sql, **summarize(results)}, indent=1))
     return 0
 
 

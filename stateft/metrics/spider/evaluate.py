@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from stateft.metrics.spider.executor import SafeExecutor
+from stateft.metrics.spider.gold import GOLD_SQL, executed_gold
 from stateft.metrics.spider.hardness import LEVELS, hardness
 from stateft.metrics.spider.keys import select_keys
 from stateft.metrics.spider.match import (
@@ -15,11 +16,11 @@ from stateft.metrics.spider.match import (
     normalize_operators,
     order_matters,
     original_match,
-    remove_distinct,
     test_suite_match,
 )
 from stateft.metrics.spider.parse import SqlParseError
 from stateft.metrics.spider.schema import Schema
+from stateft.metrics.spider.statement import remove_distinct
 
 
 @dataclass
@@ -44,17 +45,21 @@ def database_files(db_dir: str | Path, db_id: str, all_files: bool) -> list[Path
 
 
 class SpiderEvaluator:
-    """Scores (prediction, gold, db_id) triples under ``semantics`` (``original`` or ``test-suite``)."""
+    """Scores (prediction, gold, db_id) triples under ``semantics`` (``original`` or ``test-suite``), executing
+    the gold as ``gold_sql`` says (``original`` or ``lowercase``: see ``gold.executed_gold``)."""
 
     def __init__(self, db_dir: str | Path, schemas: dict[str, Schema], semantics: str = "original",
-                 timeout: float = 30.0, max_rows: int = 100_000) -> None:  # fmt: skip
+                 timeout: float = 30.0, max_rows: int = 100_000, gold_sql: str = "original") -> None:  # fmt: skip
         if semantics not in SEMANTICS:
             raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
-        self.db_dir, self.schemas, self.semantics = Path(db_dir), schemas, semantics
+        if gold_sql not in GOLD_SQL:
+            raise ValueError(f"gold_sql must be one of {GOLD_SQL}, got {gold_sql!r}")
+        self.db_dir, self.schemas, self.semantics, self.gold_sql = Path(db_dir), schemas, semantics, gold_sql
         self.executor = SafeExecutor(timeout=timeout, max_rows=max_rows)
 
     def score_one(self, index: int, pred: str, gold: str, db_id: str) -> ExampleResult:
-        """Hardness of the gold and the execution match of the prediction; never raises for bad SQL."""
+        """Hardness of the executed gold and the execution match of the prediction; never raises for bad SQL."""
+        gold = executed_gold(gold, self.gold_sql)
         try:
             level = hardness(gold)
         except SqlParseError as err:
@@ -142,10 +147,11 @@ def summarize(results: Sequence[ExampleResult]) -> dict[str, Any]:
 
 
 def flat_scores(summary: dict[str, Any]) -> dict[str, float]:
-    """``exec_acc``, ``exec_acc_<level>``, ``count_<level>``, ``gold_errors``: the metric dict a Task returns."""
+    """``exec_acc``, ``exec_acc_<level>``, ``count_<level>`` and ``count_all`` (the official table's count row),
+    ``gold_errors``: the metric dict a Task returns."""
     out = {"exec_acc": summary["exec_acc"]["all"]}
     out.update({f"exec_acc_{level}": summary["exec_acc"][level] for level in LEVELS})
-    out.update({f"count_{level}": float(summary["counts"][level]) for level in LEVELS})
+    out.update({f"count_{level}": float(summary["counts"][level]) for level in (*LEVELS, "all")})
     out["gold_errors"] = float(summary["gold_errors"])
     return out
 

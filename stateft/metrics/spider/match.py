@@ -5,7 +5,8 @@ keyed by what they select (``select_keys``): each key maps to the column's value
 matters, column order does not, ``count(*)`` differs from ``count(col)``, and duplicated keys collapse (the last
 wins). A prediction that does not parse, or whose columns do not resolve in the schema, scores 0.
 
-``test-suite`` (the official metric since 2020): DISTINCT is removed from both queries; rows are compared in order
+``test-suite`` (the official metric since 2020): only the first statement of each query runs, and DISTINCT is
+removed from both (``statement.remove_distinct``, the script's sqlparse pass); rows are compared in order
 only when the gold contains ``order by``, else as multisets; a permutation of the columns that makes the results
 equal is searched; values compare with Python ``==`` (1 == 1.0). An empty result equals any empty result.
 """
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-
-from sqlglot.tokens import Tokenizer, TokenType
 
 SEMANTICS = ("original", "test-suite")
 
@@ -35,22 +34,6 @@ def original_match(
 def normalize_operators(sql: str) -> str:
     """Join split comparison operators (``> =`` -> ``>=``), as the test-suite script does before running."""
     return sql.replace("> =", ">=").replace("< =", "<=").replace("! =", "!=")
-
-
-def remove_distinct(sql: str) -> str:
-    """The query with every DISTINCT keyword removed (string literals untouched); ``ValueError`` if it does not
-    tokenise."""
-    try:
-        tokens = Tokenizer().tokenize(sql)
-    except Exception as err:
-        raise ValueError(f"cannot tokenise: {err}") from None
-    out, pos = [], 0
-    for tok in tokens:
-        if tok.token_type == TokenType.DISTINCT:
-            out.append(sql[pos : tok.start])
-            pos = tok.end + 1
-    out.append(sql[pos:])
-    return "".join(out)
 
 
 def order_matters(gold_sql: str) -> bool:

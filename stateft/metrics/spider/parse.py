@@ -29,6 +29,8 @@ def parse(sql: str) -> exp.Expression:
         trees = sqlglot.parse(sql, read="sqlite")
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as err:
         raise SqlParseError(str(err).splitlines()[0]) from None
+    if trees and trees[0] is None:  # the official parser wants SELECT first: "; SELECT ..." does not parse
+        raise SqlParseError("empty statement before ';'")
     trees = [t for t in trees if t is not None]
     if len(trees) != 1:
         raise SqlParseError(f"expected one statement, got {len(trees)}")
