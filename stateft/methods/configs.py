@@ -61,24 +61,68 @@ class PrefixConfig(MethodConfig):
     num_virtual_tokens: int = 3  # P vectors per layer, prepended to the in_proj output
 
 
+ADDITIONAL_SCAN_A_INITS = ("continue", "sst", "sony", "copy")
+
+
 @dataclass
 class AdditionalScanConfig(MethodConfig):
-    n: int = 8  # extra state dimensions per channel
-    A_init: str = "continue"  # continue: A_log_new[:, j] = log(N + 1 + j); copy: copy pretrained column copy_column
-    copy_column: int = 0
+    # extra states; None = the papers' per architecture: 8 per channel on Mamba-1, 32 per group on Mamba-2
+    n: int | None = None
+    # Mamba-1 only (Mamba-2's extra states decay with their head's A). None = continue: A_log_new[:, j] = log(N+1+j);
+    # sst: the raw value N (SST's runs); sony: pretrained column 0 and a random W_C (SONY's); copy: pretrained column
+    # copy_column, W_C zero. See stateft/methods/additional_scan.py.
+    A_init: str | None = None
+    copy_column: int = 0  # read by A_init copy only
+
+    def __post_init__(self) -> None:
+        if self.n is not None and self.n < 1:
+            raise UserError(f"additional_scan: n must be a positive number of extra states, got {self.n}")
+        if self.A_init is not None and self.A_init not in ADDITIONAL_SCAN_A_INITS:
+            choices = ", ".join(ADDITIONAL_SCAN_A_INITS)
+            raise UserError(f"additional_scan: unknown A_init {self.A_init!r}; choose one of: {choices} (or null)")
+        if self.copy_column < 0:
+            raise UserError(f"additional_scan: copy_column must be >= 0, got {self.copy_column}")
 
 
 @dataclass
 class SDTConfig(MethodConfig):
-    warmup_steps: int = 500  # phase 1: dense A_log delta + LoRA on out_proj, trained to score dimensions
-    warmup_lr: float | None = None  # null = lr
-    channel_ratio: float = 0.01  # keep the top (1 - 0.99) of channels
-    rho_s: float = 0.75  # within a kept channel keep the top (1 - rho_s) of the states (0.75 / 0.9 / 0.95)
-    lora_r: int = 8
-    lora_alpha: float = 8.0
-    lora_dropout: float = 0.0
+    """SDT as the State-offset paper ran it (stateft/methods/sdt.py): sparse deltas on S6 only, no LoRA."""
+
+    lr: float | None = 4e-2
+    # warm-up (phase 1) that picks the dimensions: num_warmup_it + 1 optimizer updates (the SDT code's count;
+    # its configs: 499, and 248 for RTE, whose first epoch ends before 500 updates)
+    num_warmup_it: int = 499
+    warmup_lr: float | None = None  # null = lr (conf/method/*.yaml points it at optim.lr: the run's learning rate)
+    # the warm-up follows the run's linear decay: it spans warmup_schedule_epochs x batches per epoch
+    warmup_schedule_epochs: int = 10
+    freeze_channels: float = 0.5  # keep the top E - round(freeze_channels E) channels (S6 channels, d_inner)
+    freeze_states: float = 0.75  # in a kept channel keep the top N - round(freeze_states N) states (16 -> 4)
     # filled by the warm-up: per layer [kept channels, kept states per channel]; stored in adapter_config.json
     selection: list[Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_warmup_it < 0 or self.warmup_schedule_epochs < 1:
+            raise UserError(f"method {self.name}: num_warmup_it must be >= 0 and warmup_schedule_epochs >= 1")
+        for key in ("freeze_channels", "freeze_states"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise UserError(f"method {self.name}: {key}={getattr(self, key)} must lie in [0, 1)")
+
+
+@dataclass
+class SDLoraConfig(SDTConfig):
+    """SDLoRA of the SDT paper (ssm-peft sd_lora; stateft/methods/sdlora.py): the sparse S6 deltas of sdt with 1% of
+    the channels, plus LoRA on out_proj in both phases."""
+
+    lr: float | None = 1e-3
+    freeze_channels: float = 0.99  # 130m: 15 of 1536 channels kept; 1.4b: 41 of 4096
+    lora_r: int = 8
+    lora_alpha: float = 8.0
+    lora_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lora_r < 1 or not 0.0 <= self.lora_dropout < 1.0:
+            raise UserError(f"method {self.name}: lora_r must be >= 1 and lora_dropout in [0, 1)")
 
 
 @dataclass
@@ -106,6 +150,7 @@ METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
     "prefix": PrefixConfig,
     "additional_scan": AdditionalScanConfig,
     "sdt": SDTConfig,
+    "sdlora": SDLoraConfig,
     "init_state": InitStateConfig,
     "state_offset_h": StateOffsetHConfig,
     "state_offset_y": StateOffsetYConfig,

@@ -17,6 +17,7 @@ from stateft.methods import (
     lora,
     prefix,
     prompt,
+    sdlora,
     sdt,
     state_offset,
 )
@@ -33,6 +34,7 @@ METHODS: dict[str, MethodSpec] = {
     "prefix": prefix.SPEC,
     "additional_scan": additional_scan.SPEC,
     "sdt": sdt.SPEC,
+    "sdlora": sdlora.SPEC,
     "init_state": init_state.SPEC,
     "state_offset_h": state_offset.SPEC_H,
     "state_offset_y": state_offset.SPEC_Y,

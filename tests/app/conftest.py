@@ -36,8 +36,8 @@ def debug_overrides(method: str, dataset: str, out: Path) -> list[str]:
     ]
     if dataset != "demo":  # demo.yaml points at the fixture rows itself
         overrides.append(f"dataset.path={FIXTURES / dataset}")
-    if method == "sdt":
-        overrides.append("method.warmup_steps=2")  # the warm-up that picks the dimensions (500 in the paper)
+    if method in ("sdt", "sdlora"):
+        overrides.append("method.num_warmup_it=1")  # the warm-up that picks the dimensions (500 updates in the papers)
     return overrides
 
 

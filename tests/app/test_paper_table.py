@@ -40,6 +40,13 @@ CELLS = [
     ("spider", None, None, "init_state", 1e-3, 10, 2),
     ("spider", None, None, "state_offset_h", 2e-4, 10, 4),
     ("dart", None, None, "init_state", 2e-3, 10, 4),
+    # SSP's SDLoRA (n0.75_d0.99 configs): its own rates, 3 epochs on MNLI
+    ("glue", "glue_mrpc", None, "sdlora", 2e-3, 10, 4),
+    ("glue", "glue_mnli", None, "sdlora", 1e-3, 3, 4),
+    ("samsum", None, None, "sdlora", 4e-4, 10, 4),
+    ("spider", None, None, "sdlora", 2e-3, 10, 4),
+    # the State-offset paper's SDT (Table 5)
+    ("glue", "glue_cola", None, "sdt", 1e-1, 10, 4),
 ]
 
 

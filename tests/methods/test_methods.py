@@ -17,7 +17,7 @@ from tests.conftest import TINY, TINY2
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {"mamba1": TINY, "mamba2": TINY2}
-NOT_ON = {"mamba1": {"full_ssd"}, "mamba2": {"full_s6", "prefix", "additional_scan", "sdt"}}
+NOT_ON = {"mamba1": {"full_ssd"}, "mamba2": {"full_s6", "prefix", "sdt", "sdlora"}}
 # (arch, method, extra options): every method on Mamba-1, the ones that fit on Mamba-2, and low-rank h'
 CASES = [(arch, m, {}) for arch in CONFIGS for m in METHODS if m not in NOT_ON[arch]]
 CASES += [(arch, "state_offset_h", {"rank": 2}) for arch in CONFIGS]
@@ -25,7 +25,9 @@ IDS = [f"{arch}-{m}" + "".join(f"-{k}{v}" for k, v in extra.items()) for arch, m
 # methods whose parameters start at values that leave the model's function unchanged
 IDENTITY_AT_INIT = {"state_offset_h", "state_offset_y", "init_state", "lora", "additional_scan", "sdt", "bitfit"}
 IDENTITY_AT_INIT |= {"full", "full_s6", "full_ssd"}
-SMALL = {"prompt": {"num_virtual_tokens": 3}, "sdt": {"warmup_steps": 3, "channel_ratio": 0.25, "rho_s": 0.5}}
+# sdt, sdlora: a 3-update warm-up, 8 of 32 channels, 2 of 4 states
+SELECTIVE = {"num_warmup_it": 2, "freeze_channels": 0.75, "freeze_states": 0.5}
+SMALL = {"prompt": {"num_virtual_tokens": 3}, "sdt": SELECTIVE, "sdlora": {**SELECTIVE, "lora_dropout": 0.0}}
 
 
 def method_cfg(name: str, **extra) -> dict:
