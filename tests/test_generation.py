@@ -11,7 +11,7 @@ from stateft.models.loading import build_model
 from tests.conftest import TINY, TINY2
 
 METHODS_1 = ["state_offset_h", "state_offset_y", "init_state", "prompt", "prefix", "lora", "additional_scan"]
-METHODS_2 = ["state_offset_h", "init_state", "prompt", "lora"]
+METHODS_2 = ["state_offset_h", "init_state", "prompt", "lora", "additional_scan"]
 CASES = [(TINY, m) for m in [None, *METHODS_1]] + [(TINY2, m) for m in [None, *METHODS_2]]
 IDS = [f"{c.arch}-{m}" for c, m in CASES]
 

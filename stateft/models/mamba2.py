@@ -10,9 +10,12 @@ Slots (``None`` unless a PEFT method fills them; methods never subclass the mixe
   passed to the chunked scan as its initial state (so dL/dh0 comes out of the scan's backward).
 - ``state_offset``: module with ``h_prime() -> (H, P, N) | None`` and ``y_prime() -> (E,) | None``, added to the
   scan output before the gated norm: y[b,l,h,p] += sum_n C[b,l,g(h),n] h'[h,p,n]; y += y'. The cache never holds h'.
+- ``extra_states``: module with ``W_B`` (G n, E) and ``W_C`` (G n, E): n more states per group. Their B and C rows
+  are read from the conv output x (``W_B x``, ``W_C x``, appended to each group's B and C) and they decay with their
+  head's A and dt, so the scan is SSD over N+n states and the cache holds (H, P, N+n).
 - the linears (``in_proj``, ``out_proj``) are called as modules, so wrappers (LoRA) run: this model has no fused
   path that reads ``out_proj.weight`` directly (mamba_ssm's mem-efficient path does, and skips wrappers).
-Prefix and extra state dimensions (Mamba-1's ``prefix`` / ``extra_states``) have no Mamba-2 slot.
+A prefix (Mamba-1's ``prefix``) has no Mamba-2 slot.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class Mamba2Mixer(nn.Module):
         # adapter slots
         self.init_state: nn.Module | None = None
         self.state_offset: nn.Module | None = None
+        self.extra_states: nn.Module | None = None
         self._config = config
 
     @property
@@ -111,6 +115,22 @@ class Mamba2Mixer(nn.Module):
             C.unflatten(-1, (self.ngroups, self.d_state)),
         )
 
+    def _n_states(self) -> int:
+        """States per head the scan runs over: N, plus the ``extra_states`` slot's n per group."""
+        extra = 0 if self.extra_states is None else self.extra_states.W_B.shape[0] // self.ngroups
+        return self.d_state + extra
+
+    def _scan_bc(self, x: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+        """B, C (..., G, N) -> what the scan reads: (..., G, N+n) with the ``extra_states`` rows W_B x, W_C x
+        appended to every group (x (..., H, P) is the conv output); B, C themselves without that slot."""
+        extra = self.extra_states
+        if extra is None:
+            return B, C
+        u = x.flatten(-2)  # (..., E)
+        B_new = F.linear(u, extra.W_B.to(u.dtype)).unflatten(-1, (self.ngroups, -1))  # (..., G, n)
+        C_new = F.linear(u, extra.W_C.to(u.dtype)).unflatten(-1, (self.ngroups, -1))
+        return torch.cat([B, B_new.to(B.dtype)], dim=-1), torch.cat([C, C_new.to(C.dtype)], dim=-1)
+
     def _gate_out(self, y: Tensor, C: Tensor, z: Tensor) -> Tensor:
         """State offsets, then the gated norm and out_proj. y (..., H, P); C (..., G, N); z (..., E) -> (..., d)."""
         if self.state_offset is not None:
@@ -136,18 +156,20 @@ class Mamba2Mixer(nn.Module):
         if length == 0:
             if cache is not None:
                 cache.conv = next_window(xbc, window, self.d_conv)
-                cache.ssm = (xbc.new_zeros(b, *self.state_shape) if h_start is None else h_start).float()
+                zeros = xbc.new_zeros(b, self.nheads, self.headdim, self._n_states())  # N + extra states
+                cache.ssm = (zeros if h_start is None else h_start).float()
             return hidden.new_zeros(b, 0, self.d_model)
         # (b l E+2GN) laid out contiguously so the scan reads x, B, C rows coalesced
         u = conv_silu(self, xbc, window, channels_last_out=True).transpose(1, 2)
         x, B, C = self._split_xbc(u.contiguous())  # (b l H P), (b l G N), (b l G N)
+        B_scan, C_scan = self._scan_bc(x, B, C)  # (b l G N') with N' = N + extra states
         A = -torch.exp(self.A_log.float())  # (H,)
         out = ssd_scan(
             x,
             dt,
             A,
-            B,
-            C,
+            B_scan,
+            C_scan,
             chunk_size=self.chunk_size,
             D=self.D,
             dt_bias=self.dt_bias,
@@ -174,6 +196,7 @@ class Mamba2Mixer(nn.Module):
             xbc = xbc + self.conv1d.bias.to(xbc.dtype)
         cache.conv = window[:, :, 1:]
         x, B, C = self._split_xbc(F.silu(xbc))  # (b H P), (b G N), (b G N)
+        B_scan, C_scan = self._scan_bc(x, B, C)  # (b G N')
         A = -torch.exp(self.A_log.float())
-        y, cache.ssm = ssd_step(cache.ssm, x, dt, A, B, C, self.D, self.dt_bias, True, self.dt_limit)
+        y, cache.ssm = ssd_step(cache.ssm, x, dt, A, B_scan, C_scan, self.D, self.dt_bias, True, self.dt_limit)
         return self._gate_out(y, C, z)

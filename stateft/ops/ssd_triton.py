@@ -3,8 +3,9 @@
 Same signature and result as `ssd_ref.ssd_scan_ref`. dt's bias, softplus and clamp are applied here in PyTorch
 (elementwise, autograd differentiates them); the scan, the D skip, the initial state and all gradients (x, dt, A, B,
 C, D, initial state) run in the kernels of `ssd_triton_kernels`. ``chunk_size`` is not used: the kernels chunk by
-``CONFIG["BLOCK_Q"]``, which changes rounding only. ``initial_state`` may be an expanded (stride-0 batch) view of one
-(h p n) parameter: its gradient comes back per batch row and autograd sums it.
+``CONFIG["BLOCK_Q"]`` (fewer steps past 128 state lanes: `_launch_shape`), which changes rounding only.
+``initial_state`` may be an expanded (stride-0 batch) view of one (h p n) parameter: its gradient comes back per batch
+row and autograd sums it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from stateft.ops.ssd_triton_kernels import ssd_bwd_kernel, ssd_fwd_kernel
 CONFIG: dict[str, int | str] = {
     "BLOCK_Q": 64, "BLOCK_P": 32, "num_warps": 8, "PRECISION": "tf32", "bwd_num_stages": 1,
 }  # fmt: skip
+_FULL_Q_LANES = 128  # state lanes (N padded to a power of two) up to which chunks of CONFIG["BLOCK_Q"] steps fit
 _BWD_BLOCK_P: dict[tuple, int] = {}  # (dtype, headdim, dstate, config) -> the BLOCK_P whose backward kernel fits
 
 
@@ -35,8 +37,15 @@ def _block(n: int) -> int:
 
 
 def _launch_shape(headdim: int, dstate: int) -> tuple[int, int, int, int]:
+    """(BLOCK_Q, BLOCK_P, BLOCK_N, channel blocks). The (Q N) tiles grow with the state lanes: past
+    ``_FULL_Q_LANES`` (e.g. 128 + 32 states with additional_scan, padded to 256 lanes) a chunk of CONFIG["BLOCK_Q"]
+    steps outgrows a Hopper GPU's 227 KB of shared memory in the forward and the backward, so the chunk shrinks as the
+    lanes grow. Forward and backward take the same shape: the backward re-reads the chunk start states the forward
+    stored."""
+    block_n = _block(dstate)
+    block_q = max(16, int(CONFIG["BLOCK_Q"]) * _FULL_Q_LANES // max(block_n, _FULL_Q_LANES))
     block_p = min(_block(headdim), int(CONFIG["BLOCK_P"]))
-    return int(CONFIG["BLOCK_Q"]), block_p, _block(dstate), triton.cdiv(headdim, block_p)
+    return block_q, block_p, block_n, triton.cdiv(headdim, block_p)
 
 
 class _SSDScan(torch.autograd.Function):
