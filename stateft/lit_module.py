@@ -148,6 +148,7 @@ class FineTuneModule(L.LightningModule):
             {"params": decay, "weight_decay": self.optim["weight_decay"]},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+        # AdamW's moments take each parameter's dtype: fp32 adapters by default, bf16 under trainer.precision=bf16-true
         optimizer = torch.optim.AdamW(
             [g for g in groups if g["params"]],
             lr=self.optim["lr"],

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from stateft.app import resolvers  # noqa: F401  (registers ${lr_ladder:...})
+from stateft.app.precision import PURE_BF16, requested_precision
 from stateft.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -155,6 +156,7 @@ def validate_cfg(cfg: DictConfig) -> None:
             raise UserError(f"optim.lr must be a positive number, got {lr!r} (set method.lr=... or optim.lr=...)")
     if cfg.get("cuda_graph"):
         _check_cuda_graph(cfg)
+    _check_precision(cfg)
     resume = cfg.get("resume") or cfg.get("ckpt_path")
     if resume is not None and not Path(str(resume)).expanduser().exists():
         raise UserError(f"resume checkpoint {resume} does not exist (pass a last.ckpt or the run directory)")
@@ -179,6 +181,19 @@ def _check_cuda_graph(cfg: DictConfig) -> None:
     if (OmegaConf.select(cfg, "trainer.accumulate_grad_batches") or 1) != 1:
         # make_graphed_callables hands out its gradient buffers: the next replay would overwrite an accumulated one
         raise UserError("cuda_graph=true cannot accumulate gradients; set trainer.accumulate_grad_batches=1")
+
+
+def _check_precision(cfg: DictConfig) -> None:
+    """paper.exact is a boolean; trainer.precision=bf16-true trains the weights in bf16 (stateft/app/precision.py)."""
+    exact = OmegaConf.select(cfg, "paper.exact", default=False)
+    if not isinstance(exact, bool):
+        raise UserError(f"paper.exact={exact!r} must be true or false (true: train as the released runs, bf16-true)")
+    dtype = OmegaConf.select(cfg, "model.dtype")
+    if requested_precision(cfg) == PURE_BF16 and str(dtype) in ("float16", "fp16"):
+        raise UserError(
+            f"model.dtype={dtype} contradicts bf16-true, which stores and trains the weights in bfloat16; "
+            "drop model.dtype=... or set model.dtype=bfloat16"
+        )
 
 
 def _cuda_available() -> bool:

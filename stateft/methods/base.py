@@ -34,7 +34,8 @@ def trainable_names(model: nn.Module) -> list[str]:
 
 
 def mark_trainable(model: nn.Module, predicate: Callable[[str], bool]) -> list[str]:
-    """Freeze everything, then make the parameters whose name satisfies ``predicate`` trainable (in fp32)."""
+    """Freeze everything, then make the parameters whose name satisfies ``predicate`` trainable (in fp32; under
+    trainer.precision=bf16-true the app casts them back to bf16 afterwards, `stateft.app.precision`)."""
     freeze_all(model)
     for name, p in model.named_parameters():
         if predicate(name):
@@ -51,7 +52,8 @@ def init_generator(offset: int = 0) -> torch.Generator:
 
 
 def new_parameter(tensor: torch.Tensor, *, no_weight_decay: bool = False) -> nn.Parameter:
-    """An fp32 trainable adapter parameter."""
+    """An fp32 trainable adapter parameter (bf16 under trainer.precision=bf16-true: the app casts it after
+    ``apply``, `stateft.app.precision`)."""
     p = nn.Parameter(tensor.float())
     if no_weight_decay:
         p._no_weight_decay = True

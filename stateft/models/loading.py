@@ -71,11 +71,17 @@ def build_model(
 
 def cast_model(model: MambaLM, dtype: torch.dtype) -> MambaLM:
     """Cast to ``dtype``, keeping A_log, D (and Mamba-2's dt_bias) in fp32 and out of weight decay
-    (loading with ``assign=True`` replaces the Parameter objects, so the tag is set again here)."""
+    (loading with ``assign=True`` replaces the Parameter objects, so the tag is set again here).
+
+    With a method applied (trainer.precision=bf16-true casts then), the tensors attached to those stay fp32 too: a
+    name with A_log, D or dt_bias anywhere in its path, as sdt's ``mixer.parametrizations.A_log.original`` and
+    ``....A_log.0.values`` or additional_scan's ``extra_states.A_log``; only the parameters named so are tagged.
+    """
     for name, p in model.named_parameters():
-        keep = name.rsplit(".", 1)[-1] in _FP32_PARAMS
+        parts = name.split(".")
+        keep = any(part in _FP32_PARAMS for part in parts)
         p.data = p.data.to(torch.float32 if keep else dtype)
-        if keep:
+        if parts[-1] in _FP32_PARAMS:
             p._no_weight_decay = True
     return model
 
