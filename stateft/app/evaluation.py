@@ -47,12 +47,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.adapter`` on ``cfg.split``, or score ``cfg.predictions``; writes ``metrics.json``
     (and ``predictions_<split>.jsonl``) to ``cfg.output_dir``."""
     from stateft.app.files import write_json_atomic, write_predictions
+    from stateft.app.protocol import scoring_record
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.get("predictions"):
         path = Path(str(cfg.predictions)).expanduser()
-        metrics = score_predictions(path, _dataset_node(cfg, path), cfg.split)
+        dataset = _dataset_node(cfg, path)
+        metrics = {**score_predictions(path, dataset, cfg.split), "protocol": scoring_record(dataset)}
         write_json_atomic(out / "metrics.json", metrics)
         _print(metrics, out)
         return metrics
@@ -85,17 +87,24 @@ def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], 
     L.seed_everything(cfg.seed)
     model = model_from_config(model_cfg)
     trainable = load_adapter(adapter, model)
-    datamodule = ResumableDataModule(instantiate(_dataset_node(cfg, adapter)))
+    dataset = _dataset_node(cfg, adapter)
+    datamodule = ResumableDataModule(instantiate(dataset))
     tokenizer = load_tokenizer(model_cfg.get("tokenizer") or "EleutherAI/gpt-neox-20b")
     module = FineTuneModule(model, trainable, {"lr": 0.0, "weight_decay": 0.0}, datamodule.task, tokenizer)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    from stateft.app.precision import lightning_precision
+
+    precision = lightning_precision(cfg.trainer.precision)  # bf16-true: the base is loaded in bf16 as trained
+    trainer = instantiate(cfg.trainer, precision=precision, logger=False, callbacks=[], enable_checkpointing=False)
     stage = "test" if cfg.split == "test" else "val"
     if stage == "test":
         trainer.test(module, datamodule=datamodule, verbose=False)
     else:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {k.replace("val/", "validation/", 1): v for k, v in module.metrics.get(stage, {}).items()}
+    from stateft.app.protocol import scoring_record
+
     info = {"adapter": str(adapter), "split": cfg.split, "method": meta["method"]["name"]}
+    info["protocol"] = scoring_record(dataset)
     return module.predictions.get(stage, []), {**metrics, **info}, tokenizer
 
 

@@ -71,10 +71,15 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     return loggers
 
 
-def log_run_info(loggers: list[Any], cfg: DictConfig, counts: dict[str, float]) -> None:
-    """The resolved config and the trainable-parameter counts, to every logger."""
+def log_run_info(
+    loggers: list[Any], cfg: DictConfig, counts: dict[str, float], protocol: dict[str, Any] | None = None
+) -> None:
+    """The resolved config, the protocol record (`stateft.app.protocol`) and the trainable-parameter counts, to
+    every logger."""
     params = OmegaConf.to_container(cfg, resolve=True)
     params.pop("hydra", None)
+    if protocol is not None:
+        params["protocol"] = protocol
     for logger in loggers:
         try:
             logger.log_hyperparams({**params, **counts})

@@ -13,9 +13,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from stateft.app.checks import to_container
+from stateft.app.exact import resolve_exact
+from stateft.app.precision import PURE_BF16, cast_trainable_to_bf16, lightning_precision
+from stateft.app.protocol import protocol_record
 from stateft.errors import UserError
 
 
@@ -87,6 +90,7 @@ def _carry_best_adapter(ckpt_path: Path, target: Path) -> None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune, test the best epoch, write the results; returns the metrics (also in ``metrics.json``)."""
+    cfg = resolve_exact(cfg)  # paper.exact applied; under bf16-true model.dtype is bfloat16
     if cfg.dry_run:
         return dry_run(cfg)
     import lightning as L
@@ -111,6 +115,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg.model.tokenizer)
     datamodule = ResumableDataModule(instantiate(cfg.dataset), seed=cfg.seed)  # the run seed orders the data
     trainable = _apply(cfg, model, TrainBatches(datamodule))
+    if cfg.trainer.precision == PURE_BF16:  # the adapters in bf16 too (AdamW's moments follow them)
+        cast_trainable_to_bf16(model)
     print(f"{config_summary(cfg)}; outputs in {_short(out)}")
     print(format_parameter_summary(model))
     n_trainable, n_total = count_parameters(model)
@@ -145,12 +151,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = build_loggers(cfg)
     trainer = instantiate(
         cfg.trainer,
+        precision=lightning_precision(cfg.trainer.precision),
         logger=loggers or False,
         callbacks=_callbacks(cfg, out, best, loggers, tokenizer),
         plugins=[cb.AtomicCheckpointIO()],
         enable_checkpointing=False,  # LastCheckpoint + BestAdapter replace Lightning's ModelCheckpoint
     )
-    log_run_info(loggers, cfg, counts)
+    protocol = protocol_record(cfg)
+    log_run_info(loggers, cfg, counts, protocol)
     if ckpt_path is not None:
         _carry_best_adapter(Path(ckpt_path), best.directory)
     try:
@@ -161,6 +169,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics: dict[str, Any] = {
             **counts,
             "lr": float(cfg.optim.lr),
+            "protocol": protocol,
             "best_epoch": best.best_epoch,
             cfg.checkpoint.monitor + "_best": best.best,
         }
@@ -239,4 +248,7 @@ def _short(path: Path) -> Path:
 
 def config_summary(cfg: DictConfig) -> str:
     """One line naming the run (printed at start-up)."""
-    return f"training {cfg.method.name} on {cfg.dataset.name} with {cfg.model.name}, lr={cfg.optim.lr:g}"
+    line = f"training {cfg.method.name} on {cfg.dataset.name} with {cfg.model.name}, lr={cfg.optim.lr:g}"
+    if OmegaConf.select(cfg, "trainer.precision") == PURE_BF16:
+        line += ", bf16-true (bf16 weights, adapters and AdamW state; A_log, D, dt_bias fp32)"
+    return line
