@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m stateft.metrics.wordnet --install
 	touch $(STAMP)
 
-demo: install ## the whole pipeline offline on mamba-tiny with bundled data (about 2 minutes on 2 CPU cores)
+demo: install ## the whole pipeline offline on mamba-tiny with bundled data (seconds; the first run installs .venv/ for 1-2 minutes)
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) train.py experiment=demo
 
 test: install ## CPU test suite (no GPU, no network)
