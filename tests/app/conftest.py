@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
-from stateft.app.checks import compose_checked, group_options
+from stateft.app.checks import CONF_DIR, compose_checked, group_options
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -47,6 +49,15 @@ def _offline_env(tmp_path_factory):
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["WANDB_MODE"] = "offline"
     os.environ["STATEFT_CACHE_DIR"] = str(tmp_path_factory.mktemp("stateft_cache"))
+
+
+@pytest.fixture(scope="module")
+def hydra_ctx():
+    """Hydra initialised on conf/ for ``hydra.compose`` (module scope: one initialisation per test file)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
 
 
 @pytest.fixture

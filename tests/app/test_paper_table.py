@@ -3,19 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-
-from stateft.app.checks import CONF_DIR
-
-
-@pytest.fixture(scope="module")
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
-
+from hydra import compose
 
 # (family, dataset, model, method) -> (lr, epochs, batch size), each read from the released config of that run
 CELLS = [
