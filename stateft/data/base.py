@@ -134,12 +134,11 @@ class TextToTextDataModule(L.LightningDataModule):
         if split in self.data:
             return self.data[split]
         use_cache = bool(self.cache_dir) and self._tokenizer_fingerprint() is not None
-        key = cache.cache_key(self._key_options(split)) if use_cache else ""
-        items = cache.load(self.cache_dir, key) if use_cache else None
-        if items is None:
+        if use_cache:  # one builder per entry at a time; a corrupt entry is rebuilt (stateft/data/cache.py)
+            key = cache.cache_key(self._key_options(split))
+            items = cache.load_or_build(self.cache_dir, key, lambda: self._build(split))
+        else:
             items = self._build(split)
-            if use_cache:
-                cache.save(self.cache_dir, key, items)
         self.data[split] = items
         return items
 
