@@ -8,13 +8,12 @@ Data: ``xlangai/spider`` from the hub, or ``path`` = the folder of the official 
 
 from __future__ import annotations
 
-import hashlib
-import sqlite3
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from stateft.data.base import TextToTextDataModule
+from stateft.data.databases import materialize_databases
 from stateft.data.loading import load_split, require_fields, resolve_path
 from stateft.data.task import Example, Task
 from stateft.errors import UserError
@@ -55,36 +54,10 @@ def format_spider(row: dict[str, Any], schema: Schema) -> Example:
     return Example(PREFIX, prompt, row["query"].lower().strip() + EOS_TOKEN, meta)
 
 
-def materialize_databases(db_dir: Path, out_dir: Path) -> Path:
-    """When ``db_dir`` holds ``<db_id>/<db_id>.sql`` scripts without databases, build the ``.sqlite`` files under
-    ``out_dir`` (keyed by the scripts' hash) and return that folder; otherwise return ``db_dir``."""
-    scripts = sorted(p for p in db_dir.glob("*/*.sql") if not p.with_suffix(".sqlite").exists())
-    if not scripts:
-        return db_dir
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in scripts)).hexdigest()[:16]
-    root = out_dir / f"spider_db_{digest}"
-    for script in scripts:
-        target = root / script.parent.name / f"{script.stem}.sqlite"
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".tmp")
-            tmp.unlink(missing_ok=True)
-            with sqlite3.connect(tmp) as conn:
-                conn.executescript(script.read_text(encoding="utf-8"))
-            conn.close()
-            tmp.replace(target)
-    for existing in db_dir.glob("*/*.sqlite"):  # a mix of scripts and real databases
-        link = root / existing.parent.name / existing.name
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(existing.resolve())
-    return root
-
-
 class SpiderDataModule(TextToTextDataModule):
     """Spider with ``semantics`` (``original``: the reference papers' metric; ``test-suite``), ``gold_sql`` (the
     gold executed: ``original`` as written, or ``lowercase`` as the State-offset reference does) and a per-query
-    ``timeout`` (seconds) for the hardened executor."""
+    ``timeout`` (seconds) and memory cap (``max_memory_mb``) for the hardened executor."""
 
     hub_id = "xlangai/spider"
 
@@ -96,6 +69,7 @@ class SpiderDataModule(TextToTextDataModule):
         gold_sql: str = "original",
         timeout: float = 30.0,
         max_rows: int = 100_000,
+        max_memory_mb: float = 256.0,
         **kwargs: Any,
     ) -> None:
         if semantics not in SEMANTICS:
@@ -106,6 +80,7 @@ class SpiderDataModule(TextToTextDataModule):
         self.tables_path = resolve_path(tables) if tables else (path or Path(".")) / "tables.json"
         self.db_dir = resolve_path(db_dir) if db_dir else (path or Path(".")) / "database"
         self.semantics, self.gold_sql, self.timeout, self.max_rows = semantics, gold_sql, timeout, max_rows
+        self.max_memory_mb = max_memory_mb
         self._schemas: dict[str, Schema] | None = None
         super().__init__(**kwargs)
 
@@ -146,7 +121,9 @@ class SpiderDataModule(TextToTextDataModule):
                             "database/ folder")  # fmt: skip
         cache_root = Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "stateft"
         db_dir = materialize_databases(self.db_dir, cache_root)
-        return SpiderEvaluator(db_dir, self.schemas, self.semantics, self.timeout, self.max_rows, self.gold_sql)
+        return SpiderEvaluator(
+            db_dir, self.schemas, self.semantics, self.timeout, self.max_rows, self.gold_sql, self.max_memory_mb
+        )
 
 
 def _score(dm: SpiderDataModule, predictions: list[str], examples: list[dict[str, Any]]) -> dict[str, float]:

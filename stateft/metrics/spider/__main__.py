@@ -2,7 +2,7 @@
 
     python -m stateft.metrics.spider --gold GOLD --pred PRED --db DB_DIR --tables tables.json \
         --semantics original|test-suite --gold-sql original|lowercase [--per-example OUT.jsonl] [--timeout 30]
-        [--max-rows 100000]
+        [--max-rows 100000] [--max-memory-mb 256]
 
 GOLD has one ``SQL<TAB>db_id`` line per example (the official ``dev_gold.sql``), PRED one predicted query per line,
 in the same order. ``--gold-sql lowercase`` executes (and grades) the lower-cased gold, as the State-offset
@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-example", type=Path, default=None, help="write per-example hardness and match (JSONL)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per query")
     parser.add_argument("--max-rows", type=int, default=100_000, help="rows fetched per query at most")
+    parser.add_argument("--max-memory-mb", type=float, default=256.0,
+                        help="memory per query at most (half for SQLite, half for the fetched rows)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         for path in (args.gold, args.pred):
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         golds, db_ids = read_gold(args.gold)
         preds = read_predictions(args.pred, len(golds))
         evaluator = SpiderEvaluator(args.db, load_schemas(args.tables), args.semantics, args.timeout, args.max_rows,
-                                    gold_sql=args.gold_sql)  # fmt: skip
+                                    gold_sql=args.gold_sql, max_memory_mb=args.max_memory_mb)  # fmt: skip
         results = evaluator.evaluate(preds, golds, db_ids)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -49,13 +49,14 @@ class SpiderEvaluator:
     the gold as ``gold_sql`` says (``original`` or ``lowercase``: see ``gold.executed_gold``)."""
 
     def __init__(self, db_dir: str | Path, schemas: dict[str, Schema], semantics: str = "original",
-                 timeout: float = 30.0, max_rows: int = 100_000, gold_sql: str = "original") -> None:  # fmt: skip
+                 timeout: float = 30.0, max_rows: int = 100_000, gold_sql: str = "original",
+                 max_memory_mb: float = 256.0) -> None:  # fmt: skip
         if semantics not in SEMANTICS:
             raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
         if gold_sql not in GOLD_SQL:
             raise ValueError(f"gold_sql must be one of {GOLD_SQL}, got {gold_sql!r}")
         self.db_dir, self.schemas, self.semantics, self.gold_sql = Path(db_dir), schemas, semantics, gold_sql
-        self.executor = SafeExecutor(timeout=timeout, max_rows=max_rows)
+        self.executor = SafeExecutor(timeout=timeout, max_rows=max_rows, max_memory_mb=max_memory_mb)
 
     def score_one(self, index: int, pred: str, gold: str, db_id: str) -> ExampleResult:
         """Hardness of the executed gold and the execution match of the prediction; never raises for bad SQL."""
