@@ -48,3 +48,25 @@ def build_all(entries: list[dict[str, Any]], root: Path, rows_per_table: int = 6
     for i, entry in enumerate(entries):
         build_database(entry, root / entry["db_id"] / f"{entry['db_id']}.sqlite", rows_per_table, seed=i)
     return root
+
+
+# A one-table database whose rows a test chooses: person(person_id, name, city)
+TOWN = {
+    "db_id": "town",
+    "table_names_original": ["person"],
+    "column_names_original": [[-1, "*"], [0, "person_id"], [0, "name"], [0, "city"]],
+    "column_types": ["text", "number", "text", "text"],
+    "primary_keys": [1],
+    "foreign_keys": [],
+}
+
+
+def build_town(root: Path, people: list[tuple[int, str, str]]) -> Path:
+    """``root/town/town.sqlite`` holding ``people`` as (person_id, name, city) rows; returns ``root``."""
+    (root / "town").mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(root / "town" / "town.sqlite")
+    conn.execute("CREATE TABLE person (person_id INTEGER, name TEXT, city TEXT)")
+    conn.executemany("INSERT INTO person VALUES (?, ?, ?)", people)
+    conn.commit()
+    conn.close()
+    return root

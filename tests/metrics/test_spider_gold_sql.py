@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 
 import pytest
 
@@ -18,17 +17,11 @@ from stateft.metrics.spider.gold import executed_gold
 from stateft.metrics.spider.hardness import hardness
 from stateft.metrics.spider.schema import Schema, load_schemas
 from tests.data.conftest import FIXTURES
+from tests.metrics.spider_db import TOWN, build_town
 
 LITERAL = re.compile(r"'[^']*'|\"[^\"]*\"")  # Spider writes values in single or double quotes
 
-ENTRY = {
-    "db_id": "town",
-    "table_names_original": ["person"],
-    "column_names_original": [[-1, "*"], [0, "person_id"], [0, "name"], [0, "city"]],
-    "column_types": ["text", "number", "text", "text"],
-    "primary_keys": [1],
-    "foreign_keys": [],
-}
+ENTRY = TOWN
 # 'Ann' and 'ann' live in different cities: the case of the literal decides the answer
 GOLD = "SELECT city FROM person WHERE name  =  'Ann'"
 LOWER = "select city from person where name  =  'ann'"
@@ -36,14 +29,7 @@ LOWER = "select city from person where name  =  'ann'"
 
 @pytest.fixture(scope="module")
 def town(tmp_path_factory):
-    root = tmp_path_factory.mktemp("db")
-    (root / "town").mkdir()
-    conn = sqlite3.connect(root / "town" / "town.sqlite")
-    conn.execute("CREATE TABLE person (person_id INTEGER, name TEXT, city TEXT)")
-    conn.executemany("INSERT INTO person VALUES (?, ?, ?)", [(1, "Ann", "Oslo"), (2, "ann", "Rome"), (3, "Bo", "Oslo")])
-    conn.commit()
-    conn.close()
-    return root
+    return build_town(tmp_path_factory.mktemp("db"), [(1, "Ann", "Oslo"), (2, "ann", "Rome"), (3, "Bo", "Oslo")])
 
 
 def score(root, pred: str, semantics: str, gold_sql: str) -> int:

@@ -4,7 +4,6 @@ score a multi-statement prediction 0, as the original script's ``cursor.execute`
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 
 import pytest
 
@@ -12,29 +11,16 @@ from stateft.metrics.spider.evaluate import SpiderEvaluator
 from stateft.metrics.spider.executor import SafeExecutor
 from stateft.metrics.spider.schema import Schema
 from stateft.metrics.spider.statement import first_statement, remove_distinct
+from tests.metrics.spider_db import TOWN, build_town
 
-ENTRY = {
-    "db_id": "town",
-    "table_names_original": ["person"],
-    "column_names_original": [[-1, "*"], [0, "person_id"], [0, "name"], [0, "city"]],
-    "column_types": ["text", "number", "text", "text"],
-    "primary_keys": [1],
-    "foreign_keys": [],
-}
+ENTRY = TOWN
 GOLD = "SELECT name FROM person"
 SEMI = "SELECT name FROM person WHERE city  =  'x;y'"  # a ';' inside a literal, matching one row
 
 
 @pytest.fixture(scope="module")
 def town(tmp_path_factory):
-    root = tmp_path_factory.mktemp("db")
-    (root / "town").mkdir()
-    conn = sqlite3.connect(root / "town" / "town.sqlite")
-    conn.execute("CREATE TABLE person (person_id INTEGER, name TEXT, city TEXT)")
-    conn.executemany("INSERT INTO person VALUES (?, ?, ?)", [(1, "Ann", "x;y"), (2, "Bo", "Oslo"), (3, "Cy", "x")])
-    conn.commit()
-    conn.close()
-    return root
+    return build_town(tmp_path_factory.mktemp("db"), [(1, "Ann", "x;y"), (2, "Bo", "Oslo"), (3, "Cy", "x")])
 
 
 def scores(root, pred: str, gold: str = GOLD) -> tuple[int, int]:
