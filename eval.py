@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from stateft.app.checks import preflight
+from stateft.app.entry import run_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -23,4 +24,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     preflight("eval", sys.argv[1:])
-    main()
+    run_main(main)

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from stateft.app.checks import preflight
+from stateft.app.entry import run_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -24,5 +25,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    preflight("train", sys.argv[1:])
-    main()
+    cfg = preflight("train", sys.argv[1:])
+    if cfg is not None and cfg.get("dry_run"):
+        from stateft.app.scratch import scratch_overrides
+
+        sys.argv += scratch_overrides()  # a dry run leaves no run folder behind
+    run_main(main)

@@ -81,6 +81,29 @@ def load_curves(root: str | Path, column: str = "train/loss_step") -> pd.DataFra
     )
 
 
+def has_metric(runs: pd.DataFrame, metric: str) -> bool:
+    """Some run has a value of ``metric`` (a learning-rate sweep has a training loss but no test metrics)."""
+    return metric in runs.columns and bool(runs[metric].notna().any())
+
+
+def metrics_of(runs: pd.DataFrame) -> list[str]:
+    """The metric columns with a value in some run (``train/loss_epoch``, ``test/accuracy``, ...)."""
+    return [c for c in runs.columns if "/" in c and not c.startswith("params/") and runs[c].notna().any()]
+
+
+def missing_metric(runs: pd.DataFrame, metric: str) -> str:
+    """Why there is nothing to plot for ``metric``, and which metrics there are."""
+    return (
+        f"no {metric} in these runs (a learning-rate sweep has no test metrics); "
+        f"set STATEFT_METRIC to one of: {', '.join(metrics_of(runs)) or '(none)'}"
+    )
+
+
+def table(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``runs[columns]`` without the columns these runs lack."""
+    return runs[[c for c in dict.fromkeys(columns) if c in runs.columns]]
+
+
 def best_per_method(runs: pd.DataFrame, metric: str, higher_is_better: bool = True) -> pd.DataFrame:
     """The best run of each (method, dataset) by ``metric``."""
     runs = runs.dropna(subset=[metric])

@@ -6,6 +6,7 @@ valid choices (exit code 2). Only Hydra and OmegaConf are imported here (about 0
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stateft.app import resolvers  # noqa: F401  (registers ${lr_ladder:...})
 from stateft.app.precision import PURE_BF16, requested_precision
+from stateft.app.ranges import check_ranges
 from stateft.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -133,7 +135,8 @@ def _check_lr_grid(grid: DictConfig) -> None:
 
 
 def validate_cfg(cfg: DictConfig) -> None:
-    """Checks that need the composed config: method options (typed), learning rate, extra top-level keys."""
+    """Checks that need the composed config: method options (typed), learning rate, value ranges
+    (``stateft.app.ranges``), extra top-level keys."""
 
     sweeping_lr = cfg.get("lr_grid") is not None  # sweep=lr_grid sets optim.lr per job
     if sweeping_lr:
@@ -152,8 +155,9 @@ def validate_cfg(cfg: DictConfig) -> None:
     optim = cfg.get("optim")
     if optim is not None and not sweeping_lr:
         lr = optim.get("lr")
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
-            raise UserError(f"optim.lr must be a positive number, got {lr!r} (set method.lr=... or optim.lr=...)")
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
+            raise UserError(f"optim.lr must be a finite number > 0, got {lr!r} (set method.lr=... or optim.lr=...)")
+    check_ranges(cfg)
     if cfg.get("cuda_graph"):
         _check_cuda_graph(cfg)
     _check_precision(cfg)
@@ -202,22 +206,36 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def preflight(config_name: str, argv: Sequence[str]) -> None:
-    """Compose and validate the command line's config; on a UserError print one line and exit 2."""
+def preflight(config_name: str, argv: Sequence[str]) -> DictConfig | None:
+    """Compose and validate the command line's config; on a UserError print one line and exit 2.
+
+    Returns the composed config (None for --help and a user's own config tree). The device request is checked
+    against this machine unless the jobs run elsewhere (a Slurm launcher) or nothing trains (``dry_run=true``).
+    """
     if HELP_FLAGS.intersection(argv):
-        return
+        return None
     from hydra._internal.utils import get_args_parser
 
     args, _ = get_args_parser().parse_known_args(list(argv))
     if args.config_name not in (None, config_name) or args.config_dir is not None:
-        return  # a user's own config tree: let Hydra report
+        return None  # a user's own config tree: let Hydra report
     try:
         cfg = compose_checked(config_name, args.overrides)
         validate_cfg(cfg)
         _check_ddp_launch(cfg, args)
+        if not cfg.get("dry_run") and not _remote_launcher(args.overrides):
+            from stateft.app.devices import check_devices
+
+            check_devices(cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    return cfg
+
+
+def _remote_launcher(overrides: Sequence[str]) -> bool:
+    """A launcher that runs the jobs on other machines (Slurm): their devices are checked where they run."""
+    return any(o.replace(" ", "").startswith("hydra/launcher=") and "slurm" in o for o in overrides)
 
 
 def _check_ddp_launch(cfg: DictConfig, args: Any) -> None:

@@ -1,9 +1,12 @@
 """Rank the jobs of a learning-rate sweep by final training loss and pick the learning rate (the papers' rule).
 
     python -m stateft.app.sweep_summary multirun/glue_rte/lora/mamba-130m/2026-01-01_12-00-00 [--launch]
+    python -m stateft.app.sweep_summary multirun/          (one summary per sweep found under it)
 
-``--launch`` starts the full run with the chosen learning rate (the best job's overrides, minus the sweep).
-The same summary prints when a ``sweep=lr_grid`` multirun ends (``SweepSummaryCallback``).
+A folder holding several sweeps (``multirun/``) gets one summary per sweep: jobs of different sweeps (datasets,
+methods, models, times) are never ranked together. A chosen rate on the grid's edge is flagged: the best rate may lie
+beyond it. ``--launch`` starts the full run with the chosen learning rate (the best job's overrides, minus the sweep);
+it needs a single sweep. The same summary prints when a ``sweep=lr_grid`` multirun ends (``SweepSummaryCallback``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+
+from stateft.app.commands import command
 
 LOSS_KEY = "train/loss_epoch"  # mean training loss of the last epoch
 _DROP = ("sweep=", "lr_grid.", "hydra/launcher=", "hydra.", "gpu_pool=")  # sweep-only overrides
@@ -56,6 +60,15 @@ def _lr_from(overrides: list[str]) -> float | None:
     return None
 
 
+def _read_metrics(path: Path) -> dict[str, Any] | None:
+    """A job's metrics.json, or None when it is damaged (a job killed mid-write, a full disk)."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
 def collect(sweep_dir: Path, loss_key: str = LOSS_KEY) -> list[Job]:
     """Every job under ``sweep_dir`` (a folder holding ``.hydra/overrides.yaml``)."""
     jobs = []
@@ -63,8 +76,10 @@ def collect(sweep_dir: Path, loss_key: str = LOSS_KEY) -> list[Job]:
         path = overrides_file.parent.parent
         job = Job(path, _read_yaml_list(overrides_file))
         metrics_file, error_file = path / "metrics.json", path / "error.txt"
-        if metrics_file.is_file():
-            metrics: dict[str, Any] = json.loads(metrics_file.read_text())
+        metrics = _read_metrics(metrics_file) if metrics_file.is_file() else None
+        if metrics_file.is_file() and metrics is None:
+            job.lr, job.status = _lr_from(job.overrides), "unreadable metrics.json"
+        elif metrics is not None:
             job.lr = metrics.get("lr", _lr_from(job.overrides))
             loss = metrics.get(loss_key)
             job.loss = float(loss) if isinstance(loss, (int, float)) else None
@@ -72,7 +87,9 @@ def collect(sweep_dir: Path, loss_key: str = LOSS_KEY) -> list[Job]:
                 job.status = "diverged" if job.loss is not None else f"no {loss_key}"
         elif error_file.is_file():
             job.lr = _lr_from(job.overrides)
-            first = next((line for line in reversed(error_file.read_text().splitlines()) if line.strip()), "")
+            first = next(
+                (line for line in reversed(error_file.read_text(errors="replace").splitlines()) if line.strip()), ""
+            )
             job.status = f"failed: {first.strip()[:100]}"
         else:
             job.lr, job.status = _lr_from(job.overrides), "running or killed (no metrics.json)"
@@ -98,17 +115,59 @@ def _choices(job_dir: Path) -> list[str]:
     return [f"{group}={choices[group]}" for group in ("model", "method", "dataset") if choices.get(group)]
 
 
-def launch_command(job: Job, script: str = "train.py") -> list[str]:
-    """The full training run for ``job``'s settings: its overrides without the sweep-only ones."""
+def launch_overrides(job: Job) -> list[str]:
+    """The overrides of the full training run for ``job``'s settings: its own without the sweep-only ones (Hydra
+    syntax as Hydra recorded them, so they only need shell quoting)."""
     keep = [o for o in job.overrides if not o.lstrip("+~").startswith(_DROP)]
     groups = {o.split("=", 1)[0] for o in keep}
     chosen = [c for c in _choices(job.path) if c.split("=", 1)[0] not in groups]
-    return [sys.executable, script, *chosen, *keep]
+    return [*chosen, *keep]
 
 
-def summary(sweep_dir: Path, loss_key: str = LOSS_KEY) -> tuple[str, Job | None]:
-    """The ranking as text, and the chosen job (None if no job finished)."""
-    jobs = ranked(collect(sweep_dir, loss_key))
+def launch_command(job: Job, script: str = "train.py") -> list[str]:
+    """The full training run for ``job``'s settings as an argument list (this interpreter, ``script``)."""
+    return [sys.executable, script, *launch_overrides(job)]
+
+
+def sweep_of(job_dir: Path, root: Path) -> Path:
+    """The sweep folder of a job: the nearest folder above it (within ``root``) holding Hydra's ``multirun.yaml``,
+    else the job's parent folder (``multirun/<dataset>/<method>/<model>/<time>/<job>``)."""
+    root = Path(root).resolve()
+    for folder in Path(job_dir).resolve().parents:
+        if (folder / "multirun.yaml").is_file():
+            return folder
+        if folder == root or root not in folder.parents:
+            break
+    return Path(job_dir).resolve().parent
+
+
+def sweeps(root: Path, loss_key: str = LOSS_KEY) -> dict[Path, list[Job]]:
+    """The jobs under ``root`` grouped by sweep, sweeps in path order (time order within one dataset/method/model)."""
+    groups: dict[Path, list[Job]] = {}
+    for job in collect(root, loss_key):
+        groups.setdefault(sweep_of(job.path, root), []).append(job)
+    return {folder: groups[folder] for folder in sorted(groups)}
+
+
+def edge_warning(best: Job, jobs: list[Job]) -> str | None:
+    """A warning when the chosen rate is the lowest or the highest rate the sweep tried."""
+    rates = sorted({j.lr for j in jobs if j.lr is not None})
+    if best.lr is None or len(rates) < 2:
+        return "warning: the sweep tried a single rate: widen lr_grid.min/max" if len(rates) == 1 else None
+    if best.lr == rates[0]:
+        return (
+            f"warning: the best rate is the grid's lowest ({best.lr:g}): widen lr_grid.min (the loss may fall further)"
+        )
+    if best.lr == rates[-1]:
+        return (
+            f"warning: the best rate is the grid's highest ({best.lr:g}): widen lr_grid.max (the loss may fall further)"
+        )
+    return None
+
+
+def summarize(sweep_dir: Path, jobs: list[Job], loss_key: str = LOSS_KEY) -> tuple[str, Job | None]:
+    """The ranking of one sweep's ``jobs`` as text, and the chosen job (None if no job finished)."""
+    jobs = ranked(jobs)
     if not jobs:
         return f"no sweep jobs under {sweep_dir}", None
     lines = [
@@ -124,8 +183,28 @@ def summary(sweep_dir: Path, loss_key: str = LOSS_KEY) -> tuple[str, Job | None]
         lines.append("no job finished with a finite loss: no learning rate chosen")
     else:
         lines.append(f"chosen learning rate: {best.lr:g}")
-        lines.append("full run: " + shlex.join(["python", *launch_command(best)[1:]]))
+        warning = edge_warning(best, jobs)
+        if warning:
+            lines.append(warning)
+        lines.append("full run: " + command("train.py", launch_overrides(best)))
     return "\n".join(lines), best
+
+
+def summaries(root: Path, loss_key: str = LOSS_KEY) -> list[tuple[str, Job | None]]:
+    """One summary per sweep under ``root``."""
+    groups = sweeps(root, loss_key)
+    if not groups:
+        return [(f"no sweep jobs under {root}", None)]
+    return [summarize(folder, jobs, loss_key) for folder, jobs in groups.items()]
+
+
+def summary(sweep_dir: Path, loss_key: str = LOSS_KEY) -> tuple[str, Job | None]:
+    """The summary of the sweep(s) under ``sweep_dir`` as one text, and the chosen job when there is one sweep."""
+    parts = summaries(sweep_dir, loss_key)
+    text = "\n\n".join(t for t, _ in parts)
+    if len(parts) > 1:
+        text = f"{len(parts)} sweeps under {sweep_dir}, one summary each\n\n{text}"
+    return text, parts[0][1] if len(parts) == 1 else None
 
 
 class SweepSummaryCallback(Callback):
@@ -137,14 +216,20 @@ class SweepSummaryCallback(Callback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: print the ranking; ``--launch`` runs the chosen full run."""
+    """CLI: print the ranking of each sweep; ``--launch`` runs the chosen full run of a single sweep."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dir", type=Path, help="the multirun directory of the sweep")
+    parser.add_argument("sweep_dir", type=Path, help="the multirun directory of the sweep (or a folder of sweeps)")
     parser.add_argument("--launch", action="store_true", help="start the full run with the chosen learning rate")
     parser.add_argument("--loss-key", default=LOSS_KEY, help=f"metric to rank by (lower is better; {LOSS_KEY})")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"error: {args.sweep_dir} is not a directory", file=sys.stderr)
+        return 2
+    groups = sweeps(args.sweep_dir, args.loss_key)
+    if args.launch and len(groups) > 1:
+        names = ", ".join(str(folder) for folder in groups)
+        print(f"error: --launch needs one sweep and {args.sweep_dir} holds {len(groups)}; pass one of: {names}",
+              file=sys.stderr)  # fmt: skip
         return 2
     text, best = summary(args.sweep_dir, args.loss_key)
     print(text)
@@ -153,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         script = str(Path(__file__).resolve().parents[2] / "train.py")
         return subprocess.call(launch_command(best, script))
-    return 0 if best is not None else 1
+    chosen = [job for _, job in summaries(args.sweep_dir, args.loss_key)]
+    return 0 if all(job is not None for job in chosen) else 1
 
 
 if __name__ == "__main__":

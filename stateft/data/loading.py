@@ -88,9 +88,9 @@ def _load_local(root: Path, split: str, aliases: tuple[str, ...]) -> list[dict[s
             f"no data for split {split!r} in {root} (looked for {split}.jsonl/.json/.parquet, a save_to_disk "
             f"folder {split}/, or {list(aliases)}); found {found}"
         )
-    rows: list[dict[str, Any]] = []
+    rows = Rows()
     for file in files:
-        rows.extend(_read_file(file))
+        rows.extend_from(_read_file(file))
     return rows
 
 
@@ -107,30 +107,115 @@ def _split_files(root: Path, split: str, aliases: tuple[str, ...]) -> list[Path]
     return [p for p in candidates if any(fnmatch.fnmatchcase(p.stem, pattern) for pattern in aliases)]
 
 
-def _read_file(file: Path) -> list[dict[str, Any]]:
-    try:
-        if file.suffix == ".parquet":
+class Rows(list):
+    """Rows read from local files, with where each came from (``origin(i)``: file and line) for error messages."""
+
+    def __init__(self, rows: list[dict[str, Any]] = (), origins: list[tuple[Path, str]] | None = None) -> None:
+        super().__init__(rows)
+        self.origins: list[tuple[Path, str]] = origins if origins is not None else []
+
+    def extend_from(self, other: Rows) -> None:
+        self.extend(other)
+        self.origins.extend(other.origins)
+
+    def origin(self, i: int) -> str:
+        if i < len(self.origins):
+            file, where = self.origins[i]
+            return f"{file} {where}"
+        return f"row {i + 1}"
+
+
+def origin(rows: list[dict[str, Any]], i: int) -> str:
+    """Where row ``i`` came from: ``<file> line N`` for local files, ``row N`` for hub data."""
+    return rows.origin(i) if isinstance(rows, Rows) else f"row {i + 1}"
+
+
+def _read_file(file: Path) -> Rows:
+    """The rows of one file: parquet, one JSON array, or JSON lines. Errors name the file and the line."""
+    if file.suffix == ".parquet":
+        try:
             import pyarrow.parquet as pq
 
-            return pq.read_table(file).to_pylist()
+            rows = pq.read_table(file).to_pylist()
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read {file} as parquet ({type(err).__name__}: {_first_line(err)})") from None
+        return Rows(rows, [(file, f"row {i + 1}") for i in range(len(rows))])
+    try:
         text = file.read_text(encoding="utf-8")
-        stripped = text.lstrip()
-        if stripped.startswith("["):
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{file} is not UTF-8 text (byte {err.object[err.start : err.start + 1]!r} at offset {err.start}); "
+            "save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise UserError(f"cannot read {file}: {err.strerror or err}") from None
+    if text.lstrip().startswith("["):
+        try:
             rows = json.loads(text)
-        else:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {file}: {type(err).__name__}: {err}") from None
-    if not all(isinstance(r, dict) for r in rows):
-        raise UserError(f"{file} must hold JSON objects (one per line, or one array of objects)")
-    return rows
+        except json.JSONDecodeError as err:
+            raise UserError(
+                f"{file}:{err.lineno}: invalid JSON ({err.msg}, column {err.colno}); fix that line"
+            ) from None
+        origins = [(file, f"item {i + 1}") for i in range(len(rows))]
+    else:
+        rows, origins = [], []
+        for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a JSON string
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise UserError(
+                    f"{file}:{n}: invalid JSON ({err.msg}, column {err.colno}); each line must be one JSON object"
+                ) from None
+            origins.append((file, f"line {n}"))
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            where = origins[i][1]
+            raise UserError(
+                f"{file} {where}: expected a JSON object, got {type(row).__name__} "
+                "(one object per line, or one array of objects)"
+            )
+    return Rows(rows, origins)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+# Types of the hub schema's fields where a wrong one would crash formatting: the text fields are strings, a GLUE
+# label is a class id (an integer, or a string of one). samsum's dialogue/summary may be null (those rows are dropped).
+TEXT_FIELDS = frozenset(
+    ("sentence", "sentence1", "sentence2", "question", "question1", "question2", "premise", "hypothesis", "db_id",
+     "query")
+)  # fmt: skip
+NULLABLE_TEXT_FIELDS = frozenset(("dialogue", "summary"))
+
+
+def _field_problem(field: str, value: Any) -> str | None:
+    if field == "label":
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return f"label {value!r} must be an integer class id"
+        if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+            return f"label {value!r} must be an integer class id (0, 1, ...), not a label name"
+    elif field in TEXT_FIELDS and not isinstance(value, str):
+        return f"field {field!r} must be a string, got {type(value).__name__}"
+    elif field in NULLABLE_TEXT_FIELDS and value is not None and not isinstance(value, str):
+        return f"field {field!r} must be a string or null, got {type(value).__name__}"
+    return None
 
 
 def require_fields(rows: list[dict[str, Any]], fields: tuple[str, ...], where: str) -> None:
-    """Raise a UserError naming the missing fields when the first row lacks one of ``fields`` (wrong schema)."""
-    if rows:
-        missing = [f for f in fields if f not in rows[0]]
+    """Every row has ``fields`` with usable types (the hub schema); else a UserError naming the file and line."""
+    for i, row in enumerate(rows):
+        missing = [f for f in fields if f not in row]
         if missing:
             raise UserError(
-                f"{where}: rows lack fields {missing} (have {sorted(rows[0])}); the data must use the hub schema"
+                f"{where}: {origin(rows, i)} lacks fields {missing} (has {sorted(row)}); the data must use the hub "
+                "schema"
             )
+        for field in fields:
+            problem = _field_problem(field, row[field])
+            if problem is not None:
+                raise UserError(f"{where}: {origin(rows, i)}: {problem}, as in the hub schema")

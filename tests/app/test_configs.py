@@ -6,20 +6,11 @@ import subprocess
 import time
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 
-from stateft.app.checks import CONF_DIR, group_options, validate_cfg
+from stateft.app.checks import group_options, validate_cfg
 from stateft.app.resolvers import lr_ladder
 from tests.app.conftest import DATASETS, METHODS, PYTHON, REPO, subprocess_env
-
-
-@pytest.fixture(scope="module")
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
 
 
 def test_groups_have_the_required_options():
@@ -127,6 +118,33 @@ CONFIG_ERRORS = [
         ["cannot accumulate gradients", "accumulate_grad_batches=1"],
     ),
     (["cuda_graph=true", "trainer.accelerator=gpu", "cuda_graph_bucket=-8"], ["cuda_graph_bucket=-8", ">= 0"]),
+    # value ranges (stateft/app/ranges.py)
+    (["dataset.batch_size=0"], ["dataset.batch_size must be an integer >= 1, got 0"]),
+    (["dataset.eval_batch_size=-2"], ["dataset.eval_batch_size must be an integer >= 1"]),
+    (["dataset.batch_size=2.5"], ["dataset.batch_size must be an integer >= 1, got 2.5"]),
+    (["dataset.max_length=0"], ["dataset.max_length must be an integer >= 1"]),
+    (["dataset.num_beams=0"], ["dataset.num_beams must be an integer >= 1"]),
+    (["dataset.max_new_tokens=-1"], ["dataset.max_new_tokens must be an integer >= 1"]),
+    (["dataset.subset_size=0"], ["dataset.subset_size must be an integer >= 1 or null"]),
+    (["trainer.max_epochs=0"], ["trainer.max_epochs must be an integer >= 1, or -1"]),
+    (["trainer.max_epochs=-5"], ["trainer.max_epochs must be an integer >= 1, or -1"]),
+    (["trainer.accumulate_grad_batches=0"], ["trainer.accumulate_grad_batches must be an integer >= 1"]),
+    (["trainer.gradient_clip_val=-1"], ["trainer.gradient_clip_val must be a number >= 0 or null"]),
+    (["trainer.limit_val_batches=1.5"], ["trainer.limit_val_batches must be a fraction in [0.0, 1.0]"]),
+    (["method.lr=nan"], ["optim.lr must be a finite number > 0, got nan"]),
+    (["method.lr=inf"], ["optim.lr must be a finite number > 0, got inf"]),
+    (["optim.lr=-0.1"], ["optim.lr must be a finite number > 0"]),
+    (["optim.weight_decay=-1"], ["optim.weight_decay must be a finite number >= 0"]),
+    (["optim.betas=[0.9,1.5]"], ["optim.betas must be two numbers in [0, 1)"]),
+    (["optim.warmup_ratio=2"], ["optim.warmup_ratio must be a number in [0, 1]"]),
+    (["optim.schedule=cosine"], ["optim.schedule must be one of: linear, constant"]),
+    (["checkpoint.mode=maximum"], ["checkpoint.mode must be one of: min, max"]),
+    (["method=lora", "method.r=0"], ["method.r must be an integer >= 1 or null"]),
+    (["method=lora", "method.dropout=1.5"], ["method.dropout must be a number in [0, 1)"]),
+    (["method=prompt", "method.num_virtual_tokens=0"], ["method.num_virtual_tokens must be an integer >= 1"]),
+    (["sweep=lr_grid", "lr_grid.epochs=0"], ["lr_grid.epochs must be an integer >= 1"]),
+    (["seed=-1"], ["seed must be an integer >= 0"]),
+    (["model=mamba-tiny", "model.d_state=0"], ["model.d_state must be an integer >= 1"]),
 ]
 
 
@@ -138,6 +156,24 @@ def test_config_errors_name_the_valid_choices(compose, args, expected):
         validate_cfg(compose("train", [a for a in args if a != "-m"] + ["output_dir=/tmp/x"]))
     for text in expected:
         assert text in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trainer.max_epochs=-1"],  # Lightning: no epoch limit
+        ["trainer.limit_val_batches=0"],  # no validation (the sweep's setting)
+        ["trainer.limit_val_batches=0.25"],
+        ["trainer.gradient_clip_val=null"],
+        ["trainer.check_val_every_n_epoch=null"],
+        ["trainer.num_sanity_val_steps=-1"],
+        ["dataset.subset_size=null", "dataset.max_eval_examples=8"],
+        ["optim.schedule=constant", "optim.warmup_ratio=0.1"],
+        ["trainer=debug"],  # fast_dev_run: 1
+    ],
+)
+def test_value_ranges_accept_what_lightning_accepts(compose, args):
+    validate_cfg(compose("train", [*args, "output_dir=/tmp/x"]))
 
 
 @pytest.mark.parametrize(("args", "expected"), [CONFIG_ERRORS[0], CONFIG_ERRORS[3]])
@@ -182,4 +218,4 @@ def test_ddp_inside_a_local_multirun_is_refused_with_the_alternatives(capsys):
     assert exit_info.value.code == 2
     assert "hydra/launcher=local_gpus" in capsys.readouterr().err
     preflight("train", ["-m", "sweep=lr_grid", "trainer=ddp", "hydra/launcher=slurm"])  # Slurm starts the ranks
-    preflight("train", ["trainer=ddp"])  # a single run
+    preflight("train", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])  # a single run
