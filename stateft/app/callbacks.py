@@ -1,42 +1,28 @@
-"""Callbacks of a training run: best-epoch adapter, atomic checkpoints, predictions files, throughput, W&B samples."""
+"""Callbacks of a training run: best-epoch adapter, last checkpoint (``stateft.app.checkpoint``), predictions files,
+throughput, W&B samples."""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from stateft.adapters import save_adapter
+from stateft.app.checkpoint import AtomicCheckpointIO, LastCheckpoint
 from stateft.app.files import write_predictions
 
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes checkpoints to a temporary file in the same folder and renames it: a kill never leaves half a file."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+__all__ = ["AtomicCheckpointIO", "BestAdapter", "LastCheckpoint", "SampleTable", "Throughput", "ValidationPredictions"]
 
 
 class BestAdapter(L.Callback):
     """After each validation: if ``monitor`` improved, save the adapter (only the trainable tensors) to ``directory``.
 
-    The best score travels in the Lightning checkpoint, so a resumed run keeps comparing against it.
+    The best score travels in the Lightning checkpoint, so a resumed run keeps comparing against it. A validation
+    after the last checkpoint is redone by a resumed run, which then writes the same adapter again (the write
+    itself is atomic: ``stateft.adapters.save_adapter``).
     """
 
     def __init__(
@@ -154,24 +140,3 @@ class SampleTable(L.Callback):
             )
         except Exception as err:  # logging must never end a training run
             pl_module.print(f"W&B: could not log the sample table ({type(err).__name__}: {err})")
-
-
-class LastCheckpoint(L.Callback):
-    """``checkpoints/last.ckpt`` every ``every_n_train_steps`` optimizer steps and after every epoch (post validation).
-
-    It holds the adapter, the optimizer and scheduler state, the loop progress and the callbacks' state: what
-    ``+resume=`` needs. Written atomically through ``AtomicCheckpointIO``.
-    """
-
-    def __init__(self, path: Path, every_n_train_steps: int = 0) -> None:
-        self.path, self.every = Path(path), every_n_train_steps
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self.every > 0 and not trainer.fast_dev_run and trainer.global_step % self.every == 0:
-            trainer.save_checkpoint(self.path)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.fast_dev_run:
-            trainer.save_checkpoint(self.path)

@@ -26,10 +26,11 @@ def wandb_credentials() -> str | None:
     return None
 
 
-def _wandb_logger(node: DictConfig) -> Any | None:
+def _wandb_logger(node: DictConfig, extra: dict[str, Any] | None = None) -> Any | None:
     """A WandbLogger whose run has started: online when possible, else offline with a note on syncing, else none.
 
     An unreachable server costs at most ``WANDB_INIT_TIMEOUT`` seconds (30 by default) before the offline fallback.
+    ``extra``: more keyword arguments for the logger (a resumed run's id).
     """
     from hydra.utils import instantiate
 
@@ -42,7 +43,8 @@ def _wandb_logger(node: DictConfig) -> Any | None:
     attempts = [False, True] if not offline else [True]
     for attempt_offline in attempts:
         # mode= reaches wandb.init directly: environment variables are ignored once a wandb session has started
-        logger = instantiate(node, offline=attempt_offline, **({"mode": "offline"} if attempt_offline else {}))
+        mode = {"mode": "offline"} if attempt_offline else {}
+        logger = instantiate(node, offline=attempt_offline, **mode, **(extra or {}))
         try:
             logger.experiment  # starts the run now, so a failure is handled here  # noqa: B018
             return logger
@@ -57,15 +59,28 @@ def _wandb_logger(node: DictConfig) -> Any | None:
     return None
 
 
-def build_loggers(cfg: DictConfig) -> list[Any]:
-    """Instantiate every logger under ``cfg.logger`` (``logger=null``: none)."""
-    from hydra.utils import instantiate
+def build_loggers(cfg: DictConfig, resume: Any = None) -> list[Any]:
+    """Instantiate every logger under ``cfg.logger`` (``logger=null``: none).
 
+    ``resume`` (``stateft.app.resume.Resume``): the loggers continue the interrupted run's files and W&B run
+    (``stateft.app.log_resume``); CSV logs are rewritten atomically in every run.
+    """
+    from hydra.utils import instantiate
+    from lightning.pytorch.loggers import CSVLogger
+
+    from stateft.app.log_resume import prepare_csv, tensorboard_kwargs, wandb_kwargs
+
+    out = Path(str(cfg.get("output_dir") or "."))
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
         if node is None:
             continue
-        logger = _wandb_logger(node) if name == "wandb" else instantiate(node)
+        if name == "wandb":
+            logger = _wandb_logger(node, wandb_kwargs(resume))
+        else:
+            logger = instantiate(node, **tensorboard_kwargs(node, resume, out))
+        if isinstance(logger, CSVLogger):
+            prepare_csv(logger, resume, out)
         if logger is not None:
             loggers.append(logger)
     return loggers

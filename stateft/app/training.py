@@ -31,15 +31,10 @@ class _NoAdverts(logging.Filter):
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
     """The checkpoint to resume from: ``+resume=`` / ``+ckpt_path=`` (a .ckpt file or a run directory)."""
-    value = cfg.get("resume") or cfg.get("ckpt_path")
-    if value is None:
-        return None
-    path = Path(str(value)).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path} (pass a last.ckpt or the run directory that holds checkpoints/)")
-    return str(path)
+    from stateft.app.resume import checkpoint_path
+
+    path = checkpoint_path(cfg)
+    return None if path is None else str(path)
 
 
 def dry_run(cfg: DictConfig) -> dict[str, Any]:
@@ -79,15 +74,6 @@ def load_adapter_weights(directory: Path, model: Any, names: list[str]) -> None:
             params[name].copy_(tensors[name])
 
 
-def _carry_best_adapter(ckpt_path: Path, target: Path) -> None:
-    """A resumed run keeps comparing against the interrupted run's best epoch: start from its adapter/."""
-    import shutil
-
-    previous = ckpt_path.parent.parent / "adapter"
-    if previous.is_dir() and previous.resolve() != target.resolve() and not target.exists():
-        shutil.copytree(previous, target)
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune, test the best epoch, write the results; returns the metrics (also in ``metrics.json``)."""
     cfg = resolve_exact(cfg)  # paper.exact applied; under bf16-true model.dtype is bfloat16
@@ -99,14 +85,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from stateft.app import callbacks as cb
     from stateft.app.data import ResumableDataModule, TrainBatches
     from stateft.app.loggers import build_loggers, close_wandb, finish_wandb, log_run_info
+    from stateft.app.resume import open_resume
     from stateft.lit_module import FineTuneModule
     from stateft.models.lm import count_parameters, format_parameter_summary
     from stateft.models.loading import model_from_config
     from stateft.tokenizer import load_tokenizer
 
     out = Path(cfg.output_dir)
+    # an unreadable checkpoint, or one of another method, dataset or model: one line, before anything is written
+    resume = open_resume(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = resume_checkpoint(cfg)
     # stateft.app.data skips the batches a mid-epoch checkpoint already trained on: the loader is resumable
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
@@ -115,6 +103,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg.model.tokenizer)
     datamodule = ResumableDataModule(instantiate(cfg.dataset), seed=cfg.seed)  # the run seed orders the data
     trainable = _apply(cfg, model, TrainBatches(datamodule))
+    if resume is not None:
+        resume.check_tensors(model, trainable)
     if cfg.trainer.precision == PURE_BF16:  # the adapters in bf16 too (AdamW's moments follow them)
         cast_trainable_to_bf16(model)
     print(f"{config_summary(cfg)}; outputs in {_short(out)}")
@@ -148,7 +138,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         to_container(cfg.model),
         extra_files={"run_config.json": run_config},
     )
-    loggers = build_loggers(cfg)
+    if resume is not None:  # the killed run's temporary files go; its best adapter and predictions come along
+        resume.prepare(out)
+    loggers = build_loggers(cfg, resume)
     trainer = instantiate(
         cfg.trainer,
         precision=lightning_precision(cfg.trainer.precision),
@@ -159,10 +151,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     protocol = protocol_record(cfg)
     log_run_info(loggers, cfg, counts, protocol)
-    if ckpt_path is not None:
-        _carry_best_adapter(Path(ckpt_path), best.directory)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=None if resume is None else str(resume.checkpoint))
         if best.best is None and trainer.is_global_zero:  # no validation ran (e.g. a learning-rate sweep)
             best.save(module)
         trainer.strategy.barrier("adapter_saved")
@@ -192,12 +182,13 @@ def _callbacks(cfg: DictConfig, out: Path, best: Any, loggers: list[Any], tokeni
     from lightning.pytorch.callbacks import LearningRateMonitor
 
     from stateft.app import callbacks as cb
+    from stateft.app.resume import run_identity
 
     callbacks: list[Any] = [
         best,
         cb.ValidationPredictions(out / "predictions_validation.jsonl"),
         cb.Throughput(),
-        cb.LastCheckpoint(out / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_train_steps),
+        cb.LastCheckpoint(out / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_train_steps, run_identity(cfg)),
     ]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -216,7 +207,11 @@ def _write_results(out: Path, metrics: dict[str, Any], module: Any) -> None:
 def _print_report(
     cfg: DictConfig, out: Path, metrics: dict[str, Any], losses: list[float], extra_lines: list[str]
 ) -> None:
+    from stateft.app.commands import eval_command, resume_command  # quoted for the shell and for Hydra
+
     shown = {k: v for k, v in metrics.items() if k.startswith("test/") or k.endswith("_best")}
+    if not any(isinstance(v, (int, float)) for v in shown.values()):  # no validation nor test (a sweep job)
+        shown = {k: v for k, v in metrics.items() if k.startswith("train/")}
     print("\n" + "-" * 80)
     if losses:
         print("training loss by epoch: " + " -> ".join(f"{x:.3f}" for x in losses))
@@ -227,8 +222,8 @@ def _print_report(
     print(f"metrics:         {out / 'metrics.json'}")
     if (out / "predictions_test.jsonl").exists():
         print(f"predictions:     {out / 'predictions_test.jsonl'}")
-    print(f"resume with:     python train.py +resume={out}  (plus the same overrides)")
-    print(f"evaluate with:   python eval.py adapter={out / 'adapter'}")
+    print(f"resume with:     {resume_command(out)}")
+    print(f"evaluate with:   {eval_command(out / 'adapter')}")
     for line in extra_lines:
         print(line)
     if cfg.get("next_steps"):
