@@ -74,22 +74,22 @@ def _leftovers(*runs: Path) -> list[str]:
     return sorted(str(p) for run in runs if run.exists() for p in run.rglob(".*") if TEMP.match(p.name))
 
 
-slow = pytest.mark.slow
+# every write point, in make test (about a minute on 2 cores)
 CASES = [  # (what is being written, which write of it, kill before or after its rename, resume in the same dir)
     pytest.param("adapter", BEST_EPOCH + 1, "before", True, id="between-the-best-adapter-renames"),
     pytest.param("last.ckpt", 5, "after", False, id="mid-epoch-of-the-last-epoch"),
     pytest.param("csv-save", 3, "after", True, id="torn-csv-row"),
-    pytest.param("last.ckpt", 6, "after", False, id="after-the-final-checkpoint", marks=slow),
-    pytest.param("last.ckpt", 2, "before", True, id="end-of-epoch-checkpoint-unrenamed", marks=slow),
-    pytest.param("last.ckpt", 3, "after", False, id="mid-epoch", marks=slow),
-    pytest.param("adapter", BEST_EPOCH + 1, "after", False, id="best-adapter-ahead-of-the-checkpoint", marks=slow),
-    pytest.param("adapter", 1, "before", True, id="first-adapter-unrenamed", marks=slow),
-    pytest.param("predictions_validation.jsonl", 2, "before", True, id="validation-predictions", marks=slow),
-    pytest.param("predictions_test.jsonl", 1, "before", False, id="test-predictions", marks=slow),
-    pytest.param("metrics.json", 1, "before", True, id="metrics-unrenamed", marks=slow),
-    pytest.param("metrics.json", 1, "after", False, id="metrics-written", marks=slow),
-    pytest.param("metrics.csv", 1, "before", True, id="csv-new-column-rewrite", marks=slow),
-    pytest.param("csv-save", 5, "before", False, id="csv-before-append", marks=slow),
+    pytest.param("last.ckpt", 6, "after", False, id="after-the-final-checkpoint"),
+    pytest.param("last.ckpt", 2, "before", True, id="end-of-epoch-checkpoint-unrenamed"),
+    pytest.param("last.ckpt", 3, "after", False, id="mid-epoch"),
+    pytest.param("adapter", BEST_EPOCH + 1, "after", False, id="best-adapter-ahead-of-the-checkpoint"),
+    pytest.param("adapter", 1, "before", True, id="first-adapter-unrenamed"),
+    pytest.param("predictions_validation.jsonl", 2, "before", True, id="validation-predictions"),
+    pytest.param("predictions_test.jsonl", 1, "before", False, id="test-predictions"),
+    pytest.param("metrics.json", 1, "before", True, id="metrics-unrenamed"),
+    pytest.param("metrics.json", 1, "after", False, id="metrics-written"),
+    pytest.param("metrics.csv", 1, "before", True, id="csv-new-column-rewrite"),
+    pytest.param("csv-save", 5, "before", False, id="csv-before-append"),
 ]
 
 
