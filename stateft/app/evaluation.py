@@ -1,45 +1,39 @@
-"""``evaluate(cfg)``: a saved adapter on its dataset's test (or validation) split, or a predictions file alone."""
+"""``evaluate(cfg)``: a saved adapter on its dataset's test (or validation) split, or a predictions file alone.
+
+An adapter or predictions folder may come from someone else: what its files say is read as data
+(``stateft.app.run_config`` for the run config and the base-model record, ``stateft.adapters`` for the adapter), and
+nothing read from them is instantiated, imported or unpickled (docs/security.md).
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from stateft.errors import UserError
 
-RUN_CONFIG = "run_config.json"  # written by train.py beside the adapter: the dataset (and everything else) it used
 
+def _dataset_spec(cfg: DictConfig, near: Path) -> Any:
+    """The command line's ``dataset=...`` as given, else our config of the dataset the run folder names."""
+    from stateft.app.run_config import DatasetSpec, dataset_near
 
-def _run_config_near(path: Path) -> dict[str, Any] | None:
-    """The training run's config for an adapter dir or a predictions file (adapter/run_config.json)."""
-    for candidate in (path / RUN_CONFIG, path.parent / "adapter" / RUN_CONFIG, path.parent / RUN_CONFIG):
-        if candidate.is_file():
-            return json.loads(candidate.read_text())
-    return None
-
-
-def _dataset_node(cfg: DictConfig, near: Path) -> Any:
     if cfg.get("dataset") is not None:
-        return cfg.dataset
-    run_config = _run_config_near(near)
-    if run_config is None or "dataset" not in run_config:
-        raise UserError(f"cannot tell which dataset {near} belongs to; pass dataset=<name> (e.g. dataset=glue_rte)")
-    return OmegaConf.create(run_config["dataset"])
+        return DatasetSpec.from_cli(cfg.dataset)
+    return dataset_near(near)
 
 
-def score_predictions(path: Path, dataset_cfg: Any, split: str) -> dict[str, float]:
-    """Score a predictions file against its split of the dataset (rebuilt from the dataset config); no model.
-
-    The split comes from the file name (``predictions_<split>.jsonl``) when it names one, else ``split``.
+def score_predictions(path: Path, dataset: Any, split: str) -> dict[str, float]:
+    """Score a predictions file against its split of ``dataset`` (a DataModule, or a ``DatasetSpec`` to build it);
+    no model. The split comes from the file name (``predictions_<split>.jsonl``) when it names one, else ``split``.
     """
     from stateft.data.predictions import score_predictions_file
 
     named = path.stem.removeprefix("predictions_")
     split = named if named in ("test", "validation") else split
-    scores = score_predictions_file(dataset_cfg, path, split)
+    datamodule = dataset.build() if hasattr(dataset, "build") else dataset
+    scores = score_predictions_file(datamodule, path, split)
     return {f"{split}/{k}": float(v) for k, v in scores.items()}
 
 
@@ -49,12 +43,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from stateft.app.files import write_json_atomic, write_predictions
     from stateft.app.protocol import scoring_record
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.get("predictions"):
         path = Path(str(cfg.predictions)).expanduser()
-        dataset = _dataset_node(cfg, path)
-        metrics = {**score_predictions(path, dataset, cfg.split), "protocol": scoring_record(dataset)}
+        dataset = _dataset_spec(cfg, path)
+        scores = score_predictions(path, dataset, cfg.split)
+        metrics = {**scores, "protocol": scoring_record(dataset.node)}
+        out = _output_dir(cfg)
         write_json_atomic(out / "metrics.json", metrics)
         _print(metrics, out)
         return metrics
@@ -63,32 +57,46 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.split not in ("test", "validation"):
         raise UserError(f"split must be test or validation, got {cfg.split!r}")
     adapter = Path(str(cfg.adapter)).expanduser()
-    if not (adapter / "adapter_config.json").is_file():  # answer before torch and Lightning are imported
+    config = adapter / "adapter_config.json"
+    if not config.exists() and not config.is_symlink():  # answer before torch and Lightning are imported
         raise UserError(f"{adapter} is not an adapter directory (no adapter_config.json): pass <run>/adapter")
     records, metrics, tokenizer = _run_adapter(cfg, adapter)
+    out = _output_dir(cfg)
     write_json_atomic(out / "metrics.json", metrics)
     write_predictions(out / f"predictions_{cfg.split}.jsonl", records, tokenizer)
     _print(metrics, out)
     return metrics
 
 
+def _output_dir(cfg: DictConfig) -> Path:
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], dict[str, Any], Any]:
     import lightning as L
     from hydra.utils import instantiate
 
-    from stateft.adapters import load_adapter, read_adapter_config
+    from stateft.adapters import read_adapter, read_adapter_config
     from stateft.app.data import ResumableDataModule
+    from stateft.app.run_config import base_model_node
     from stateft.lit_module import FineTuneModule
-    from stateft.models.loading import model_from_config
+    from stateft.models.loading import config_from_model_cfg, model_from_config
     from stateft.tokenizer import load_tokenizer
 
+    # everything the folder says is checked before a model is built or data is loaded
     meta = read_adapter_config(adapter)
-    model_cfg = cfg.model if cfg.get("model") is not None else OmegaConf.create(meta["base_model"])
+    dataset = _dataset_spec(cfg, adapter)
+    if cfg.get("model") is not None:
+        model_cfg = cfg.model
+    else:
+        model_cfg = base_model_node(meta.get("base_model"), f"{adapter / 'adapter_config.json'}: base_model")
+    verified = read_adapter(adapter, config_from_model_cfg(model_cfg))  # config, method, tensors, digests
     L.seed_everything(cfg.seed)
     model = model_from_config(model_cfg)
-    trainable = load_adapter(adapter, model)
-    dataset = _dataset_node(cfg, adapter)
-    datamodule = ResumableDataModule(instantiate(dataset))
+    trainable = verified.apply(model)
+    datamodule = ResumableDataModule(dataset.build())
     tokenizer = load_tokenizer(model_cfg.get("tokenizer") or "EleutherAI/gpt-neox-20b")
     module = FineTuneModule(model, trainable, {"lr": 0.0, "weight_decay": 0.0}, datamodule.task, tokenizer)
     from stateft.app.precision import lightning_precision
@@ -104,7 +112,7 @@ def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], 
     from stateft.app.protocol import scoring_record
 
     info = {"adapter": str(adapter), "split": cfg.split, "method": meta["method"]["name"]}
-    info["protocol"] = scoring_record(dataset)
+    info["protocol"] = scoring_record(dataset.node)
     return module.predictions.get(stage, []), {**metrics, **info}, tokenizer
 
 

@@ -15,23 +15,36 @@ from typing import Any
 
 from stateft.errors import UserError
 
+MAX_PREDICTIONS_BYTES = 1 << 30  # 1 GiB: DART's test split at 1024 new tokens a line is ~25 MB
+
 
 def read_predictions(path: str | Path) -> dict[int, str]:
-    """``index -> prediction`` from a JSONL file (duplicate indices are an error)."""
+    """``index -> prediction`` from a JSONL file (duplicate indices are an error).
+
+    The file may come from someone else: it must be a regular file of at most MAX_PREDICTIONS_BYTES (a FIFO or a
+    device is refused, not waited on), every line strict JSON (``stateft.foreign.parse_json``), ``index`` an
+    integer (not a bool, a float or a string) and ``prediction`` a string. Nothing in it is executed here (Spider
+    predictions are SQL: ``stateft.metrics.spider.executor`` runs them read-only, under limits).
+    """
+    from stateft.foreign import parse_json, read_bytes
+
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"predictions file {str(path)!r} not found")
+    data = read_bytes(path, "predictions file", MAX_PREDICTIONS_BYTES, follow_symlink=True)  # a path the user named
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text") from None
     out: dict[int, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-            index, prediction = int(record["index"]), record["prediction"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise UserError(
-                f"{path}:{n}: expected {{'index': int, 'prediction': str}} ({type(err).__name__})"
-            ) from None
+        record = parse_json(line, f"{path}:{n}")
+        index = record.get("index") if isinstance(record, dict) else None
+        prediction = record.get("prediction") if isinstance(record, dict) else None
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 1 << 62 or prediction is None:
+            raise UserError(f"{path}:{n}: expected {{'index': int, 'prediction': str}}")
         if not isinstance(prediction, str):
             raise UserError(f"{path}:{n}: prediction must be a string")
         if index in out:
@@ -57,19 +70,18 @@ def write_predictions(path: str | Path, examples: list[dict[str, Any]], predicti
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def score_predictions_file(dataset_cfg: Any, path: str | Path, split: str = "test") -> dict[str, float]:
-    """Instantiate the dataset node (a Hydra ``_target_`` config or a DataModule), build ``split`` and score the file.
+def score_predictions_file(datamodule: Any, path: str | Path, split: str = "test") -> dict[str, float]:
+    """Score the file against ``split`` of ``datamodule`` (a built DataModule: ``split_items`` and ``task``).
 
+    Nothing is instantiated here: ``eval.py`` builds the DataModule from the user's command line or from our own
+    config of the dataset a run folder names (``stateft.app.run_config``), never from a foreign file's ``_target_``.
     Returns the task's metrics plus ``missing`` (examples without a prediction) and ``num_scored``.
     """
-    if hasattr(dataset_cfg, "split_items"):
-        dm = dataset_cfg
-    else:
-        import hydra
-
-        dm = hydra.utils.instantiate(dataset_cfg)
+    if not hasattr(datamodule, "split_items") or not hasattr(datamodule, "task"):
+        raise TypeError(f"score_predictions_file needs a DataModule, got {type(datamodule).__name__}")
+    dm = datamodule
+    predictions = read_predictions(path)  # the file first: a bad one is refused before the split is built
     items = dm.split_items(split)
-    predictions = read_predictions(path)
     known = {item["example"]["index"] for item in items}
     unknown = sorted(set(predictions) - known)
     if unknown:

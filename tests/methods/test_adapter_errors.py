@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from stateft.adapters import CONFIG_NAME, WEIGHTS_NAME, load_adapter, save_adapter
 from stateft.errors import UserError
@@ -65,3 +66,40 @@ def test_save_is_atomic_and_replaces(adapter_dir):
     assert json.loads((adapter_dir / CONFIG_NAME).read_text())["method"]["name"] == "state_offset_y"
     leftovers = [p.name for p in adapter_dir.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_a_refused_adapter_leaves_the_model_untouched(adapter_dir):
+    data = bytearray((adapter_dir / WEIGHTS_NAME).read_bytes())
+    data[-1] ^= 0xFF
+    (adapter_dir / WEIGHTS_NAME).write_bytes(bytes(data))
+    model = build_model(TINY)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UserError, match="digest"):
+        load_adapter(adapter_dir, model)
+    assert not hasattr(model, "peft_config")  # the method was never applied
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_read_adapter_checks_everything_without_a_model(adapter_dir):
+    from stateft.adapters import read_adapter
+
+    verified = read_adapter(adapter_dir, TINY)
+    assert sorted(verified.tensors) == sorted(json.loads((adapter_dir / CONFIG_NAME).read_text())["trainable"])
+    model = build_model(TINY)
+    assert verified.apply(model) == sorted(verified.tensors)
+    with pytest.raises(UserError, match="another base model"):
+        read_adapter(adapter_dir, TINY.__class__(**{**TINY.to_dict(), "d_state": 8}))
+
+
+def test_edited_method_without_digest_still_mismatches(adapter_dir):
+    """An old adapter (no digest) whose config names another method: the tensors do not fit it."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(adapter_dir / WEIGHTS_NAME))
+    save_file(tensors, str(adapter_dir / WEIGHTS_NAME), metadata={"format": "pt"})
+    meta = json.loads((adapter_dir / CONFIG_NAME).read_text())
+    meta["method"] = {"name": "state_offset_h", "rank": 2}  # U, V instead of h
+    meta.pop("trainable")
+    (adapter_dir / CONFIG_NAME).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="does not match method state_offset_h"):
+        load_adapter(adapter_dir, build_model(TINY))
