@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import time
 import urllib.parse
 from contextlib import closing
 from pathlib import Path
@@ -38,12 +39,24 @@ def database_problem(path: Path) -> str | None:
     return None if check == ["ok"] else "quick_check: " + "; ".join(map(str, check[:3]))
 
 
-def build_database(script: Path, target: Path) -> None:
-    """Run ``script`` into a new database file and rename it to ``target`` once complete."""
+# bounds for building a stand-in database from a script (Spider's test databases are kilobytes)
+BUILD_SECONDS = 120.0
+BUILD_BYTES = 1 << 30
+
+
+def build_database(
+    script: Path, target: Path, max_seconds: float = BUILD_SECONDS, max_bytes: int = BUILD_BYTES
+) -> None:
+    """Run ``script`` into a new database file and rename it to ``target`` once complete. A script is data from
+    whoever wrote the folder: it writes only this file, for at most ``max_seconds``, up to ``max_bytes``."""
     try:
         sql = script.read_text(encoding="utf-8")
         with replacing(target) as tmp, closing(sqlite3.connect(tmp, isolation_level=None)) as conn:
             conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)  # the script writes this file and no other
+            deadline = time.monotonic() + max_seconds
+            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)  # nonzero: interrupt
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page_size)}")  # SQLITE_FULL past it
             conn.execute("PRAGMA journal_mode = MEMORY")  # no journal file beside the temporary
             conn.executescript(sql)
             if conn.in_transaction:  # a script that opens a transaction and never commits it

@@ -420,3 +420,24 @@ def test_cache_files_get_the_usual_permissions(tmp_path, scripts):
     root = materialize_databases(scripts, tmp_path / "cache")
     for path in [cache.entry_path(tmp_path / "cache", "k"), *root.glob("*/*.sqlite")]:
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_script_that_runs_forever_or_grows_without_end_stops_in_one_line(tmp_path):
+    script = tmp_path / "db" / "db.sql"
+    script.parent.mkdir()
+    # a recursive CTE that never ends, and one that inserts 64 MB of blobs
+    script.write_text("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n;")
+    start = time.monotonic()
+    with pytest.raises(UserError, match="cannot build a database"):
+        build_database(script, tmp_path / "forever.sqlite", max_seconds=0.5)
+    assert time.monotonic() - start < 10
+    script.write_text(
+        "CREATE TABLE t (b BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 64) "
+        "INSERT INTO t SELECT zeroblob(1000000) FROM n;"
+    )
+    with pytest.raises(UserError, match="cannot build a database"):
+        build_database(script, tmp_path / "big.sqlite", max_bytes=8 << 20)
+    assert not (tmp_path / "big.sqlite").exists()
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary is gone too
+    build_database(script, tmp_path / "fits.sqlite", max_bytes=128 << 20)  # the same script within bounds
+    assert (tmp_path / "fits.sqlite").stat().st_size > 64_000_000
