@@ -1,20 +1,23 @@
-"""Shared helpers for the benchmarks: model sizes from conf/model, method application, timing, result files."""
+"""Shared helpers for the benchmarks: model sizes from conf/model, timing, result files."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import statistics
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 import yaml
 
+from benchmarks.provenance import current as provenance
 from stateft.models.config import MambaConfig
 
 REPO = Path(__file__).resolve().parents[1]
+# Where a run's result files go unless --out says otherwise: ignored by git (benchmarks/.gitignore). What is kept is
+# curated by hand into benchmarks/results/<benchmark>.md (benchmarks/NOTES.md, "How to run").
+RUNS = REPO / "benchmarks" / "runs"
 SIZES = ("130m", "370m", "790m", "1.4b", "2.8b")  # Mamba-1, named by size
 MAMBA2_SIZES = ("mamba2-130m", "mamba2-370m", "mamba2-780m", "mamba2-1.3b", "mamba2-2.7b")  # named in full
 
@@ -63,10 +66,12 @@ def time_cuda(fn, warmup: int = 3, iters: int = 10) -> tuple[float, list[float]]
 
 
 def write_results(name: str, payload: dict, markdown: str, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``<name>_<date>_<device>.json`` and ``.md`` under ``out_dir``."""
+    """Write ``<name>_<date>_<device>.json`` and ``.md`` under ``out_dir``, each with the run's date, device, torch and
+    Triton versions and which code ran (`provenance.current`: commit, dirty, source_sha)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     base = f"{name}_{stamp()}_{device_name()}"
-    meta = {"date": stamp(), "device": device_name(), "torch": torch.__version__, "git": _git_rev()}
+    meta = {"date": stamp(), "device": device_name(), "torch": torch.__version__, "triton": _triton_version()}
+    meta.update(provenance())
     json_path = out_dir / f"{base}.json"
     json_path.write_text(json.dumps({"meta": meta, **payload}, indent=1))
     md_path = out_dir / f"{base}.md"
@@ -74,10 +79,9 @@ def write_results(name: str, payload: dict, markdown: str, out_dir: Path) -> tup
     return json_path, md_path
 
 
-def _git_rev() -> str:
+def _triton_version() -> str | None:
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results  # noqa: E402
 from stateft.ops import conv_triton  # noqa: E402
+from stateft.ops.settings import ConvSettings  # noqa: E402
 
 SHAPES = {"130m": 1536, "1.4b": 4096}  # conv channels (d_inner)
 CONFIGS = [  # (BLOCK_L, BLOCK_C, backward num_warps); the first is the default (the one-pass backward: BLOCK_L 64)
@@ -47,24 +48,23 @@ def kernel_times(fn, iters: int = 20) -> dict[str, float]:
 
 def run_one(c: int, cfg: tuple[int, int, int], train_conv: bool, kernels: str) -> dict:
     """One conv as the Mamba-1 mixer runs it: x a view of in_proj's output, u used twice (projections, scan) with
-    gradients laid out as theirs are (steps contiguous); ``kernels`` = conv_triton.KERNELS."""
-    conv_triton.BLOCK_L, conv_triton.BLOCK_C, conv_triton.NUM_WARPS = cfg
-    conv_triton.KERNELS, default = kernels, conv_triton.KERNELS
+    gradients laid out as theirs are (steps contiguous); ``kernels``: ConvSettings.kernels."""
+    block_l, block_c, warps = cfg
+    settings = ConvSettings(BLOCK_L=block_l, BLOCK_C=block_c, num_warps=warps, kernels=kernels)
     b, length, K = 4, 1024, 4
     xz = torch.randn(b, length, 2 * c, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     x = xz.transpose(1, 2)[:, :c]
     w = (torch.randn(c, 1, K, device="cuda") * 0.5).bfloat16().requires_grad_(train_conv)
     bias = torch.randn(c, device="cuda").bfloat16().requires_grad_(train_conv)
-    u1, u2 = conv_triton.conv_silu_triton(x, None, w, bias, two=True)
+    u1, u2 = conv_triton.conv_silu_triton(x=x, window=None, weight=w, bias=bias, two=True, settings=settings)
     du1, du2 = torch.randn_like(u1), torch.randn_like(u2)
-    times = kernel_times(lambda: conv_triton.conv_silu_triton(x, None, w, bias))
+    times = kernel_times(lambda: conv_triton.conv_silu_triton(x=x, window=None, weight=w, bias=bias, settings=settings))
     fwd = sum(v for k, v in times.items() if k.startswith("conv_silu_fwd"))
     bwd_times = kernel_times(lambda: torch.autograd.grad([u1, u2], [xz], [du1, du2], retain_graph=True))
     bwd = sum(v for k, v in bwd_times.items() if k.startswith("conv_"))  # the conv's kernels, not dw's torch sums
     n = b * length * c
     # forward: x in, u out (bf16); backward: x, du, du2 in, dx out (bf16), and for two kernels dv (fp32) out and in
-    floor = (8 if conv_triton._gluon(train_conv, K) else 16) * n / HBM * 1e3
-    conv_triton.KERNELS = default
+    floor = (8 if conv_triton._gluon(settings, train_conv, K) else 16) * n / HBM * 1e3
     return {"fwd_ms": fwd, "bwd_ms": bwd, "kernels": {**times, **bwd_times}, "fwd_floor_ms": 4 * n / HBM * 1e3,
             "bwd_floor_ms": floor}  # fmt: skip
 

@@ -31,8 +31,8 @@ METHODS = ("pretrained", "state_offset_h", "lora")
 
 
 def reference_style_scan(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True,
-    initial_state=None, h_offset=None, y_offset=None, return_last_state=False, impl="auto",
+    *, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True,
+    initial_state=None, h_offset=None, y_offset=None, return_last_state=False, dz_into=None, backend="auto",
 ):  # fmt: skip
     """A FLOP-equivalent stand-in for the scan on the meta device, as the reference code computed it.
 

@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stateft.methods import apply_method  # noqa: E402
 from stateft.models.loading import model_from_config  # noqa: E402
-from stateft.ops import ssd_scan, ssd_triton  # noqa: E402
+from stateft.ops import ssd_scan  # noqa: E402
+from stateft.ops.backend import Backend  # noqa: E402
+from stateft.ops.settings import DEFAULT_SETTINGS, KernelSettings  # noqa: E402
 
 HEADS = {"130m": 24, "1.3b": 64}
 REPO = Path(__file__).resolve().parents[1]
@@ -51,20 +53,25 @@ def scan_inputs(batch: int, length: int, nheads: int, dtype: torch.dtype, seed: 
     }  # fmt: skip
 
 
-def run_scan(t: dict[str, torch.Tensor], impl: str) -> tuple[torch.Tensor, torch.Tensor]:
+def precision_settings(precision: str) -> KernelSettings:
+    """The default kernel settings with the SSD kernels' fp32 dots in ``precision`` ("tf32" or "ieee")."""
+    return DEFAULT_SETTINGS.with_(ssd={"PRECISION": precision})
+
+
+def run_scan(t: dict[str, torch.Tensor], impl: str, precision: str = "tf32") -> tuple[torch.Tensor, torch.Tensor]:
     h0 = t["h0"][None].expand(t["x"].shape[0], -1, -1, -1)
-    return ssd_scan(t["x"], t["dt"], t["A"], t["B"], t["C"], 256, t["D"], t["dt_bias"], initial_state=h0,
-                    return_final_state=True, impl=impl)  # fmt: skip
+    return ssd_scan(x=t["x"], dt=t["dt"], A=t["A"], B=t["B"], C=t["C"], chunk_size=256, D=t["D"], dt_bias=t["dt_bias"],
+                    initial_state=h0, return_final_state=True,
+                    backend=Backend(impl=impl, device="cuda", settings=precision_settings(precision)))  # fmt: skip
 
 
 def check_scan(batch: int, length: int, size: str) -> list[dict]:
     rows = []
     for dtype, precision in ((torch.float32, "ieee"), (torch.float32, "tf32"), (torch.bfloat16, "tf32")):
-        ssd_triton.CONFIG["PRECISION"] = precision
         t = scan_inputs(batch, length, HEADS[size], dtype)
         results = {}
         for impl in ("ref", "triton"):
-            y, h = run_scan(t, impl)
+            y, h = run_scan(t, impl, precision)
             g = torch.Generator(device="cuda").manual_seed(1)
             dy, dh = torch.randn(y.shape, generator=g, device="cuda"), torch.randn(h.shape, generator=g, device="cuda")
             grads = torch.autograd.grad((y.float() * dy).sum() + (h * dh).sum(), list(t.values()))
@@ -79,7 +86,6 @@ def check_scan(batch: int, length: int, size: str) -> list[dict]:
         row.update({f"d{k}": rel(a, b) for k, a, b in zip(t, results["triton"][2], results["ref"][2])})
         rows.append(row)
         print(" ".join(f"{k}={v:.2e}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-    ssd_triton.CONFIG["PRECISION"] = "tf32"
     return rows
 
 
@@ -125,12 +131,11 @@ def train_step_check(batch: int, length: int, steps: int) -> dict:
     ids = torch.randint(0, 50277, (batch, length + 1), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
     out: dict = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad), "names": len(names)}
     with torch.no_grad():
-        model.scan_impl = "ref"
+        model.set_backend(impl="ref")
         ref = model(ids[:2, :512]).float()
-        model.scan_impl = "triton"
-        ssd_triton.CONFIG["PRECISION"] = "ieee"
+        model.set_backend(impl="triton", settings=precision_settings("ieee"))
         out["logits_rel_err_fp32_ieee"] = rel(model(ids[:2, :512]).float(), ref)
-        ssd_triton.CONFIG["PRECISION"] = "tf32"
+        model.set_backend(settings=precision_settings("tf32"))
         out["logits_rel_err_fp32_tf32"] = rel(model(ids[:2, :512]).float(), ref)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
 
@@ -144,7 +149,7 @@ def train_step_check(batch: int, length: int, steps: int) -> dict:
         return loss
 
     for impl in ("ref", "triton"):
-        model.scan_impl = impl
+        model.set_backend(impl=impl)
         torch.cuda.reset_peak_memory_stats()
         ms = cuda_time(step, warmup=2, iters=steps)
         out[impl] = {"step_ms": ms, "tokens_per_s": batch * length / ms * 1000,
@@ -164,8 +169,8 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
-    report: dict = {"device": torch.cuda.get_device_name(), "config": dict(ssd_triton.CONFIG), "correctness": [],
-                    "scan_timing": []}  # fmt: skip
+    report: dict = {"device": torch.cuda.get_device_name(), "config": DEFAULT_SETTINGS.as_dict()["ssd"],
+                    "correctness": [], "scan_timing": []}  # fmt: skip
     for size in args.sizes:
         report["correctness"] += check_scan(2, args.seqlen, size)
         report["scan_timing"] += time_scan(args.batch, args.seqlen, size)

@@ -22,7 +22,7 @@ from stateft.models.loading import cast_model
 
 def make_peer(model: MambaLM) -> MambaLM:
     """Switch ``model`` (methods already applied) to the reference setup: mamba_ssm kernel, all weights bf16."""
-    model.scan_impl = "mamba_ssm"
+    model.set_backend(impl="mamba_ssm")
     return cast_model(model, torch.bfloat16)
 
 

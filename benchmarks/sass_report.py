@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ from triton.runtime.jit import native_specialize_impl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stateft.ops import conv_triton, scan_triton  # noqa: E402
+from stateft.ops.settings import DEFAULT_SETTINGS, ScanSettings  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
@@ -74,35 +76,36 @@ def _intercepted(module) -> Iterator[list]:
             setattr(module, k, v)
 
 
-def capture(shape: tuple[int, int, int, int], variant: str = "model") -> list:
-    """Run the scan's forward and backward on CPU tensors of ``shape`` (b d n l) with the launches intercepted."""
+def capture(shape: tuple[int, int, int, int], variant: str = "model", settings: ScanSettings | None = None) -> list:
+    """Run the scan's forward and backward on CPU tensors of ``shape`` (b d n l) with the launches intercepted, launched
+    as ``settings`` says (default: the defaults)."""
     b, d, n, length = shape
-    seg = scan_triton.CONFIG["SEG"]
+    settings = settings or DEFAULT_SETTINGS.scan
     with _intercepted(scan_triton) as log:
-        try:
-            # the Mamba-1 mixer's layouts: u and delta (b d l), z the second half of in_proj's (b l 2d) output
-            u = torch.randn(b, d, length, dtype=torch.bfloat16, requires_grad=True)
-            delta = torch.randn(b, d, length, dtype=torch.bfloat16, requires_grad=True)
-            xz = torch.randn(b, length, 2 * d, dtype=torch.bfloat16, requires_grad=True)
-            z = xz.transpose(1, 2)[:, d:]
-            A = -torch.rand(d, n)
-            B, C = (torch.randn(b, n, length, dtype=torch.bfloat16) for _ in range(2))
-            h_off = torch.zeros(d, n, requires_grad=True)
-            D, bias, softplus, h0, y_off, last = torch.ones(d), torch.zeros(d), True, None, None, False
-            if variant == "all":
-                scan_triton.CONFIG["SEG"] = max(length // 4, scan_triton.CONFIG["CHUNK"])
-                h0 = torch.zeros(b, d, n, requires_grad=True)
-                y_off, last = torch.zeros(d, requires_grad=True), True
-                for t in (A, D, bias):
-                    t.requires_grad_(True)
-            elif variant == "bare":
-                D, z, bias, softplus, h_off = None, None, None, False, None
-            out = scan_triton.selective_scan_triton(u, delta, A, B, C, D, z, bias, softplus, h0, h_off, y_off, last)
-            y, state = out if last else (out, None)
-            loss = y.float().sum() + (state.sum() if last else 0)
-            loss.backward()
-        finally:
-            scan_triton.CONFIG["SEG"] = seg
+        # the Mamba-1 mixer's layouts: u and delta (b d l), z the second half of in_proj's (b l 2d) output
+        u = torch.randn(b, d, length, dtype=torch.bfloat16, requires_grad=True)
+        delta = torch.randn(b, d, length, dtype=torch.bfloat16, requires_grad=True)
+        xz = torch.randn(b, length, 2 * d, dtype=torch.bfloat16, requires_grad=True)
+        z = xz.transpose(1, 2)[:, d:]
+        A = -torch.rand(d, n)
+        B, C = (torch.randn(b, n, length, dtype=torch.bfloat16) for _ in range(2))
+        h_off = torch.zeros(d, n, requires_grad=True)
+        D, bias, softplus, h0, y_off, last = torch.ones(d), torch.zeros(d), True, None, None, False
+        if variant == "all":
+            settings = replace(settings, SEG=max(length // 4, settings.CHUNK))
+            h0 = torch.zeros(b, d, n, requires_grad=True)
+            y_off, last = torch.zeros(d, requires_grad=True), True
+            for t in (A, D, bias):
+                t.requires_grad_(True)
+        elif variant == "bare":
+            D, z, bias, softplus, h_off = None, None, None, False, None
+        out = scan_triton.selective_scan_triton(
+            u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=bias, delta_softplus=softplus, initial_state=h0,
+            h_offset=h_off, y_offset=y_off, return_last_state=last, settings=settings,
+        )  # fmt: skip
+        y, state = out if last else (out, None)
+        loss = y.float().sum() + (state.sum() if last else 0)
+        loss.backward()
     return log
 
 
@@ -114,7 +117,7 @@ def capture_conv(shape: tuple[int, int, int, int]) -> list:
         xz = torch.randn(b, length, 2 * d, dtype=torch.bfloat16, requires_grad=True)
         x = xz.transpose(1, 2)[:, :d]
         w, bias = torch.randn(d, 1, 4, dtype=torch.bfloat16), torch.randn(d, dtype=torch.bfloat16)
-        u1, u2 = conv_triton.conv_silu_triton(x, None, w, bias, two=True)
+        u1, u2 = conv_triton.conv_silu_triton(x=x, window=None, weight=w, bias=bias, two=True)
         (u1.float().sum() + u2.float().sum()).backward()
     return log
 
@@ -173,14 +176,17 @@ def main() -> None:
     ap.add_argument("--sass", type=Path, default=Path("/tmp/stateft_sass"), help="where the SASS/TTGIR listings go")
     ap.add_argument("--variant", choices=VARIANTS, default="model", help="which optional inputs are on (VARIANTS)")
     ap.add_argument("--op", choices=("scan", "conv"), default="scan", help="the scan's kernels or the fused conv's")
-    ap.add_argument("--config", type=json.loads, default={}, help='over scan_triton.CONFIG: \'{"kernels": "triton"}\'')
+    ap.add_argument("--config", type=json.loads, default={}, help='over ScanSettings: \'{"kernels": "triton"}\'')
     a = ap.parse_args()
-    scan_triton.CONFIG.update(a.config)
+    settings = replace(DEFAULT_SETTINGS.scan, **a.config)
     a.sass.mkdir(parents=True, exist_ok=True)
-    print(f"# Triton {triton.__version__}, {a.op} kernels for sm_90, b d n l = {tuple(a.shape)}, {scan_triton.CONFIG}")
-    launches = capture(tuple(a.shape), a.variant) if a.op == "scan" else capture_conv(tuple(a.shape))
+    print(f"# Triton {triton.__version__}, {a.op} kernels for sm_90, b d n l = {tuple(a.shape)}, {asdict(settings)}")
+    launches = capture(tuple(a.shape), a.variant, settings) if a.op == "scan" else capture_conv(tuple(a.shape))
+    seen: collections.Counter = collections.Counter()
     for name, fn, _grid, args, kw in launches:
-        r = report(compile_launch(fn, args, kw), a.sass / f"{name}.sass")
+        seen[name] += 1  # a kernel launched twice (the segments' first pass, then the main one): name_2.sass
+        stem = name if seen[name] == 1 else f"{name}_{seen[name]}"
+        r = report(compile_launch(fn, args, kw), a.sass / f"{stem}.sass")
         print(name, " ".join(f"{k} {v}" for k, v in r.items()))
 
 

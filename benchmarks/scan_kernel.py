@@ -1,5 +1,6 @@
 """Time the selective-scan kernels alone (forward, forward+backward) at one layer's shape, for several Triton launch
-configurations and, when installed, mamba_ssm's CUDA kernel. Used to choose `scan_triton.CONFIG`.
+configurations and, when installed, mamba_ssm's CUDA kernel. Used to choose the defaults of
+`stateft.ops.settings.ScanSettings`.
 
     PYTHONPATH=. python benchmarks/scan_kernel.py
 """
@@ -18,9 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import time_cuda  # noqa: E402
 from stateft.ops import (  # noqa: E402
     HAS_MAMBA_SSM,
+    Backend,
     scan_triton,  # noqa: E402
     selective_scan,
 )
+from stateft.ops.settings import DEFAULT_SETTINGS  # noqa: E402
 
 SHAPES = {"130m": (4, 1536, 16, 1024), "1.4b": (4, 4096, 16, 1024)}
 # --long: one long sequence (few programs without segments): does cutting it into segments pay?
@@ -68,25 +71,30 @@ def inputs(b, d, n, length, offsets=True):
     return t
 
 
-def bench(t, impl):
+def backend(impl: str, **scan) -> Backend:
+    """``impl`` on the GPU, the scan launched with the default settings but for ``scan`` (ScanSettings' names)."""
+    return Backend(impl=impl, device="cuda", settings=DEFAULT_SETTINGS.with_(scan=scan))
+
+
+def bench(t, backend):
     b, d, length = t["u"].shape  # dy arrives (b l d)-major, from the out projection's backward
     dy = torch.randn(b, length, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
 
     def fwd():
         with torch.no_grad():
-            return selective_scan(**t, impl=impl)
+            return selective_scan(**t, backend=backend)
 
     def fwd_bwd():
-        y = selective_scan(**t, impl=impl)
+        y = selective_scan(**t, backend=backend)
         y.backward(dy)
 
     return time_cuda(fwd, 3, 20)[0], time_cuda(fwd_bwd, 3, 20)[0]
 
 
-def outputs(t, impl):
+def outputs(t, backend):
     """y and the gradients of u, delta, h' for one fixed cotangent: to check a config against the first one."""
     leaves = {k: v.detach().clone().requires_grad_(v.requires_grad) for k, v in t.items() if v is not None}
-    y = selective_scan(**leaves, impl=impl)
+    y = selective_scan(**leaves, backend=backend)
     y.backward(torch.ones_like(y))
     return [y.float()] + [leaves[k].grad.float() for k in ("u", "delta", "h_offset")]
 
@@ -105,9 +113,8 @@ def long_sequence() -> None:
         t = inputs(*shape)
         first = None
         for seg in LONG_SEGS:
-            scan_triton.CONFIG.update(SEG=seg)
-            f, fb = bench(t, "triton")
-            got = outputs(t, "triton")
+            f, fb = bench(t, backend("triton", SEG=seg))
+            got = outputs(t, backend("triton", SEG=seg))
             first = first or got
             row = {"shape": name, "SEG": seg, "fwd_ms": f, "fwd_bwd_ms": fb, "vs_first": max_rel(got, first),
                    "regs_spills": registers()}  # fmt: skip
@@ -124,10 +131,10 @@ def main() -> None:
         b, d, n, length = shape
         first = None
         for cfg in CONFIGS:
-            scan_triton.CONFIG.update(zip(KEYS, cfg))
             try:
-                f, fb = bench(t, "triton")
-                got = outputs(t, "triton")
+                triton_cfg = backend("triton", **dict(zip(KEYS, cfg)))
+                f, fb = bench(t, triton_cfg)
+                got = outputs(t, triton_cfg)
             except Exception as err:  # a config that does not compile (registers, shared memory) is skipped
                 print(name, cfg, "failed:", str(err).splitlines()[0][:200], flush=True)
                 continue
@@ -140,7 +147,7 @@ def main() -> None:
             print(json.dumps(results[-1]), flush=True)
         if HAS_MAMBA_SSM:
             for offsets in (False, True):
-                f, fb = bench(inputs(*shape, offsets=offsets), "mamba_ssm")
+                f, fb = bench(inputs(*shape, offsets=offsets), backend("mamba_ssm"))
                 impl = "mamba_ssm+offset" if offsets else "mamba_ssm"
                 results.append({"shape": name, "impl": impl, "fwd_ms": f, "fwd_bwd_ms": fb})
                 print(json.dumps(results[-1]), flush=True)

@@ -33,8 +33,9 @@ from benchmarks.common import (  # noqa: E402
     write_results,
 )
 from stateft.methods import apply_method  # noqa: E402
-from stateft.models.loading import build_model, cast_model, set_recompute  # noqa: E402
+from stateft.models.loading import build_model, cast_model  # noqa: E402
 from stateft.ops.cross_entropy import chunked_cross_entropy  # noqa: E402
+from stateft.ops.settings import DEFAULT_SETTINGS, KernelSettings  # noqa: E402
 
 METHODS = ("state_offset_h", "state_offset_y", "init_state", "lora", "full")
 # The State-offset paper, Table 7 (H100, batch 4 x 1024): seconds per step, GB.
@@ -55,18 +56,18 @@ TARGETS = {
 }
 
 
-def apply_scan_config() -> None:
-    """Take the Triton scan's launch config from $STATEFT_SCAN_CONFIG (JSON), e.g. scan_kernel.py's best."""
+def kernel_settings() -> KernelSettings:
+    """The default kernel settings, the Triton scan's launch values replaced by $STATEFT_SCAN_CONFIG (JSON, names of
+    `ScanSettings`), e.g. scan_kernel.py's best."""
     raw = os.environ.get("STATEFT_SCAN_CONFIG")
-    if raw:
-        from stateft.ops import scan_triton
-
-        scan_triton.CONFIG.update(json.loads(raw))
+    return DEFAULT_SETTINGS.with_(scan=json.loads(raw)) if raw else DEFAULT_SETTINGS
 
 
 def stateft_loss(model, input_ids, labels):
     hidden = model.hidden_states(input_ids)[:, :-1]
-    return chunked_cross_entropy(hidden, model.lm_head.weight, labels[:, 1:])
+    return chunked_cross_entropy(
+        hidden=hidden, weight=model.lm_head.weight, labels=labels[:, 1:], backend=model.backend
+    )
 
 
 def build(size: str, method: str, backend: str, recompute: bool = True):
@@ -74,7 +75,7 @@ def build(size: str, method: str, backend: str, recompute: bool = True):
     names = apply_method(method, model, {"name": method, "lr": 1e-4})
     params = dict(model.named_parameters())
     trainable = [params[n] for n in names]
-    set_recompute(model, recompute)
+    model.set_backend(recompute=recompute, settings=kernel_settings())
     if backend == "peer":
         from benchmarks.peer import make_peer, peer_loss
 
@@ -210,10 +211,8 @@ def main() -> None:
     # conf/model says per size (off at 130m, where keeping them costs 0.5 GiB)
     ap.add_argument("--recompute", choices=["config", "on", "off"], default="config")
     args = ap.parse_args()
-    apply_scan_config()
-    from stateft.ops import scan_triton
-
-    print("scan config:", scan_triton.CONFIG, flush=True)
+    settings = kernel_settings()
+    print("scan config:", settings.as_dict()["scan"], flush=True)
     rows = []
     for size in args.sizes:
         for method in args.methods:
@@ -225,7 +224,7 @@ def main() -> None:
     table = markdown(rows)
     setting = {"batch": args.batch, "length": args.length, "warmup": args.warmup, "iters": args.iters}
     setting["recompute"] = {size: recompute(size, args) for size in args.sizes}
-    payload = {"setting": {**setting, "scan_config": dict(scan_triton.CONFIG)}}
+    payload = {"setting": {**setting, "scan_config": settings.as_dict()["scan"]}}
     paths = write_results(args.name, {**payload, "rows": rows}, table, args.out)
     print(table)
     print("wrote", *paths)

@@ -131,6 +131,12 @@ def save_adapter(
     extra_files: ``{file name: JSON-serialisable payload}`` written into the same directory in the same atomic swap
     (e.g. the run's config, which ``eval.py`` reads).
     """
+    from stateft.models.backbone import is_transformer
+
+    if is_transformer(model):  # a Transformer's adapter is peft's own format (stateft/methods/peft_adapters.py)
+        from stateft.methods.peft_adapters import save_peft_adapter
+
+        return save_peft_adapter(directory, model, method_cfg, trainable, base_model, extra_files)
     from safetensors.torch import save_file
 
     recorded = getattr(model, "peft_config", None)
@@ -197,6 +203,10 @@ def read_adapter_config(directory: str | Path) -> dict[str, Any]:
     model-independent range. ``base_model`` is only checked to be an object: ``stateft.app.run_config`` validates it
     before a model is built from it.
     """
+    from stateft.methods.peft_adapters import is_peft_adapter, read_peft_adapter_config
+
+    if is_peft_adapter(directory):
+        return read_peft_adapter_config(directory)
     path = Path(directory) / CONFIG_NAME
     if not path.exists() and not path.is_symlink():
         raise UserError(
@@ -465,6 +475,10 @@ def read_adapter(directory: str | Path, model_config: Any) -> VerifiedAdapter:
     """Read and check an adapter for a base model of ``model_config`` (a MambaConfig) without building it: the
     config, the method's options, the tensors the method makes (meta device), the safetensors header, the digests
     (module docstring). Any problem is one UserError; nothing is allocated beyond the adapter's own tensors."""
+    from stateft.methods.peft_adapters import is_peft_adapter, read_peft_adapter
+
+    if is_peft_adapter(directory):
+        return read_peft_adapter(directory, model_config)
     directory = Path(directory)
     meta = read_adapter_config(directory)
     method = check_adapter(directory, meta, model_config)

@@ -1,4 +1,6 @@
-"""Greedy and beam-search decoding over ``MambaLM.step`` with the recurrent cache.
+"""Greedy and beam-search decoding over ``MambaLM.step`` with the recurrent cache; ``generate_batch`` for a batch of
+prompts on any backbone (a Transformer's batch is decoded at once by its own ``generate_batch``: transformers'
+``generate`` with a KV cache, `stateft.models.pythia_generation`).
 
 The prompt goes through the parallel forward once (prefill; the start-of-sequence slots of prompt/prefix/initial-state
 methods apply there), then one ``step`` per new token. Beam search keeps ``num_beams`` rows in the cache and reorders
@@ -12,6 +14,7 @@ import torch
 from torch import Tensor
 
 from stateft.decode_graph import Step, make_step
+from stateft.models.backbone import is_transformer
 from stateft.models.lm import MambaLM
 
 
@@ -31,6 +34,8 @@ def generate(
 ) -> list[int]:
     """Continue ``prompt_ids``; returns the new tokens without the EOS token. On CUDA, ``cuda_graph`` replays a
     recorded decoding step after the first few tokens (`stateft.decode_graph`; same tokens, fewer launches)."""
+    if is_transformer(model):
+        return model.generate_batch([prompt_ids], max_new_tokens, num_beams, eos_id, length_penalty)[0]
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
     cache = model.new_cache()
@@ -41,6 +46,22 @@ def generate(
     cache.reorder(torch.zeros(num_beams, dtype=torch.long, device=device))  # num_beams copies of the prompt's state
     step = make_step(model, cache, num_beams, cuda_graph)
     return _beam_search(step, cache, logits, max_new_tokens, num_beams, eos_id, length_penalty, vocab)
+
+
+@torch.no_grad()
+def generate_batch(
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    max_new_tokens: int = 1024,
+    num_beams: int = 1,
+    eos_id: int | None = 0,
+    length_penalty: float = 1.0,
+) -> list[list[int]]:
+    """``generate`` for every prompt: a Mamba decodes them one by one, a Transformer all at once (its
+    ``generate_batch``; each row as it would alone)."""
+    if is_transformer(model):
+        return model.generate_batch(prompts, max_new_tokens, num_beams, eos_id, length_penalty)
+    return [generate(model, p, max_new_tokens, num_beams, eos_id, length_penalty) for p in prompts]
 
 
 def _greedy(step: Step, logits: Tensor, max_new_tokens: int, eos_id: int | None, vocab: int) -> list[int]:

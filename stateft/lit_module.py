@@ -14,12 +14,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from stateft.generation import generate
+from stateft.generation import generate_batch
 from stateft.loss import count_target_tokens, lm_loss
 
 
 class FineTuneModule(L.LightningModule):
-    """Wraps a MambaLM after ``apply_method``; optimises the ``trainable`` parameters only.
+    """Wraps a backbone (`stateft.models.backbone`) after ``apply_method``; optimises the ``trainable`` parameters
+    only.
 
     Args:
         model: the backbone with the method applied.
@@ -115,18 +116,15 @@ class FineTuneModule(L.LightningModule):
             hidden = self.model.hidden_states(ids)[torch.arange(len(prompts), device=self.device), lengths - 1]
             logits = self.model.lm_head(hidden)[:, : self.model.config.vocab_size]  # (b V)
             return [self.tokenizer.decode([int(t)]) for t in logits.argmax(-1)]
-        return [
-            self.tokenizer.decode(
-                generate(
-                    self.model,
-                    prompt,
-                    max_new_tokens=self.task.max_new_tokens,
-                    num_beams=self.task.num_beams,
-                    eos_id=self.tokenizer.eos_id,
-                )
-            )
-            for prompt in prompts
-        ]
+        # a Mamba decodes the prompts one by one, a Transformer the batch at once (stateft.generation.generate_batch)
+        outputs = generate_batch(
+            self.model,
+            prompts,
+            max_new_tokens=self.task.max_new_tokens,
+            num_beams=self.task.num_beams,
+            eos_id=self.tokenizer.eos_id,
+        )
+        return [self.tokenizer.decode(tokens) for tokens in outputs]
 
     def _score(self, stage: str) -> None:
         records = gather_records(self._pending)

@@ -18,7 +18,14 @@ def lm_loss(model: nn.Module, input_ids: Tensor, labels: Tensor, chunk_size: int
     hidden = model.hidden_states(input_ids)[:, :-1]  # (b l-1 d)
     targets = labels[:, 1:]  # (b l-1)
     keep = targets != IGNORE_INDEX
-    return chunked_cross_entropy(hidden[keep], model.lm_head.weight, targets[keep], IGNORE_INDEX, chunk_size)
+    return chunked_cross_entropy(
+        hidden=hidden[keep],
+        weight=model.lm_head.weight,
+        labels=targets[keep],
+        ignore_index=IGNORE_INDEX,
+        chunk_size=chunk_size,
+        backend=model.backend,
+    )
 
 
 def count_target_tokens(labels: Tensor) -> int:

@@ -34,7 +34,13 @@ class _Loss(nn.Module):
 
     def forward(self, input_ids: Tensor, labels: Tensor) -> Tensor:
         hidden = self.model.hidden_states(input_ids)[:, :-1]
-        return chunked_cross_entropy(hidden, self.model.lm_head.weight, labels[:, 1:], IGNORE_INDEX)
+        return chunked_cross_entropy(
+            hidden=hidden,
+            weight=self.model.lm_head.weight,
+            labels=labels[:, 1:],
+            ignore_index=IGNORE_INDEX,
+            backend=self.model.backend,
+        )
 
 
 class GraphedLoss:

@@ -212,15 +212,22 @@ _ARCH_BOUNDS = {  # sane maxima, well above the largest Mamba checkpoints (d_mod
     "chunk_size": 4096,
     "pad_vocab_size_multiple": 1024,
 }
+_PYTHIA_BOUNDS = {
+    "n_head": 1024,
+    "intermediate_size": 1 << 18,
+    "rotary_emb_base": 1 << 30,
+    "max_position_embeddings": 1 << 20,
+}  # GPT-NeoX (stateft/models/pythia.py)
+_PYTHIA_KEYS = (*_PYTHIA_BOUNDS, "rotary_pct", "layer_norm_eps", "use_parallel_residual", "tie_embeddings")
 _MODEL_KEYS = ("name", "name_or_path", "pretrained", "dtype", "scan_impl", "recompute", "tokenizer", "seed")
-_ARCH_KEYS = ("arch", *_ARCH_BOUNDS, "dt_rank", "init_std")
+_ARCH_KEYS = ("arch", *_ARCH_BOUNDS, "dt_rank", "init_std", *_PYTHIA_KEYS)
 
 
 def _check_model_value(key: str, value: Any, where: str) -> Any:
     at = f"{where}.{key}"
     if key in ("name", "name_or_path", "tokenizer"):
         return want_str(value, at, nullable=key != "name")
-    if key in ("pretrained", "recompute"):
+    if key in ("pretrained", "recompute", "use_parallel_residual", "tie_embeddings"):
         return want_bool(value, at)
     if key == "dtype":
         return want_str(value, at, choices=MODEL_DTYPES)
@@ -229,11 +236,17 @@ def _check_model_value(key: str, value: Any, where: str) -> Any:
     if key == "seed":
         return want_int(value, at, 0, (1 << 63) - 1, nullable=True)
     if key == "arch":
-        return want_str(value, at, choices=("mamba1", "mamba2"))
+        return want_str(value, at, choices=("mamba1", "mamba2", "gpt_neox"))
     if key == "dt_rank":
         return value if value == "auto" else want_int(value, at, 1, _ARCH_BOUNDS["d_model"])
     if key == "init_std":
         return want_float(value, at, 0.0, 10.0, open_lo=True)
+    if key == "rotary_pct":
+        return want_float(value, at, 0.0, 1.0)
+    if key == "layer_norm_eps":
+        return want_float(value, at, 0.0, 1.0, open_lo=True)
+    if key in _PYTHIA_BOUNDS:
+        return want_int(value, at, 1, _PYTHIA_BOUNDS[key], nullable=key == "intermediate_size")
     return want_int(value, at, 1, _ARCH_BOUNDS[key])
 
 
@@ -242,6 +255,8 @@ def _architecture(node: dict[str, Any]) -> tuple:
     from stateft.models.loading import config_from_model_cfg
 
     c = config_from_model_cfg(node)
+    if c.arch == "gpt_neox":
+        return tuple(sorted(c.to_dict().items())) + (c.padded_vocab_size, c.d_ff)
     out = (c.arch, c.d_model, c.n_layer, c.vocab_size, c.padded_vocab_size, c.d_state, c.d_conv, c.expand)
     out += (c.dt_rank_value, c.init_std)
     return out + ((c.headdim, c.ngroups) if c.arch == "mamba2" else ())

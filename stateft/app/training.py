@@ -64,6 +64,11 @@ def load_adapter_weights(directory: Path, model: Any, names: list[str]) -> None:
     from safetensors.torch import load_file
 
     from stateft.adapters import WEIGHTS_NAME
+    from stateft.methods.peft_adapters import is_peft_adapter, load_peft_weights
+
+    if is_peft_adapter(directory):
+        load_peft_weights(directory, model)
+        return
 
     tensors = load_file(str(Path(directory) / WEIGHTS_NAME))
     if set(tensors) != set(names):

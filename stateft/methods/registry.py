@@ -23,6 +23,7 @@ from stateft.methods import (
 )
 from stateft.methods.base import MethodSpec
 from stateft.methods.configs import validate_method_cfg
+from stateft.models.backbone import is_transformer
 
 METHODS: dict[str, MethodSpec] = {
     "full": full.SPEC,
@@ -53,12 +54,21 @@ def apply_method(name: str, model: nn.Module, cfg: Any = None, train_batches: It
     ``cfg``: the method's options (dict, DictConfig or its typed config; validated). ``train_batches``: training
     batches for methods with a data-driven set-up (sdt's warm-up). The resolved config (with derived fields such as
     sdt's selection) is recorded as ``model.peft_config`` for the adapter checkpoint.
+
+    The backbone's family picks the implementation (``stateft.models.backbone``): stateft's own methods on a Mamba,
+    HF peft's ``lora``/``prefix``/``prompt`` on a Transformer (``peft_methods``; any other method is refused there
+    with one line naming those three).
     """
     cfg = validate_method_cfg({"name": name} if cfg is None else cfg)
     if cfg.name != name:
         raise ValueError(f"apply_method({name!r}) got the config of {cfg.name!r}")
     spec = get_method(name)
-    names = spec.apply(model, cfg, train_batches) if spec.needs_data else spec.apply(model, cfg)
+    if is_transformer(model):
+        from stateft.methods import peft_methods
+
+        names = peft_methods.apply(model, cfg)
+    else:
+        names = spec.apply(model, cfg, train_batches) if spec.needs_data else spec.apply(model, cfg)
     model.peft_config = asdict(cfg)
     model.peft_trainable = names
     return names

@@ -2,8 +2,8 @@
 
 A sequence starts from the ``init_state`` slot (a learned conv window and/or H0) or from zeros; a continued one
 from the cache. Leading the conv input with that window makes the depthwise conv causal and exact across chunks:
-prefill, chunked prefill and step decoding all see the same K-1 previous inputs. With the Triton scan the conv and
-SiLU run fused (`stateft.ops.conv_triton`: x read in place, no padded copy); otherwise padding, conv1d, SiLU.
+prefill, chunked prefill and step decoding all see the same K-1 previous inputs. The conv and SiLU run as the mixer's
+backend says (`stateft.ops.conv_silu`: fused in Triton, x read in place, or padding, conv1d, SiLU).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from stateft.models.cache import LayerCache
-from stateft.ops import resolve_impl
-from stateft.ops.conv_ref import conv_silu_ref
+from stateft.ops import conv_silu as conv_silu_op
 from stateft.ops.split_grad import SplitGrad
 
 
@@ -39,22 +38,20 @@ def conv_silu(
     mixer: nn.Module,
     x: Tensor,
     window: Tensor | None,
+    *,
     channels_last_out: bool = False,
     dx_into: SplitGrad | None = None,
     two: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """silu(causal depthwise conv of [window, x]): x (b c l) -> (b c l), laid out (b l c)-major if
-    ``channels_last_out``. Fused in Triton when the mixer's scan runs on Triton (``mixer.scan_impl``); that path writes
-    x's gradient into ``dx_into`` (`stateft.ops.split_grad`) when given. ``two``: u twice, for two consumers (the
-    Triton path sums their gradients inside its backward: `conv_triton.conv_silu_triton`)."""
+    """silu(causal depthwise conv of [window, x]) with the mixer's ``conv1d`` on its ``backend``: x (b c l) -> (b c l),
+    laid out (b l c)-major if ``channels_last_out``. The Triton path writes x's gradient into ``dx_into``
+    (`stateft.ops.split_grad`) when given. ``two``: u twice, for two consumers (the Triton path sums their gradients
+    inside its backward: `conv_triton.conv_silu_triton`)."""
     conv1d = mixer.conv1d
-    if resolve_impl(mixer.scan_impl, x) == "triton":
-        from stateft.ops.conv_triton import conv_silu_triton
-
-        return conv_silu_triton(x, window, conv1d.weight, conv1d.bias, channels_last_out, dx_into, two)
-    u = conv_silu_ref(x, window, conv1d.weight, conv1d.bias)
-    u = u.transpose(1, 2).contiguous().transpose(1, 2) if channels_last_out else u
-    return (u, u) if two else u
+    return conv_silu_op(
+        x=x, window=window, weight=conv1d.weight, bias=conv1d.bias, channels_last_out=channels_last_out,
+        dx_into=dx_into, two=two, backend=mixer.backend,
+    )  # fmt: skip
 
 
 def next_window(x: Tensor, window: Tensor | None, d_conv: int) -> Tensor:

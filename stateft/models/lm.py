@@ -6,63 +6,73 @@ embedding -> n_layer pre-norm residual blocks ``h = h + mixer(RMSNorm(h))`` (res
 
 Model-level slot: ``prompt``, a module with ``embeddings`` (P, d) prepended to the input embeddings at the start of a
 sequence (prompt tuning); their outputs are dropped.
+
+``backend`` (`stateft.ops.backend.Backend`): which implementation each op runs, decided once from ``model.scan_impl``
+and the device; the model gives it to its mixers (`MambaLM.set_backend`) and decides again when it moves to another
+device type (Lightning builds it on the CPU and moves it to the GPU).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from stateft.models.cache import MambaCache
 from stateft.models.config import MambaConfig
-from stateft.models.norm import RMSNorm, add_rms_norm
-from stateft.ops import resolve_impl
+from stateft.models.norm import RMSNorm
+from stateft.ops import add_rms_norm
+from stateft.ops.backend import Backend
 
 
-def build_mixer(config: MambaConfig, scan_impl: str) -> nn.Module:
+def build_mixer(config: MambaConfig, backend: Backend) -> nn.Module:
     """The mixer class for ``config.arch``."""
     if config.arch == "mamba1":
         from stateft.models.mamba1 import Mamba1Mixer
 
-        return Mamba1Mixer(config, scan_impl)
+        return Mamba1Mixer(config, backend)
     if config.arch == "mamba2":
         from stateft.models.mamba2 import Mamba2Mixer
 
-        return Mamba2Mixer(config, scan_impl)
+        return Mamba2Mixer(config, backend)
     raise ValueError(f"unknown arch {config.arch!r}; choose mamba1 or mamba2")
 
 
 class Block(nn.Module):
     """Pre-norm residual block: h + mixer(norm(h))."""
 
-    def __init__(self, config: MambaConfig, scan_impl: str) -> None:
+    def __init__(self, config: MambaConfig, backend: Backend) -> None:
         super().__init__()
         self.norm = RMSNorm(config.d_model, config.rms_norm_eps)
-        self.mixer = build_mixer(config, scan_impl)
+        self.mixer = build_mixer(config, backend)
 
 
 class Backbone(nn.Module):
-    def __init__(self, config: MambaConfig, scan_impl: str) -> None:
+    def __init__(self, config: MambaConfig, backend: Backend) -> None:
         super().__init__()
         self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model)
-        self.layers = nn.ModuleList(Block(config, scan_impl) for _ in range(config.n_layer))
+        self.layers = nn.ModuleList(Block(config, backend) for _ in range(config.n_layer))
         self.norm_f = RMSNorm(config.d_model, config.rms_norm_eps)
 
 
 class MambaLM(nn.Module):
     """Mamba language model with adapter slots. ``forward`` for training/prefill, ``step`` for decoding."""
 
-    def __init__(self, config: MambaConfig, scan_impl: str = "auto") -> None:
+    def __init__(self, config: MambaConfig, backend: Backend | None = None) -> None:
         super().__init__()
         self.config = config
-        self.backbone = Backbone(config, scan_impl)
+        backend = Backend() if backend is None else backend
+        self.backbone = Backbone(config, backend)
         self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.backbone.embedding.weight
         self.prompt: nn.Module | None = None  # slot: prompt tuning
         self.name_or_path: str | None = None  # set by loading; stored in adapter configs
+        self.backend = backend
+        self.set_backend()  # for the device the parameters were made on
 
     @torch.no_grad()
     def reset_parameters(self, seed: int | None = None) -> None:
@@ -79,14 +89,22 @@ class MambaLM(nn.Module):
         for layer in self.backbone.layers:
             yield layer.mixer
 
-    @property
-    def scan_impl(self) -> str:
-        return next(self.mixers()).scan_impl
-
-    @scan_impl.setter
-    def scan_impl(self, impl: str) -> None:
+    def set_backend(self, backend: Backend | None = None, **request: Any) -> Backend:
+        """Decide again which implementation every op runs, for the device the model is on, and give the result to
+        every mixer. ``backend`` (default: the current one) with the fields of ``request`` replaced (``impl``,
+        ``recompute``, ``settings``): ``model.set_backend(impl="ref")``, ``set_backend(settings=...)``. Returns it."""
+        device = self.backbone.embedding.weight.device.type
+        self.backend = replace(self.backend if backend is None else backend, **{**request, "device": device})
         for mixer in self.mixers():
-            mixer.scan_impl = impl
+            mixer.backend = self.backend
+        return self.backend
+
+    def _apply(self, fn, recurse=True):
+        """``.to()`` / ``.cuda()`` / ...: after a move to another device type, the backend is decided again for it."""
+        out = super()._apply(fn, recurse)
+        if self.backbone.embedding.weight.device.type != self.backend.device:
+            self.set_backend()
+        return out
 
     def new_cache(self) -> MambaCache:
         """An empty cache; the first ``forward``/``step`` with it applies the start-of-sequence slots."""
@@ -105,15 +123,18 @@ class MambaLM(nn.Module):
             h = torch.cat([virtual, h], dim=1)
             n_virtual = virtual.shape[1]
         h = h.float()  # residual stream in fp32
-        fused = resolve_impl(self.scan_impl, h) == "triton"  # add + norm in one kernel where the scan is Triton
         y = None
         for i, layer in enumerate(self.backbone.layers):
             layer_cache = None if cache is None else cache.layers[i]
-            h, x = add_rms_norm(h, y, layer.norm, fused)
+            h, x = self._add_norm(h, y, layer.norm)
             y = layer.mixer(x, layer_cache, fresh)
         if cache is not None:
             cache.started = True
-        return add_rms_norm(h, y, self.backbone.norm_f, fused)[1][:, n_virtual:]
+        return self._add_norm(h, y, self.backbone.norm_f)[1][:, n_virtual:]
+
+    def _add_norm(self, h: Tensor, y: Tensor | None, norm: RMSNorm) -> tuple[Tensor, Tensor]:
+        """(h + y, norm(h + y)): the residual stream between mixers (h fp32), fused where the backend says."""
+        return add_rms_norm(h=h, y=y, weight=norm.weight, eps=norm.eps, backend=self.backend)
 
     def forward(self, input_ids: Tensor, cache: MambaCache | None = None) -> Tensor:
         """input_ids (b l) -> logits (b l V_padded)."""

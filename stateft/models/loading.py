@@ -18,8 +18,10 @@ from typing import Any
 import torch
 
 from stateft.errors import UserError
+from stateft.models.backbone import is_transformer
 from stateft.models.config import MambaConfig
 from stateft.models.lm import MambaLM
+from stateft.ops.backend import Backend
 
 # hub ids of the checkpoints the configs in conf/model/ name
 KNOWN_MODELS: dict[str, str] = {
@@ -56,13 +58,19 @@ def build_model(
     config: MambaConfig,
     *,
     device: str | torch.device = "cpu",
-    scan_impl: str = "auto",
+    backend: Backend | str = "auto",
     seed: int | None = 0,
     dtype: torch.dtype = torch.float32,
 ) -> MambaLM:
-    """A randomly initialised model (``device="meta"``: shapes only, for parameter counts and dry runs)."""
+    """A randomly initialised model (``device="meta"``: shapes only, for parameter counts and dry runs).
+    ``backend``: a `Backend` request or a ``scan_impl`` name, decided for ``device`` (`MambaLM.set_backend`)."""
+    if is_transformer(config):  # another backbone family (stateft.models.backbone)
+        from stateft.models import pythia_loading
+
+        return pythia_loading.build_model(config, device=device, seed=seed, dtype=dtype)
+    backend = Backend(impl=backend) if isinstance(backend, str) else backend
     with torch.device(device):
-        model = MambaLM(config, scan_impl)
+        model = MambaLM(config, backend)
     if str(device) != "meta":
         model.reset_parameters(seed)
         cast_model(model, dtype)
@@ -204,13 +212,18 @@ def load_pretrained(
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
-    scan_impl: str = "auto",
+    backend: Backend | str = "auto",
     expected: MambaConfig | None = None,
 ) -> MambaLM:
     """Load a pretrained Mamba (either layout) from a local folder, a known name (``mamba-1.4b``) or a hub id.
 
     ``expected``: the architecture the caller's config promises; a different checkpoint is an error.
+    Pythia: a known name (``pythia-160m``) or ``expected`` a ``PythiaConfig`` (``stateft.models.pythia_loading``).
     """
+    from stateft.models import pythia_loading
+
+    if name_or_path in pythia_loading.KNOWN_MODELS or is_transformer(expected):
+        return pythia_loading.load_pretrained(name_or_path, dtype=dtype, device=device, expected=expected)
     folder = resolve_folder(name_or_path)
     config, layout = config_from_json(json.loads((folder / "config.json").read_text()))
     if expected is not None:
@@ -218,14 +231,14 @@ def load_pretrained(
     state = _read_weights(folder)
     if layout == "transformers":
         state = _rename_transformers_keys(state)
-    model = build_model(config, device="meta", scan_impl=scan_impl)
+    model = build_model(config, device="meta", backend=backend)
     _check_state(model, state, folder)
     if config.tie_embeddings:
         state.pop("lm_head.weight", None)
     model.load_state_dict(state, strict=False, assign=True)
     if config.tie_embeddings:
         model.lm_head.weight = model.backbone.embedding.weight
-    cast_model(model, dtype).to(device)
+    cast_model(model, dtype).to(device)  # the backend is decided again for ``device`` (`MambaLM._apply`)
     model.name_or_path = name_or_path
     return model
 
@@ -318,7 +331,11 @@ _ARCH_KEYS = (
 
 
 def config_from_model_cfg(cfg: Any) -> MambaConfig:
-    """The architecture part of a ``conf/model/*.yaml`` node."""
+    """The architecture part of a ``conf/model/*.yaml`` node (a ``PythiaConfig`` for ``arch: gpt_neox``)."""
+    if is_transformer(str(cfg.get("arch"))):
+        from stateft.models import pythia_loading
+
+        return pythia_loading.config_from_model_cfg(cfg)
     return MambaConfig(**{k: cfg[k] for k in _ARCH_KEYS if k in cfg and cfg[k] is not None})
 
 
@@ -330,23 +347,19 @@ def model_from_config(cfg: Any, *, device: str | torch.device = "cpu") -> MambaL
     if dtype_name not in DTYPES:
         raise UserError(f"model.dtype={dtype_name!r} is not one of {', '.join(DTYPES)}")
     dtype = DTYPES[dtype_name]
-    scan_impl = cfg.get("scan_impl", "auto")
-    if str(device) == "meta" or not cfg.get("pretrained", False):
-        model = build_model(config, device=device, scan_impl=scan_impl, seed=cfg.get("seed", 0), dtype=dtype)
-        model.name_or_path = cfg.get("name")
-    else:
-        model = load_pretrained(cfg["name_or_path"], dtype=dtype, device=device, scan_impl=scan_impl, expected=config)
-        model.name_or_path = cfg["name_or_path"]
+    if is_transformer(str(cfg.get("arch"))):
+        from stateft.models import pythia_loading
+
+        return pythia_loading.model_from_config(cfg, device=device, dtype=dtype)
     recompute = cfg.get("recompute", True)
     if not isinstance(recompute, bool):
         raise UserError(f"model.recompute={recompute!r} must be true or false")
-    set_recompute(model, recompute)
+    # scan_impl: which implementation every op runs; recompute: Mamba-1 remakes u and delta in the backward
+    backend = Backend(impl=cfg.get("scan_impl", "auto"), recompute=recompute)
+    if str(device) == "meta" or not cfg.get("pretrained", False):
+        model = build_model(config, device=device, backend=backend, seed=cfg.get("seed", 0), dtype=dtype)
+        model.name_or_path = cfg.get("name")
+    else:
+        model = load_pretrained(cfg["name_or_path"], dtype=dtype, device=device, backend=backend, expected=config)
+        model.name_or_path = cfg["name_or_path"]
     return model
-
-
-def set_recompute(model: MambaLM, on: bool) -> None:
-    """Whether the Mamba-1 mixers remake u and delta in the backward (`stateft.ops.recompute`); Mamba-2 has no such
-    switch."""
-    for mixer in model.mixers():
-        if hasattr(mixer, "recompute"):
-            mixer.recompute = on

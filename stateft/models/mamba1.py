@@ -24,7 +24,8 @@ from stateft.models.cache import LayerCache
 from stateft.models.config import MambaConfig
 from stateft.models.conv import conv_silu, conv_start, next_window
 from stateft.models.init import dt_bias_init
-from stateft.ops import resolve_impl, selective_scan, selective_step
+from stateft.ops import selective_scan, selective_step
+from stateft.ops.backend import Backend
 from stateft.ops.layout import matmul_channels_first
 from stateft.ops.recompute import recompute_saved
 from stateft.ops.split_grad import split_halves
@@ -33,16 +34,16 @@ from stateft.ops.split_grad import split_halves
 class Mamba1Mixer(nn.Module):
     """One Mamba-1 mixer: (b l d) -> (b l d)."""
 
-    def __init__(self, config: MambaConfig, scan_impl: str = "auto") -> None:
+    def __init__(self, config: MambaConfig, backend: Backend) -> None:
         super().__init__()
         d, E, N, K, R = config.d_model, config.d_inner, config.d_state, config.d_conv, config.dt_rank_value
         self.d_model, self.d_inner, self.d_state, self.d_conv, self.dt_rank = d, E, N, K, R
         self.conv_channels = E
         self.state_shape = (E, N)  # per-sequence SSM state (slots init_state / state_offset use this shape)
-        self.scan_impl = scan_impl
-        # training on the Triton scan: u and delta are not kept for the backward but remade from what is (the conv
+        # which implementation each op runs (set by the model: `MambaLM.set_backend`). With ``backend.recomputes``
+        # (training on the Triton scan) u and delta are not kept for the backward but remade from what is (the conv
         # from in_proj's output, delta from x_proj's dt rows): -2 (b E l) tensors per layer (`stateft.ops.recompute`)
-        self.recompute = True
+        self.backend = backend
         self.in_proj = nn.Linear(d, 2 * E, bias=config.bias)
         self.conv1d = nn.Conv1d(E, E, K, groups=E, bias=config.conv_bias)  # applied causally in forward
         self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
@@ -113,8 +114,8 @@ class Mamba1Mixer(nn.Module):
         delta = self._channels_first(self.dt_proj, dt_r)  # its bias (fp32) is added inside the scan
         return delta, self.dt_proj.bias, -torch.exp(self.A_log.float()), B, C, dt_r
 
-    def _recomputes(self, u: Tensor) -> bool:
-        return self.recompute and torch.is_grad_enabled() and resolve_impl(self.scan_impl, u) == "triton"
+    def _recomputes(self) -> bool:
+        return self.backend.recomputes and torch.is_grad_enabled()
 
     def _n_states(self) -> int:
         extra = 0 if self.extra_states is None else self.extra_states.A_log.shape[1]
@@ -149,7 +150,7 @@ class Mamba1Mixer(nn.Module):
         u_p, u = conv_silu(self, x, window, dx_into=xz_grad, two=True)
         # training on Triton: what the projections and the scan keep of u (and of what is made from it inside: LoRA's
         # dropout output) and delta is remade in the backward (`stateft.ops.recompute`)
-        with recompute_saved([(u, lambda: conv_silu(self, x, window))], enabled=self._recomputes(u)) as recipes:
+        with recompute_saved([(u, lambda: conv_silu(self, x, window))], enabled=self._recomputes()) as recipes:
             if self._projections_channels_first():
                 delta, delta_bias, A, B, C, dt_r = self._ssm_params_channels_first(u_p)
                 if type(self.dt_proj) is nn.Linear:  # a LoRA on it draws dropout: not remade the same
@@ -159,11 +160,11 @@ class Mamba1Mixer(nn.Module):
                 delta, B, C = delta.transpose(1, 2), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
             h_off, y_off = self._offsets()
             out = selective_scan(
-                u,
-                delta,
-                A,
-                B,
-                C,
+                u=u,
+                delta=delta,
+                A=A,
+                B=B,
+                C=C,
                 D=self.D,
                 z=z,
                 delta_bias=delta_bias,
@@ -172,8 +173,8 @@ class Mamba1Mixer(nn.Module):
                 h_offset=h_off,
                 y_offset=y_off,
                 return_last_state=cache is not None,
-                impl=self.scan_impl,
                 dz_into=xz_grad,
+                backend=self.backend,
             )
         if cache is not None:
             y, cache.ssm = out
@@ -195,5 +196,8 @@ class Mamba1Mixer(nn.Module):
         u = F.silu(x_conv)
         delta, delta_bias, A, B, C = self._ssm_params(u)
         h_off, y_off = self._offsets()
-        y, cache.ssm = selective_step(cache.ssm, u, delta, A, B, C, self.D, z, delta_bias, True, h_off, y_off)
+        y, cache.ssm = selective_step(
+            state=cache.ssm, u=u, delta=delta, A=A, B=B, C=C, D=self.D, z=z, delta_bias=delta_bias,
+            delta_softplus=True, h_offset=h_off, y_offset=y_off, backend=self.backend,
+        )  # fmt: skip
         return self.out_proj(y)

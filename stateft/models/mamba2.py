@@ -29,6 +29,7 @@ from stateft.models.config import MambaConfig
 from stateft.models.conv import conv_silu, conv_start, next_window
 from stateft.models.init import dt_bias_init
 from stateft.ops import ssd_scan, ssd_step
+from stateft.ops.backend import Backend
 
 A_INIT_RANGE = (1.0, 16.0)  # mamba_ssm's Mamba2 default: A_h = -uniform(1, 16) at random init
 
@@ -59,7 +60,7 @@ class GatedRMSNorm(nn.Module):
 class Mamba2Mixer(nn.Module):
     """One Mamba-2 mixer: (b l d) -> (b l d)."""
 
-    def __init__(self, config: MambaConfig, scan_impl: str = "auto") -> None:
+    def __init__(self, config: MambaConfig, backend: Backend) -> None:
         super().__init__()
         d, E, N, K, P, G = config.d_model, config.d_inner, config.d_state, config.d_conv, config.headdim, config.ngroups
         if E % P or (E // P) % G:
@@ -69,7 +70,7 @@ class Mamba2Mixer(nn.Module):
         self.nheads, self.headdim, self.ngroups = H, P, G
         self.conv_channels = E + 2 * G * N  # the conv runs over x, B and C
         self.chunk_size, self.dt_limit = config.chunk_size, tuple(config.dt_limit)
-        self.scan_impl = scan_impl
+        self.backend = backend  # which implementation each op runs (set by the model: `MambaLM.set_backend`)
         self.in_proj = nn.Linear(d, 2 * E + 2 * G * N + H, bias=config.bias)  # [z, x, B, C, dt]
         self.conv1d = nn.Conv1d(
             self.conv_channels, self.conv_channels, K, groups=self.conv_channels, bias=config.conv_bias
@@ -165,11 +166,11 @@ class Mamba2Mixer(nn.Module):
         B_scan, C_scan = self._scan_bc(x, B, C)  # (b l G N') with N' = N + extra states
         A = -torch.exp(self.A_log.float())  # (H,)
         out = ssd_scan(
-            x,
-            dt,
-            A,
-            B_scan,
-            C_scan,
+            x=x,
+            dt=dt,
+            A=A,
+            B=B_scan,
+            C=C_scan,
             chunk_size=self.chunk_size,
             D=self.D,
             dt_bias=self.dt_bias,
@@ -177,7 +178,7 @@ class Mamba2Mixer(nn.Module):
             dt_limit=self.dt_limit,
             initial_state=h_start,
             return_final_state=cache is not None,
-            impl=self.scan_impl,
+            backend=self.backend,
         )
         if cache is not None:
             y, cache.ssm = out
@@ -198,5 +199,8 @@ class Mamba2Mixer(nn.Module):
         x, B, C = self._split_xbc(F.silu(xbc))  # (b H P), (b G N), (b G N)
         B_scan, C_scan = self._scan_bc(x, B, C)  # (b G N')
         A = -torch.exp(self.A_log.float())
-        y, cache.ssm = ssd_step(cache.ssm, x, dt, A, B_scan, C_scan, self.D, self.dt_bias, True, self.dt_limit)
+        y, cache.ssm = ssd_step(
+            state=cache.ssm, x=x, dt=dt, A=A, B=B_scan, C=C_scan, D=self.D, dt_bias=self.dt_bias, dt_softplus=True,
+            dt_limit=self.dt_limit, backend=self.backend,
+        )  # fmt: skip
         return self._gate_out(y, C, z)

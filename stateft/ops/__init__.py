@@ -1,72 +1,34 @@
-"""The one place a selective-scan implementation is chosen.
+"""The ops the models run, each dispatched to the implementation a `backend.Backend` names.
 
-Implementations share one signature (see `scan_ref.selective_scan_ref`):
-- ``ref``: the sequential PyTorch reference (any device, fp32 accumulation).
-- ``triton``: fused Triton forward/backward (CUDA; on CPU only under ``TRITON_INTERPRET=1``).
-- ``mamba_ssm``: mamba_ssm's CUDA kernel, when that package is installed (optional, never a dependency).
-- ``auto``: ``triton`` on CUDA tensors when available, else ``ref``.
+Which implementation runs is decided once, in `backend.Backend` (from ``model.scan_impl`` and the device); the model
+holds that backend and passes it to every op here (``backend=``; a ``scan_impl`` name instead is resolved for the
+input's device with the default kernel settings). Each op's interface is defined once (`interfaces`): keyword-only
+arguments, shared by its reference, Triton (Gluon inside) and mamba_ssm implementations; the entry points here take
+the same arguments, with ``backend`` in place of ``settings`` (the backend's kernel settings for the op are passed on).
 
-Mamba-2's state space dual scan has the same convention: `ssd_scan` / `ssd_step` (``ref``: `ssd_ref`, chunked,
-with initial state in and final state out; ``triton``: `ssd_triton`).
-
-Model code calls `selective_scan` / `selective_step` (`ssd_scan` / `ssd_step`) and never looks at which
-implementation ran; `resolve_impl` tells (it is logged at start-up).
+- `selective_scan` / `selective_step`: Mamba-1's S6 scan and its decoding step (`scan_ref`, `scan_triton`,
+  `scan_mamba_ssm`).
+- `ssd_scan` / `ssd_step`: Mamba-2's state space dual scan and step (`ssd_ref`, `ssd_triton`).
+- `conv_silu`: the mixers' causal depthwise conv + SiLU (`conv_ref`, `conv_triton`).
+- `add_rms_norm`: the residual add + RMSNorm between blocks (`norm_ref`, `norm_triton`).
+- `chunked_cross_entropy`: the LM head and token loss in chunks (`cross_entropy`, `cross_entropy_triton`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
-import warnings
-from typing import Literal
 
 from torch import Tensor
 
-from stateft.ops.scan_ref import selective_scan_ref, selective_step_ref
+from stateft.ops.backend import HAS_MAMBA_SSM, HAS_TRITON, IMPLS, Backend, backend_for
+from stateft.ops.cross_entropy import chunked_cross_entropy
+from stateft.ops.interfaces import implementation
+from stateft.ops.settings import DEFAULT_SETTINGS, KernelSettings
 from stateft.ops.split_grad import SplitGrad
-from stateft.ops.ssd_ref import ssd_scan_ref, ssd_step_ref
-
-Impl = Literal["auto", "ref", "triton", "mamba_ssm"]
-IMPLS: tuple[str, ...] = ("auto", "ref", "triton", "mamba_ssm")
-
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-HAS_MAMBA_SSM = importlib.util.find_spec("selective_scan_cuda") is not None
-
-_override_impl: str | None = None  # tests set this to force an implementation everywhere
-_warned: set[str] = set()
-
-
-def _triton_usable(u: Tensor) -> bool:
-    return HAS_TRITON and (u.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
-
-
-def resolve_impl(impl: str, u: Tensor) -> str:
-    """Which implementation `selective_scan(..., impl=impl)` runs for tensors like ``u``."""
-    impl = _override_impl or impl
-    if impl not in IMPLS:
-        raise ValueError(f"unknown scan impl {impl!r}; choose one of {', '.join(IMPLS)}")
-    if impl == "auto":
-        if u.is_cuda and HAS_TRITON:
-            return "triton"
-        if u.is_cuda and "auto" not in _warned:
-            _warned.add("auto")
-            warnings.warn("triton is not installed: using the slow reference scan (pip install triton)", stacklevel=3)
-        return "ref"
-    if impl == "triton" and not _triton_usable(u):
-        raise RuntimeError(
-            "scan impl 'triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1 on CPU): "
-            "pip install triton, or set model.scan_impl=ref"
-        )
-    if impl == "mamba_ssm" and not (HAS_MAMBA_SSM and u.is_cuda):
-        raise RuntimeError(
-            "scan impl 'mamba_ssm' needs mamba-ssm's CUDA build and a CUDA tensor: "
-            "pip install mamba-ssm --no-build-isolation, or set model.scan_impl=auto"
-        )
-    return impl
 
 
 def selective_scan(
+    *,
     u: Tensor,
     delta: Tensor,
     A: Tensor,
@@ -80,27 +42,21 @@ def selective_scan(
     h_offset: Tensor | None = None,
     y_offset: Tensor | None = None,
     return_last_state: bool = False,
-    impl: Impl = "auto",
     dz_into: SplitGrad | None = None,
+    backend: Backend | str = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Selective scan. u, delta, z: (b d l); A: (d n); B, C: (b n l); D, delta_bias, y_offset: (d,);
-    h_offset: (d n); initial_state: (b d n). Returns y (b d l) and, if asked, the last state (b d n).
-    ``dz_into``: z is half 1 of a `split_grad.split_halves`; the Triton scan writes z's gradient there (the others
-    return their own, which the split copies into place)."""
-    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, h_offset, y_offset, return_last_state)
-    chosen = resolve_impl(impl, u)
-    if chosen == "triton":
-        from stateft.ops.scan_triton import selective_scan_triton
-
-        return selective_scan_triton(*args, dz_into=dz_into)
-    if chosen == "mamba_ssm":
-        from stateft.ops.scan_mamba_ssm import selective_scan_mamba_ssm
-
-        return selective_scan_mamba_ssm(*args)
-    return selective_scan_ref(*args)
+    """`interfaces.SelectiveScan` on ``backend.scan``. u, delta, z (b d l); A (d n); B, C (b n l); D, delta_bias,
+    y_offset (d,); h_offset (d n); initial_state (b d n). Returns y (b d l) and, if asked, the last state (b d n)."""
+    backend = backend_for(backend, u)
+    return implementation("scan", backend.scan)(
+        u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+        initial_state=initial_state, h_offset=h_offset, y_offset=y_offset, return_last_state=return_last_state,
+        dz_into=dz_into, settings=backend.settings.scan,
+    )  # fmt: skip
 
 
 def selective_step(
+    *,
     state: Tensor,
     u: Tensor,
     delta: Tensor,
@@ -113,13 +69,19 @@ def selective_step(
     delta_softplus: bool = True,
     h_offset: Tensor | None = None,
     y_offset: Tensor | None = None,
+    backend: Backend | str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """One decoding step. state (b d n); u, delta, z (b d); B, C (b n). Returns y (b d), new state (b d n)."""
-    return selective_step_ref(state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, h_offset, y_offset)
+    """`interfaces.SelectiveStep` on ``backend.scan_step``. state (b d n); u, delta, z (b d); B, C (b n). Returns
+    y (b d), the new state (b d n)."""
+    backend = backend_for(backend, u)
+    return implementation("scan_step", backend.scan_step)(
+        state=state, u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+        h_offset=h_offset, y_offset=y_offset,
+    )  # fmt: skip
 
 
-# -- Mamba-2: the state space dual (SSD) scan -------------------------------------------------------------------
 def ssd_scan(
+    *,
     x: Tensor,
     dt: Tensor,
     A: Tensor,
@@ -132,22 +94,22 @@ def ssd_scan(
     dt_limit: tuple[float, float] = (0.0, math.inf),
     initial_state: Tensor | None = None,
     return_final_state: bool = False,
-    impl: Impl = "auto",
+    backend: Backend | str = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Mamba-2 SSD scan. x (b l h p); dt (b l h); A, D, dt_bias (h,); B, C (b l g n); initial_state (b h p n).
-    Returns y (b l h p) and, if asked, the final state (b h p n) fp32. ``chunk_size`` only changes rounding."""
-    args = (x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, dt_limit, initial_state, return_final_state)
-    chosen = resolve_impl(impl, x)
-    if chosen == "triton":
-        from stateft.ops.ssd_triton import ssd_scan_triton
-
-        return ssd_scan_triton(*args)
-    if chosen == "mamba_ssm":
-        raise NotImplementedError("scan impl 'mamba_ssm' is Mamba-1 only; use impl 'triton' or 'ref' for Mamba-2")
-    return ssd_scan_ref(*args)
+    """`interfaces.SSDScan` on ``backend.ssd``. x (b l h p); dt (b l h); A, D, dt_bias (h,); B, C (b l g n);
+    initial_state (b h p n). Returns y (b l h p) and, if asked, the final state (b h p n) fp32."""
+    backend = backend_for(backend, x)
+    if backend.ssd is None:
+        raise NotImplementedError(f"scan impl {backend.impl!r} is Mamba-1 only; use 'triton' or 'ref' for Mamba-2")
+    return implementation("ssd", backend.ssd)(
+        x=x, dt=dt, A=A, B=B, C=C, chunk_size=chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus,
+        dt_limit=dt_limit, initial_state=initial_state, return_final_state=return_final_state,
+        settings=backend.settings.ssd,
+    )  # fmt: skip
 
 
 def ssd_step(
+    *,
     state: Tensor,
     x: Tensor,
     dt: Tensor,
@@ -158,9 +120,60 @@ def ssd_step(
     dt_bias: Tensor | None = None,
     dt_softplus: bool = True,
     dt_limit: tuple[float, float] = (0.0, math.inf),
+    backend: Backend | str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """One Mamba-2 decoding step. state (b h p n); x (b h p); dt (b h); B, C (b g n). Returns y (b h p), new state."""
-    return ssd_step_ref(state, x, dt, A, B, C, D, dt_bias, dt_softplus, dt_limit)
+    """`interfaces.SSDStep` on ``backend.ssd_step``. state (b h p n); x (b h p); dt (b h); B, C (b g n). Returns
+    y (b h p), the new state."""
+    backend = backend_for(backend, x)
+    return implementation("ssd_step", backend.ssd_step)(
+        state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit
+    )
 
 
-__all__ = ["IMPLS", "Impl", "resolve_impl", "selective_scan", "selective_step", "ssd_scan", "ssd_step"]
+def conv_silu(
+    *,
+    x: Tensor,
+    window: Tensor | None,
+    weight: Tensor,
+    bias: Tensor | None,
+    channels_last_out: bool = False,
+    dx_into: SplitGrad | None = None,
+    two: bool = False,
+    backend: Backend | str = "auto",
+) -> Tensor | tuple[Tensor, Tensor]:
+    """`interfaces.ConvSiLU` on ``backend.conv``: silu(causal depthwise conv of [window, x]), x (b c l) -> (b c l)."""
+    backend = backend_for(backend, x)
+    return implementation("conv", backend.conv)(
+        x=x, window=window, weight=weight, bias=bias, channels_last_out=channels_last_out, dx_into=dx_into, two=two,
+        settings=backend.settings.conv,
+    )  # fmt: skip
+
+
+def add_rms_norm(
+    *,
+    h: Tensor,
+    y: Tensor | None,
+    weight: Tensor,
+    eps: float,
+    backend: Backend | str = "auto",
+) -> tuple[Tensor, Tensor]:
+    """`interfaces.AddRMSNorm` on ``backend.norm``: (h + y, RMSNorm(h + y)), or (h, RMSNorm(h)) when ``y`` is None."""
+    backend = backend_for(backend, h)
+    return implementation("norm", backend.norm)(h=h, y=y, weight=weight, eps=eps, settings=backend.settings.norm)
+
+
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "HAS_MAMBA_SSM",
+    "HAS_TRITON",
+    "IMPLS",
+    "Backend",
+    "KernelSettings",
+    "add_rms_norm",
+    "chunked_cross_entropy",
+    "conv_silu",
+    "selective_scan",
+    "selective_step",
+    "ssd_scan",
+    "ssd_step",
+]

@@ -7,12 +7,12 @@ in_proj's (b l C) output, channels contiguous), runs cuDNN's conv and then SiLU,
 the padded copy for the backward. Here one kernel reads x in place (any strides) and the window, and writes u in the
 layout the caller asks for; the backward recomputes the pre-activation from x, writes its gradient dv (fp32, with dw and
 d bias as per-tile partial sums when the conv is trained), then dx from dv laid out like x or straight into its half
-of in_proj's output gradient (`split_grad`), so that gradient is assembled without a transposing copy. The first
-version did it in one kernel, recomputing dv at K shifted steps (K x K taps): the 1.4b training step was 7 ms slower
-(H100, 176.4 vs 169.4 ms graphed; 130m 41.0 vs 39.4). On GPUs (``KERNELS`` "gluon") both passes run the Gluon kernels
-of `gluon_conv_kernels` where they apply (K = 4; the backward in one pass, dv never written, for the frozen conv with
-no window gradient): each thread holds 8 consecutive steps, so the K shifts are register renamings (1.4b layer,
-H100: forward 0.036 -> 0.028 ms, backward 0.116 -> 0.055). With ``two`` the mixer's two uses of u (projections, scan)
+of in_proj's output gradient (`split_grad`), so that gradient is assembled without a transposing copy (dv written
+once and read at K shifts: one kernel recomputing dv at K shifted steps was slower, benchmarks/NOTES.md). On GPUs
+(``kernels`` "gluon") both passes run the Gluon kernels of `gluon_conv_kernels` where they apply (K = 4; the backward
+in one pass, dv never written, for the frozen conv with no window gradient): each thread holds 8 consecutive steps, so
+the K shifts are register renamings (kernel times: benchmarks/results/conv_kernel.md). Tiles, warps and the kernel
+choice come from the `settings.ConvSettings` passed in. With ``two`` the mixer's two uses of u (projections, scan)
 get their own outputs and the backward adds their gradients as it reads them.
 Arithmetic in fp32. ``window`` (b, C, K-1) may be None (zeros: a fresh sequence) or an expanded learned window;
 its gradient (K-1 steps) is computed outside the kernel from the first steps' pre-activation gradients.
@@ -28,16 +28,9 @@ from torch import Tensor
 from stateft.ops.conv_pad import x_pad
 from stateft.ops.gluon_conv_kernels import conv_silu_bwd_gluon_kernel, conv_silu_fwd_gluon_kernel
 from stateft.ops.layout import dim_order, empty_in_order
+from stateft.ops.settings import DEFAULT_SETTINGS, ConvSettings
 from stateft.ops.split_grad import SplitGrad
 from stateft.ops.triton_math import FAST, sigmoid
-
-BLOCK_L = 64
-BLOCK_C = 64
-NUM_WARPS = 4  # the backward's first kernel, and the one-pass backward (benchmarks/conv_kernel.py)
-# "gluon": the Gluon kernels (`gluon_conv_kernels`: x read once, the shifts as register renamings; the backward in one
-# pass, dv never written) where they apply (`_gluon`: on a GPU, K = 4; the backward only for the frozen conv with no
-# learned window to differentiate); "triton": the Triton kernels (forward, and the backward in two kernels).
-KERNELS = "gluon"
 
 
 @triton.jit
@@ -138,36 +131,35 @@ def conv_dx_kernel(
              mask=mask)  # fmt: skip
 
 
-def _gluon(grads_beyond_x: bool, K: int) -> bool:
-    """Whether a pass runs the Gluon kernel (`gluon_conv_kernels`): asked for (KERNELS), on a GPU (Gluon has no
-    interpreter), K = 4 (the mixers' d_conv), BLOCK_L 64 and, for the backward, only dx wanted (``grads_beyond_x``:
+def _gluon(cfg: ConvSettings, grads_beyond_x: bool, K: int) -> bool:
+    """Whether a pass runs the Gluon kernel (`gluon_conv_kernels`): asked for (``cfg.kernels``), on a GPU (Gluon has
+    no interpreter), K = 4 (the mixers' d_conv), BLOCK_L 64 and, for the backward, only dx wanted (``grads_beyond_x``:
     dw, d bias or the window's gradient; the forward passes False)."""
-    if KERNELS not in ("gluon", "triton"):
-        raise ValueError(f"conv_triton: KERNELS must be 'gluon' or 'triton', not {KERNELS!r}")
-    return KERNELS == "gluon" and FAST.value and not grads_beyond_x and K == 4 and BLOCK_L == 64
+    return cfg.kernels == "gluon" and FAST.value and not grads_beyond_x and K == 4 and cfg.BLOCK_L == 64
 
 
 class _ConvSiLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, window, weight, bias, u_channels_last, dx_into, two):
+    def forward(ctx, x, window, weight, bias, u_channels_last, dx_into, two, cfg):
         b, c, length = x.shape
         K = weight.shape[-1]
         w = weight.reshape(c, K).float().contiguous()
         bias32 = None if bias is None else bias.float().contiguous()
         u = empty_in_order(x.shape, [0, 2, 1] if u_channels_last else [0, 1, 2], x)
         win = x if window is None else window
-        grid = (triton.cdiv(length, BLOCK_L), triton.cdiv(c, BLOCK_C), b)
+        grid = (triton.cdiv(length, cfg.BLOCK_L), triton.cdiv(c, cfg.BLOCK_C), b)
         args = (x, win, w, w if bias32 is None else bias32, u, c, length,
                 *x.stride(), *(win.stride() if window is not None else (0, 0, 0)), *u.stride())  # fmt: skip
-        flags = {"K": K, "HAS_WIN": window is not None, "HAS_BIAS": bias is not None, "BLOCK_L": BLOCK_L,
-                 "BLOCK_C": BLOCK_C}  # fmt: skip
-        if _gluon(False, K):
+        flags = {"K": K, "HAS_WIN": window is not None, "HAS_BIAS": bias is not None, "BLOCK_L": cfg.BLOCK_L,
+                 "BLOCK_C": cfg.BLOCK_C}  # fmt: skip
+        if _gluon(cfg, False, K):
             conv_silu_fwd_gluon_kernel[grid](*args, **flags, U_STEPS=u.stride(2) == 1, WARPS=4, num_warps=4)
         else:
             conv_silu_fwd_kernel[grid](*args, **flags)
         ctx.save_for_backward(x, window, w, bias32)
         ctx.meta = (weight.shape, weight.dtype, None if bias is None else bias.dtype)
         ctx.dx_into = dx_into
+        ctx.cfg = cfg
         if not two:
             return u
         ctx.set_materialize_grads(False)  # an alias nothing used has no gradient (None, not zeros)
@@ -181,23 +173,25 @@ class _ConvSiLU(torch.autograd.Function):
         w_shape, w_dtype, b_dtype = ctx.meta
         b, c, length = x.shape
         K = w.shape[1]
-        n_tiles = triton.cdiv(length, BLOCK_L)
+        cfg = ctx.cfg
+        block_l, block_c, num_warps = cfg.BLOCK_L, cfg.BLOCK_C, cfg.num_warps
+        n_tiles = triton.cdiv(length, block_l)
         f32 = {"device": x.device, "dtype": torch.float32}
         # laid out like x, or straight into its half of in_proj's output gradient (`split_grad`)
         dx = empty_in_order(x.shape, dim_order(x), x) if ctx.dx_into is None else ctx.dx_into.half(0)
         w_grad, b_grad = ctx.needs_input_grad[2], bias32 is not None and ctx.needs_input_grad[3]
         win = x if window is None else window
-        grid = (n_tiles, triton.cdiv(c, BLOCK_C), b)
+        grid = (n_tiles, triton.cdiv(c, block_c), b)
         dwin_grad = window is not None and ctx.needs_input_grad[1]
-        if _gluon(w_grad or b_grad or dwin_grad, K):
+        if _gluon(cfg, w_grad or b_grad or dwin_grad, K):
             du2_ = du if du2 is None else du2
             conv_silu_bwd_gluon_kernel[grid](
                 x, win, w, w if bias32 is None else bias32, du, du2_, dx, c, length,
                 *x.stride(), *(win.stride() if window is not None else (0, 0, 0)), *du.stride(), *du2_.stride(),
                 *dx.stride(), K=K, HAS_WIN=window is not None, HAS_BIAS=bias32 is not None, HAS_DU2=du2 is not None,
-                BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C, WARPS=NUM_WARPS, num_warps=NUM_WARPS,
+                BLOCK_L=block_l, BLOCK_C=block_c, WARPS=num_warps, num_warps=num_warps,
             )  # fmt: skip
-            return dx, None, None, None, None, None, None
+            return dx, None, None, None, None, None, None, None
         dw = torch.empty(b, n_tiles, c, K, **f32) if w_grad else None  # partial sums (frozen conv: none)
         db = torch.empty(b, n_tiles, c, **f32) if b_grad else None
         dv = torch.empty(b, length, c, **f32)  # the pre-activation's gradient, channels contiguous like x's tiles
@@ -207,9 +201,9 @@ class _ConvSiLU(torch.autograd.Function):
             *du.stride(), *(du if du2 is None else du2).stride(),
             K=K, HAS_WIN=window is not None, HAS_BIAS=bias32 is not None, HAS_DU2=du2 is not None,
             W_GRAD=w_grad, B_GRAD=b_grad,
-            BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS,
+            BLOCK_L=block_l, BLOCK_C=block_c, num_warps=num_warps,
         )  # fmt: skip
-        conv_dx_kernel[grid](dv, w, dx, c, length, *dx.stride(), K=K, BLOCK_L=BLOCK_L, BLOCK_C=BLOCK_C)
+        conv_dx_kernel[grid](dv, w, dx, c, length, *dx.stride(), K=K, BLOCK_L=block_l, BLOCK_C=block_c)
         dwindow = None
         if dwin_grad:
             # window step j feeds the outputs at steps j - k >= 0 with weight k: d window[j] = sum_k w_k dv[j - k]
@@ -227,10 +221,12 @@ class _ConvSiLU(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
 def conv_silu_triton(
+    *,
     x: Tensor,
     window: Tensor | None,
     weight: Tensor,
@@ -238,10 +234,11 @@ def conv_silu_triton(
     channels_last_out: bool = False,
     dx_into: SplitGrad | None = None,
     two: bool = False,
+    settings: ConvSettings = DEFAULT_SETTINGS.conv,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """silu(causal depthwise conv1d) of x (b c l) led by ``window`` (b c K-1, or None for zeros): (b c l) in x's
-    dtype, laid out (b l c)-major if ``channels_last_out``, else (b c l). weight (c, 1, K) or (c, K), bias (c,).
-    ``dx_into``: x is half 0 of a `split_grad.split_halves`; its gradient is written there. ``two``: return u twice
-    (the second a view of the first) for two consumers; the backward sums their gradients as it reads them, instead
-    of autograd adding them in a pass of its own over (b c l)."""
-    return _ConvSiLU.apply(x, window, weight, bias, channels_last_out, dx_into, two)
+    """silu(causal depthwise conv1d) of x (b c l) led by ``window`` (b c K-1, or None for zeros) in Triton
+    (`interfaces.ConvSiLU`): (b c l) in x's dtype, laid out (b l c)-major if ``channels_last_out``, else (b c l).
+    weight (c, 1, K) or (c, K), bias (c,). ``dx_into``: x is half 0 of a `split_grad.split_halves`; its gradient is
+    written there. ``two``: return u twice (the second a view of the first) for two consumers; the backward sums their
+    gradients as it reads them, instead of autograd adding them in a pass of its own over (b c l)."""
+    return _ConvSiLU.apply(x, window, weight, bias, channels_last_out, dx_into, two, settings)

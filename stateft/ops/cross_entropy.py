@@ -12,21 +12,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stateft.ops import HAS_TRITON
+from stateft.ops.backend import Backend, backend_for
+from stateft.ops.interfaces import implementation
+from stateft.ops.settings import DEFAULT_SETTINGS, CrossEntropySettings
 
 
-def _chunk_loss_and_grads(h: Tensor, weight: Tensor, labels: Tensor, ignore_index: int, want_grad: bool, impl: str):
-    """Summed loss over one chunk's valid tokens, d(sum)/dh and d(sum)/dweight (or Nones). h (t d), labels (t,)."""
+def chunk_loss_ref(
+    *,
+    h: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    ignore_index: int,
+    want_grad: bool,
+    settings: CrossEntropySettings = DEFAULT_SETTINGS.cross_entropy,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Summed loss over one chunk's valid tokens, d(sum)/dh and d(sum)/dweight (or Nones) in torch
+    (`interfaces.ChunkLoss`; ``settings`` unused). h (t d), labels (t,)."""
     h = h.to(weight.dtype)
-    if impl == "triton":  # one kernel: per-row loss, softmax - onehot over the logits (0 on ignored rows)
-        from stateft.ops.cross_entropy_triton import ce_rows_
-
-        logits = h @ weight.t()  # (t V) in the head's dtype
-        loss = ce_rows_(logits, labels, ignore_index, want_grad).sum()
-        if not want_grad:
-            return loss, None, None
-        grad_w = logits.t() @ h if weight.requires_grad else None
-        return loss, logits @ weight, grad_w
     logits = (h @ weight.t()).float()  # (t V) fp32 for this chunk only
     valid = labels != ignore_index
     target = torch.where(valid, labels, 0)
@@ -47,7 +49,7 @@ def _chunk_loss_and_grads(h: Tensor, weight: Tensor, labels: Tensor, ignore_inde
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, labels, ignore_index, chunk_size, want_grad, impl):
+    def forward(ctx, hidden, weight, labels, ignore_index, chunk_size, want_grad, chunk_loss, settings):
         d = hidden.shape[-1]
         h = hidden.reshape(-1, d)
         y = labels.reshape(-1)
@@ -58,7 +60,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if train_w else None
         for start in range(0, h.shape[0], chunk_size):
             sl = slice(start, start + chunk_size)
-            loss, gh, gw = _chunk_loss_and_grads(h[sl], weight, y[sl], ignore_index, want_grad, impl)
+            loss, gh, gw = chunk_loss(
+                h=h[sl], weight=weight, labels=y[sl], ignore_index=ignore_index, want_grad=want_grad, settings=settings
+            )
             total += loss
             if want_grad:
                 grad_h[sl] = gh
@@ -77,16 +81,17 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         scale = grad_out / count
         dh = (grad_h * scale.to(grad_h.dtype)).reshape(shape)
         dw = None if grad_w is None else (grad_w * scale).to(w_dtype)
-        return dh, dw, None, None, None, None, None
+        return dh, dw, None, None, None, None, None, None
 
 
 def chunked_cross_entropy(
+    *,
     hidden: Tensor,
     weight: Tensor,
     labels: Tensor,
     ignore_index: int = -100,
     chunk_size: int = 1024,
-    impl: str = "auto",
+    backend: Backend | str = "auto",
 ) -> Tensor:
     """Mean cross-entropy of ``hidden @ weight.T`` against ``labels`` over the tokens whose label is not ignored.
 
@@ -95,12 +100,13 @@ def chunked_cross_entropy(
     and normalised in fp32, ``chunk_size`` tokens at a time; full-vocabulary logits never exist for all tokens.
     Returns a scalar fp32 (0 if every label is ignored).
 
-    ``impl``: ``torch`` (any device), ``triton`` (`cross_entropy_triton`: one kernel per chunk instead of ~7
-    full-vocabulary passes; CUDA, or the CPU under ``TRITON_INTERPRET=1``), ``auto``: triton on CUDA when installed.
+    Each chunk runs ``backend.cross_entropy`` (a `Backend`, or a ``scan_impl`` name resolved for hidden's device):
+    ``ref`` (`chunk_loss_ref`, any device) or ``triton`` (`cross_entropy_triton.chunk_loss_triton`: one kernel per
+    chunk instead of ~7 full-vocabulary passes; CUDA, or the CPU under ``TRITON_INTERPRET=1``).
     """
-    if impl not in ("auto", "torch", "triton"):
-        raise ValueError(f"unknown cross-entropy impl {impl!r}; choose auto, torch or triton")
-    if impl == "auto":
-        impl = "triton" if hidden.is_cuda and HAS_TRITON else "torch"
+    backend = backend_for(backend, hidden)
+    chunk_loss = implementation("cross_entropy", backend.cross_entropy)
     want_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    return _ChunkedLinearCrossEntropy.apply(hidden, weight, labels, ignore_index, chunk_size, want_grad, impl)
+    return _ChunkedLinearCrossEntropy.apply(
+        hidden, weight, labels, ignore_index, chunk_size, want_grad, chunk_loss, backend.settings.cross_entropy
+    )

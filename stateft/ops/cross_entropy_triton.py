@@ -1,8 +1,8 @@
 """Cross-entropy over rows of logits in one Triton kernel: per-row loss, and softmax - onehot written over the logits.
 
-For the chunked LM loss (`stateft.ops.cross_entropy`). The torch version of the same step (fp32 copy of the logits,
-logsumexp, subtract, exp, scatter) makes about seven full-vocabulary passes over memory, ~4-5 ms of a 130m training
-step on an H100 (profile of 2026-11-24); this kernel reads a row twice (the second time from L2) and writes it once.
+For the chunked LM loss (`stateft.ops.cross_entropy`; `chunk_loss_triton` is its Triton chunk). The torch version of
+the same step (fp32 copy of the logits, logsumexp, subtract, exp, scatter) makes about seven full-vocabulary passes
+over memory; this kernel reads a row twice (the second time from L2) and writes it once.
 
 One program per row: an online log-sum-exp over vocabulary tiles in fp32 (running max and rescaled sum), then
 ``exp(logit - lse)`` written back in the logits' dtype with 1 subtracted at the label. Rows whose label is ignored
@@ -16,10 +16,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from stateft.ops.settings import DEFAULT_SETTINGS, CrossEntropySettings
 from stateft.ops.triton_math import LN2, LOG2E
-
-BLOCK_V = 4096  # vocabulary tile; tests lower it so that small vocabularies span several tiles
-NUM_WARPS = 8
 
 
 @triton.jit
@@ -60,18 +58,44 @@ def ce_rows_kernel(logits_ptr, labels_ptr, loss_ptr, V, stride, ignore_index,
             tl.store(base + idx, p.to(logits_ptr.dtype.element_ty), mask=mask)
 
 
-def ce_rows_(logits: Tensor, labels: Tensor, ignore_index: int, write_grad: bool) -> Tensor:
+def ce_rows_(
+    logits: Tensor,
+    labels: Tensor,
+    ignore_index: int,
+    write_grad: bool,
+    settings: CrossEntropySettings = DEFAULT_SETTINGS.cross_entropy,
+) -> Tensor:
     """Per-row cross-entropy of ``logits`` (t V), fp32 (t,), 0 where ``labels`` == ``ignore_index``.
 
     With ``write_grad`` the logits are overwritten with d(loss_row)/d(logits) = softmax - onehot (0 on ignored rows),
-    in their own dtype. ``logits`` must have unit stride along the vocabulary.
+    in their own dtype. ``logits`` must have unit stride along the vocabulary. Tiles and warps: ``settings``.
     """
     t, vocab = logits.shape
     if logits.stride(1) != 1:
         raise ValueError("ce_rows_: logits need unit stride along the vocabulary")
     loss = torch.empty(t, device=logits.device, dtype=torch.float32)
     if t:
-        block = min(BLOCK_V, triton.next_power_of_2(vocab))
+        block = min(settings.BLOCK_V, triton.next_power_of_2(vocab))
         ce_rows_kernel[(t,)](logits, labels.contiguous(), loss, vocab, logits.stride(0), ignore_index,
-                             WRITE_GRAD=write_grad, BLOCK_V=block, num_warps=NUM_WARPS)  # fmt: skip
+                             WRITE_GRAD=write_grad, BLOCK_V=block, num_warps=settings.num_warps)  # fmt: skip
     return loss
+
+
+def chunk_loss_triton(
+    *,
+    h: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    ignore_index: int,
+    want_grad: bool,
+    settings: CrossEntropySettings = DEFAULT_SETTINGS.cross_entropy,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """One chunk of the LM loss (`interfaces.ChunkLoss`) with one kernel: per-row loss, and softmax - onehot over the
+    logits (0 on ignored rows), which the two products of the gradient then read."""
+    h = h.to(weight.dtype)
+    logits = h @ weight.t()  # (t V) in the head's dtype
+    loss = ce_rows_(logits, labels, ignore_index, want_grad, settings).sum()
+    if not want_grad:
+        return loss, None, None
+    grad_w = logits.t() @ h if weight.requires_grad else None
+    return loss, logits @ weight, grad_w

@@ -2,13 +2,14 @@
 
 Between two mixers the LM computes ``h = h + y`` (fp32 residual, y the mixer's output) and ``x = RMSNorm(h)`` (in the
 weight's dtype). In eager PyTorch that is ~6 elementwise and reduction kernels forward and ~10 backward over (b l d)
-fp32 tensors (pow, mean, rsqrt, casts, their gradients, the residual gradient's sum and cast); the 1.4b profile of
-2026-11-24 had them at ~15 ms of a 176 ms step. Here the forward reads h and y once and writes the new residual and
-x; the backward reads the new residual, dx and the residual gradient arriving from later, and writes the residual
-gradient going back (fp32) and y's gradient (y's dtype). The per-row 1/rms is kept from the forward.
+fp32 tensors (pow, mean, rsqrt, casts, their gradients, the residual gradient's sum and cast). Here the forward reads
+h and y once and writes the new residual and x; the backward reads the new residual, dx and the residual gradient
+arriving from later, and writes the residual gradient going back (fp32) and y's gradient (y's dtype). The per-row
+1/rms is kept from the forward.
 
 Same rounding as `stateft.models.norm.RMSNorm`: the normalised row is cast to the weight's dtype before the weight
-multiplies it. The backward is computed in fp32 throughout (eager rounds g * w to the weight's dtype first).
+multiplies it. The backward is computed in fp32 throughout (eager rounds g * w to the weight's dtype first). Rows per
+backward program: `settings.NormSettings`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-# rows per backward program when the weight is trained (its gradient leaves as one partial per program); with the
-# weight frozen (every PEFT method) one row per program: 16 left 256 programs of sequential rows at 1.4b
-ROWS = 16
+from stateft.ops.settings import DEFAULT_SETTINGS, NormSettings
 
 
 @triton.jit
@@ -77,7 +76,7 @@ def _rows(t: Tensor) -> Tensor:
 
 class _AddRMSNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, y, weight, eps):
+    def forward(ctx, h, y, weight, eps, cfg):
         shape, D = h.shape, h.shape[-1]
         h2 = _rows(h)
         R = h2.shape[0]
@@ -90,6 +89,7 @@ class _AddRMSNorm(torch.autograd.Function):
                                       num_warps=_warps(D))  # fmt: skip
         ctx.save_for_backward(hout, rstd, weight)
         ctx.meta = (shape, None if y is None else y.dtype)
+        ctx.rows = cfg.ROWS
         ctx.set_materialize_grads(False)
         if y is None:  # x only: h's other uses get their gradient from autograd
             return x.view(shape)
@@ -102,9 +102,9 @@ class _AddRMSNorm(torch.autograd.Function):
         dh_next, dx = (None, grads[0]) if y_dtype is None else grads
         R, D = hout.shape
         if dx is None:  # only the residual was used
-            return dh_next, dh_next.to(y_dtype), None, None
+            return dh_next, dh_next.to(y_dtype), None, None, None
         w_grad = ctx.needs_input_grad[2]
-        rows = ROWS if w_grad else 1
+        rows = ctx.rows if w_grad else 1
         n_prog = triton.cdiv(R, rows)
         dh = torch.empty((R, D), device=hout.device, dtype=torch.float32)
         dy = torch.empty((R, D), device=hout.device, dtype=y_dtype) if y_dtype is not None else None
@@ -116,17 +116,25 @@ class _AddRMSNorm(torch.autograd.Function):
                                            HAS_DHN=dhn is not None, HAS_Y=dy is not None, W_GRAD=w_grad, ROWS=rows,
                                            BLOCK_D=triton.next_power_of_2(D), num_warps=_warps(D))  # fmt: skip
         dweight = dw.sum(0).to(weight.dtype) if w_grad else None
-        return dh.view(shape), None if dy is None else dy.view(shape), dweight, None
+        return dh.view(shape), None if dy is None else dy.view(shape), dweight, None, None
 
 
 def _warps(D: int) -> int:
     return 4 if D <= 1024 else 8
 
 
-def add_rms_norm_triton(h: Tensor, y: Tensor | None, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """(h + y in fp32, RMSNorm(h + y) in ``weight``'s dtype); with ``y`` None: (h, RMSNorm(h)). h fp32 (... d)."""
+def add_rms_norm_triton(
+    *,
+    h: Tensor,
+    y: Tensor | None,
+    weight: Tensor,
+    eps: float,
+    settings: NormSettings = DEFAULT_SETTINGS.norm,
+) -> tuple[Tensor, Tensor]:
+    """(h + y in fp32, RMSNorm(h + y) in ``weight``'s dtype); with ``y`` None: (h, RMSNorm(h)). h fp32 (... d).
+    `interfaces.AddRMSNorm` in one kernel each way."""
     if h.dtype != torch.float32:
         raise ValueError("add_rms_norm_triton: the residual h must be fp32")
     if y is None:
-        return h, _AddRMSNorm.apply(h, None, weight, eps)
-    return _AddRMSNorm.apply(h, y, weight, eps)
+        return h, _AddRMSNorm.apply(h, None, weight, eps, settings)
+    return _AddRMSNorm.apply(h, y, weight, eps, settings)

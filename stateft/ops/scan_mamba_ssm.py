@@ -17,8 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stateft.ops.settings import DEFAULT_SETTINGS, ScanSettings
+from stateft.ops.split_grad import SplitGrad
+
 
 def selective_scan_mamba_ssm(
+    *,
     u: Tensor,
     delta: Tensor,
     A: Tensor,
@@ -32,8 +36,10 @@ def selective_scan_mamba_ssm(
     h_offset: Tensor | None = None,
     y_offset: Tensor | None = None,
     return_last_state: bool = False,
+    dz_into: SplitGrad | None = None,
+    settings: ScanSettings = DEFAULT_SETTINGS.scan,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Selective scan on mamba_ssm's kernel; same shapes and semantics as `stateft.ops.selective_scan`."""
+    """Selective scan on mamba_ssm's kernel (`interfaces.SelectiveScan`; ``dz_into`` and ``settings`` unused)."""
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
     A32 = A.float()

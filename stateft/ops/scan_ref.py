@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stateft.ops.settings import DEFAULT_SETTINGS, ScanSettings
+from stateft.ops.split_grad import SplitGrad
+
 
 def _discretize(u: Tensor, delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool) -> Tensor:
     delta = delta.float()
@@ -46,6 +49,7 @@ def _readout(
 
 
 def selective_scan_ref(
+    *,
     u: Tensor,
     delta: Tensor,
     A: Tensor,
@@ -59,8 +63,10 @@ def selective_scan_ref(
     h_offset: Tensor | None = None,
     y_offset: Tensor | None = None,
     return_last_state: bool = False,
+    dz_into: SplitGrad | None = None,
+    settings: ScanSettings = DEFAULT_SETTINGS.scan,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Sequential selective scan.
+    """Sequential selective scan (`interfaces.SelectiveScan`; no kernels: ``dz_into`` and ``settings`` unused).
 
     Shapes: u, delta, z (b d l); A (d n); B, C (b n l); D, delta_bias, y_offset (d,); h_offset (d n);
     initial_state (b d n). Returns y (b d l) in u's dtype and, if asked, the last state (b d n) in fp32.
@@ -92,6 +98,7 @@ def selective_scan_ref(
 
 
 def selective_step_ref(
+    *,
     state: Tensor,
     u: Tensor,
     delta: Tensor,

@@ -1,11 +1,13 @@
-"""Fused Triton selective scan: the fast path behind `stateft.ops.selective_scan(impl="triton")`.
+"""Fused Triton selective scan: the fast path behind `stateft.ops.selective_scan` (a backend whose ``scan`` is
+"triton").
 
 Same signature and semantics as `scan_ref.selective_scan_ref`; the state offset h', the output offset y', the initial
 state h_0 (and their gradients), delta bias + softplus, the D skip and the z gate all happen inside the kernels
 (`triton_scan_kernels`). Inputs may be strided (the mixer passes z as a view of in_proj's (b l 2d) output, and dy
-arrives (b l d)-major; the kernels read them in place unless ``CONFIG["rows"]``) and bf16 or fp32; the arithmetic is
-fp32. ``initial_state`` may be an expanded (stride-0 batch) view of one (d n) parameter: its gradient
-comes back per batch row and autograd sums it.
+arrives (b l d)-major; the kernels read them in place unless ``settings.rows``) and bf16 or fp32; the arithmetic is
+fp32. The launch shape and the kernel choice come from the `settings.ScanSettings` passed in (what each value means
+and why it is the default: there). ``initial_state`` may be an expanded (stride-0 batch) view of one (d n) parameter:
+its gradient comes back per batch row and autograd sums it.
 """
 
 from __future__ import annotations
@@ -16,40 +18,11 @@ from torch import Tensor
 
 from stateft.ops.gluon_scan_kernels import scan_bwd_gluon_kernel, scan_fwd_gluon_kernel
 from stateft.ops.layout import dim_order, empty_in_order
+from stateft.ops.settings import DEFAULT_SETTINGS, ScanSettings
 from stateft.ops.split_grad import SplitGrad
 from stateft.ops.triton_math import FAST
 from stateft.ops.triton_scan_kernels import scan_bwd_kernel, scan_bwd_local_kernel, scan_fwd_kernel, seg_carry_kernel
 
-# Launch shape, chosen by measurement on an H100 (benchmarks/NOTES.md): BLOCK_D channels x all states x BLOCK_T
-# steps per block; the forward stores the state every CHUNK steps (a multiple of BLOCK_T) for the backward: 64, half
-# the stored states of 32 at the same speed (H100, 2026-11-24: 1.4b step 128.1 vs 128.3 ms, 9.30 -> 8.56 GiB).
-# BLOCK_T 8 since the backward no longer accumulates frozen parameters' gradients (168 registers at BLOCK_T 4, 255
-# and no spills at 8; before, 8 spilled): 130m step 25.6 -> 23.5 ms, 1.4b 127.3 -> 115.8, 2.8b 237.7 -> 217.8.
-# rows: copy (b l d)-major inputs (the mixer's z and dy) to unit stride along the sequence first (each program's
-# loads are then rows, not scattered 16-byte pieces). Off, the measured default since the flipped, prefetching
-# backward (H100, 2026-11-24: 1.4b step 168.5 -> 162.4 ms, 130m 38.3 -> 36.8; and z, a view of in_proj's output that
-# the fused conv keeps anyway, costs no memory: 1.4b 13.9 -> 12.3 GiB; benchmarks/NOTES.md).
-# SEG: the sequence is cut into segments of SEG steps (a multiple of CHUNK; 0 = one segment) that run as separate
-# programs: a first pass finds each segment's end state from zero, a sequential pass over the segment boundaries
-# (`seg_carry_kernel`) gives the states entering them, a second pass writes y. The backward does the same for the
-# adjoint: more programs in flight for about 1.5x the arithmetic. -1 = by the number of programs (`_n_segments`).
-# bwd_SEG: the backward's (None: as SEG). At 2.8b (2,560 programs, ~2.4 waves of the backward's 8 per SM) neither
-# backward segments (512: 164.3 -> 166.4 ms, 256: 170.8) nor a register cap for more programs per SM (200: 191.4; the
-# forward's at 96 for one wave: 164.0) paid (H100, 2026-11-24, graphed, results/cfg_ab_*).
-# kernels: "gluon" runs the forward's and the backward's main kernels in Gluon (`gluon_scan_kernels`: explicit register
-# layouts) where the launch shape allows it (`_gluon_fits`) and not in the interpreter (it has none); "triton" always
-# the Triton kernels (the segments' end states and carries are Triton kernels either way). Gluon by measurement (H100,
-# 2026-11-24, graphed step, same call): 130m state_offset_h 22.9 -> 18.6 ms, 1.4b 113.4 -> 96.5, 2.8b 214.1 -> 180.3.
-# dBC_slots: the backward's dB and dC are added atomically (relaxed) into that many zeroed fp32 (2 n l) partials per
-# sequence (channel block k into slot k % dBC_slots), or (0) leave as one partial per channel block, summed after the
-# kernel: at 2.8b 640 partials, 335 MB per layer written and read again. Atomics into one slot by measurement (H100,
-# 2026-11-24, graphed 2.8b state_offset_h, one call, results/cfg_ab_session8_*): 0: 166.4 and 169.1 ms, 1: 153.9,
-# 8: 154.2, 32: 157.7. The order of the atomic sums varies from run to run: with torch's deterministic algorithms
-# switched on (`torch.use_deterministic_algorithms`) the partials are used whatever this says.
-CONFIG: dict[str, int | str | None] = {
-    "BLOCK_D": 8, "BLOCK_T": 8, "num_warps": 1, "bwd_BLOCK_D": 8, "bwd_num_warps": 1, "CHUNK": 64, "rows": 0,
-    "SEG": -1, "bwd_SEG": None, "kernels": "gluon", "dBC_slots": 1,
-}  # fmt: skip
 _CARRY_BLOCK_D = 32
 LAUNCHED: dict[str, object] = {}  # the last compiled kernel of each pass (registers, spills: benchmarks/scan_kernel.py)
 
@@ -61,12 +34,9 @@ def _gluon_fits(block_d: int, block_n: int, block_t: int, num_warps: int) -> boo
     return block_d == 8 * num_warps and block_n >= 4 and block_t == 8
 
 
-def _pick(triton_kernel, gluon_kernel, block_d: int, block_n: int, block_t: int, num_warps: int):
-    """The Triton or the Gluon version of a main kernel for this launch shape (CONFIG["kernels"])."""
-    impl = CONFIG["kernels"]
-    if impl not in ("gluon", "triton"):
-        raise ValueError(f"scan_triton.CONFIG: kernels must be 'gluon' or 'triton', not {impl!r}")
-    if impl == "gluon" and FAST.value and _gluon_fits(block_d, block_n, block_t, num_warps):
+def _pick(triton_kernel, gluon_kernel, kernels: str, block_d: int, block_n: int, block_t: int, num_warps: int):
+    """The Triton or the Gluon version of a main kernel for this launch shape (``kernels``: ScanSettings.kernels)."""
+    if kernels == "gluon" and FAST.value and _gluon_fits(block_d, block_n, block_t, num_warps):
         return gluon_kernel
     return triton_kernel
 
@@ -75,42 +45,36 @@ def _strides3(t: Tensor | None) -> tuple[int, int, int]:
     return (0, 0, 0) if t is None else tuple(t.stride())  # type: ignore[return-value]
 
 
-def _rows(x: Tensor | None) -> Tensor | None:
-    """x with unit stride along the sequence if CONFIG["rows"] (else as it is: the kernels take any strides)."""
-    return x if x is None or x.stride(-1) == 1 or not CONFIG["rows"] else x.contiguous()
+def _rows(x: Tensor | None, rows: bool) -> Tensor | None:
+    """x with unit stride along the sequence if ``rows`` (else as it is: the kernels take any strides)."""
+    return x if x is None or x.stride(-1) == 1 or not rows else x.contiguous()
 
 
 def _block_n(n: int) -> int:
     return max(triton.next_power_of_2(n), 2)
 
 
-def _n_segments(length: int, chunk: int, programs: int, key: str = "SEG") -> tuple[int, int]:
-    """(segment length, number of segments) for CONFIG[key] ("SEG", or "bwd_SEG" for the backward: None = as "SEG")
+def _n_segments(length: int, chunk: int, programs: int, seg: int) -> tuple[int, int]:
+    """(segment length, number of segments) for ``seg`` (ScanSettings.SEG, or the backward's: bwd_SEG, else SEG)
     and ``programs`` = b x ceil(E / BLOCK_D). The segment length is a runtime argument of the kernels (not a
     compile-time one): new lengths do not recompile them.
 
-    Auto (-1), from `benchmarks/scan_kernel.py` on an H100 (2026-11-23): with 768 or more programs one segment is
-    fastest (4 x 1024 at E 1536 and 4096: segments of 64-256 cost 4-25%); with 192 (one sequence of 8192, E 1536)
-    segments of 512 were 2.65x faster than one. So: enough segments of at least 512 steps for ~3072 programs.
+    Auto (-1): one segment from 768 programs on (segments cost time there), else enough segments of at least 512
+    steps for ~3072 programs (the measurements behind both numbers: benchmarks/NOTES.md, "Segments").
     """
-    value = CONFIG.get(key)
-    seg = int(CONFIG.get("SEG", 0) if value is None else value)
     if seg < 0:
         n = 1 if programs >= 768 else min(-(-3072 // programs), length // 512)
         seg = 0 if n <= 1 else triton.cdiv(triton.cdiv(length, n), chunk) * chunk
     if seg % chunk:
-        raise ValueError(f"scan_triton.CONFIG: {key} {seg} must be a multiple of CHUNK {chunk}")
+        raise ValueError(f"ScanSettings: segments of {seg} steps must be a multiple of CHUNK {chunk}")
     if seg <= 0 or seg >= length:
         return max(triton.cdiv(length, chunk), 1) * chunk, 1
     return seg, triton.cdiv(length, seg)
 
 
-def _bc_slots(n_parts: int) -> int:
-    """CONFIG["dBC_slots"] for a backward of n_parts channel blocks: 0 (a partial per block, also whenever torch's
-    deterministic algorithms are on) or 1..n_parts."""
-    slots = CONFIG.get("dBC_slots", 0)
-    if not isinstance(slots, int) or isinstance(slots, bool) or slots < 0:
-        raise ValueError(f"scan_triton.CONFIG: dBC_slots must be an integer >= 0, not {slots!r}")
+def _bc_slots(n_parts: int, slots: int) -> int:
+    """The dB/dC slots (``slots``: ScanSettings.dBC_slots) of a backward of n_parts channel blocks: 0 (a partial per
+    block, also whenever torch's deterministic algorithms are on) or 1..n_parts."""
     return 0 if torch.are_deterministic_algorithms_enabled() else min(slots, n_parts)
 
 
@@ -126,7 +90,7 @@ def _slot_strides(buf: Tensor) -> tuple[int, int, int, int]:
 
 class _SelectiveScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, h0, h_offset, y_offset, return_last, dz_into):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, h0, h_offset, y_offset, return_last, dz_into, cfg):
         b, d, length = u.shape
         n = A.shape[1]
         A_t = A.t().contiguous()  # (n d): the kernels keep channels across lanes
@@ -134,21 +98,21 @@ class _SelectiveScan(torch.autograd.Function):
         delta_bias = None if delta_bias is None else delta_bias.contiguous()
         hoff_t = None if h_offset is None else h_offset.t().contiguous()
         y_offset = None if y_offset is None else y_offset.contiguous()
-        block_d, block_t, chunk = int(CONFIG["BLOCK_D"]), int(CONFIG["BLOCK_T"]), int(CONFIG["CHUNK"])
-        if chunk % block_t:
-            raise ValueError(f"scan_triton.CONFIG: CHUNK {chunk} must be a multiple of BLOCK_T {block_t}")
+        block_d, block_t, chunk = int(cfg.BLOCK_D), int(cfg.BLOCK_T), int(cfg.CHUNK)
         n_chunks = triton.cdiv(length, chunk)
-        seg, n_seg = _n_segments(length, chunk, b * triton.cdiv(d, block_d))
+        seg, n_seg = _n_segments(length, chunk, b * triton.cdiv(d, block_d), int(cfg.SEG))
         need_grad = any(ctx.needs_input_grad)
         f32 = {"device": u.device, "dtype": torch.float32}
         # y written as (b l d): the out projection reads it that way, so its transpose is free
         y = torch.empty(b, length, d, device=u.device, dtype=u.dtype).transpose(1, 2)
         last = torch.empty(b, d, n, **f32) if return_last else None
         states = torch.empty(b, n_chunks, n, d, **f32) if need_grad else None
-        uk, dk, zk, Bk, Ck = _rows(u), _rows(delta), _rows(z), _rows(B), _rows(C)
+        uk, dk, zk, Bk, Ck = (_rows(t, cfg.rows) for t in (u, delta, z, B, C))
         block_n = _block_n(n)
 
-        kernel = _pick(scan_fwd_kernel, scan_fwd_gluon_kernel, block_d, block_n, block_t, int(CONFIG["num_warps"]))
+        kernel = _pick(
+            scan_fwd_kernel, scan_fwd_gluon_kernel, cfg.kernels, block_d, block_n, block_t, int(cfg.num_warps)
+        )
 
         def launch(n_programs, hin, hin_strides, has_hin, local, dsum=None):
             LAUNCHED["fwd_local" if local else "fwd"] = kernel[(triton.cdiv(d, block_d), n_programs, b)](
@@ -159,7 +123,7 @@ class _SelectiveScan(torch.autograd.Function):
                 HAS_HIN=has_hin, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
                 STORE_LAST=return_last, STORE_STATES=need_grad, LOCAL=local,
                 BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, SEG=seg,
-                num_warps=int(CONFIG["num_warps"]),
+                num_warps=int(cfg.num_warps),
             )  # fmt: skip
 
         if n_seg == 1:
@@ -180,11 +144,13 @@ class _SelectiveScan(torch.autograd.Function):
             ctx.orders = (dim_order(u), dim_order(delta), dim_order(z))  # the gradients are laid out like the inputs
             ctx.dtypes = (A.dtype, None if h_offset is None else h_offset.dtype)
             ctx.softplus = bool(softplus)
-            bwd_block_d = int(CONFIG["bwd_BLOCK_D"])
-            bwd_seg = _n_segments(length, chunk, b * triton.cdiv(d, bwd_block_d), "bwd_SEG")
+            bwd_block_d = int(cfg.bwd_BLOCK_D)
+            seg_setting = cfg.SEG if cfg.bwd_SEG is None else cfg.bwd_SEG
+            bwd_seg = _n_segments(length, chunk, b * triton.cdiv(d, bwd_block_d), int(seg_setting))
             ctx.block = (bwd_block_d, block_t, chunk, *bwd_seg)
             ctx.h0_dtype = None if h0 is None else h0.dtype
             ctx.dz_into = dz_into
+            ctx.cfg = cfg
         return (y, last) if return_last else y
 
     @staticmethod
@@ -208,7 +174,8 @@ class _SelectiveScan(torch.autograd.Function):
             dz = empty_in_order(z.shape, z_order, z) if ctx.dz_into is None else ctx.dz_into.half(1)
         # one partial sum per channel block or per slot, dB and dC in one buffer (one reduction; one cast if B and C
         # share a dtype)
-        slots = _bc_slots(n_parts)
+        cfg = ctx.cfg
+        slots = _bc_slots(n_parts, cfg.dBC_slots)
         dBC = torch.zeros(b, slots, 2, n, length, **f32) if slots else torch.empty(b, n_parts, 2, n, length, **f32)
         # per program, the states entering each block of one chunk: (chunk / BLOCK_T) x (n, BLOCK_D) fp32 (L2)
         scratch = torch.empty(b * n_seg * n_parts * (chunk // block_t) * block_n * block_d, **f32)
@@ -223,7 +190,7 @@ class _SelectiveScan(torch.autograd.Function):
         dhoff = torch.empty(b, n_seg, d, n, **f32) if hoff_t is not None else None
         dyoff = torch.empty(b, n_seg, d, **f32) if y_offset is not None else None
         g_strides = ddelta.stride()
-        u, delta, z, dy, B, C = _rows(u), _rows(delta), _rows(z), _rows(dy), _rows(B), _rows(C)
+        u, delta, z, dy, B, C = (_rows(t, cfg.rows) for t in (u, delta, z, dy, B, C))
         zk = u if z is None else z  # a valid pointer where the kernels take no z
         if n_seg == 1:
             dhin, dhin_strides = dlast, _bdn_strides(dlast)
@@ -234,14 +201,16 @@ class _SelectiveScan(torch.autograd.Function):
                 delta, A_t, C, zk, delta_bias, dy, dhin, dsum, d, n, length,
                 *delta.stride(), *C.stride(), *_strides3(z), *dy.stride(),
                 HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.softplus,
-                BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, SEG=seg, num_warps=int(CONFIG["bwd_num_warps"]),
+                BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, SEG=seg, num_warps=int(cfg.bwd_num_warps),
             )  # fmt: skip
             seg_carry_kernel[(triton.cdiv(d, _CARRY_BLOCK_D), b)](
                 dhin, dsum, A_t, dhin if dlast is None else dlast, d, n, n_seg, *_strides3(dlast),
                 HAS_INIT=dlast is not None, REVERSE=True, BLOCK_D=_CARRY_BLOCK_D, BLOCK_N=block_n,
             )  # fmt: skip
             dhin_strides = _slot_strides(dhin)
-        kernel = _pick(scan_bwd_kernel, scan_bwd_gluon_kernel, block_d, block_n, block_t, int(CONFIG["bwd_num_warps"]))
+        kernel = _pick(
+            scan_bwd_kernel, scan_bwd_gluon_kernel, cfg.kernels, block_d, block_n, block_t, int(cfg.bwd_num_warps)
+        )
         LAUNCHED["bwd"] = kernel[(n_parts, n_seg, b)](
             u, delta, A_t, B, C, D, zk, delta_bias, hoff_t, y_offset, states, scratch, dy, dhin,
             du, ddelta, dz, dBC[:, :, 0], dBC[:, :, 1], dA, dD, dbias, dh0, dhoff, dyoff,
@@ -254,7 +223,7 @@ class _SelectiveScan(torch.autograd.Function):
             HAS_H0=h0 is not None, HAS_HOFF=hoff_t is not None, HAS_YOFF=y_offset is not None,
             HAS_DHIN=dhin is not None,
             BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=block_t, CHUNK=chunk, SEG=seg, BC_SLOTS=slots,
-            num_warps=int(CONFIG["bwd_num_warps"]),
+            num_warps=int(cfg.bwd_num_warps),
         )  # fmt: skip
         dBC = dBC[:, 0] if dBC.shape[1] == 1 else dBC.sum(1)
         if B.dtype == C.dtype:  # one cast for both
@@ -270,11 +239,12 @@ class _SelectiveScan(torch.autograd.Function):
             du, ddelta, _param(dA, A_dtype), dB, dC, _param(dD, D.dtype if D is not None else None), dz,
             _param(dbias, None if delta_bias is None else delta_bias.dtype), None,
             None if dh0 is None else dh0.to(ctx.h0_dtype), _param(dhoff, hoff_dtype),
-            _param(dyoff, None if y_offset is None else y_offset.dtype), None, None,
+            _param(dyoff, None if y_offset is None else y_offset.dtype), None, None, None,
         )  # fmt: skip
 
 
 def selective_scan_triton(
+    *,
     u: Tensor,
     delta: Tensor,
     A: Tensor,
@@ -289,8 +259,9 @@ def selective_scan_triton(
     y_offset: Tensor | None = None,
     return_last_state: bool = False,
     dz_into: SplitGrad | None = None,
+    settings: ScanSettings = DEFAULT_SETTINGS.scan,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Selective scan on the Triton kernels; see `stateft.ops.selective_scan` for shapes and semantics.
+    """Selective scan on the Triton kernels (`interfaces.SelectiveScan`), launched as ``settings`` says.
 
     Returns y (b d l) in u's dtype (stored (b l d)-major: ``y.transpose(1, 2)`` is contiguous) and, if asked, the
     last state (b d n) fp32.
@@ -298,18 +269,6 @@ def selective_scan_triton(
     if B.dim() != 3 or C.dim() != 3:
         raise NotImplementedError("selective_scan_triton: B and C must be (b n l) (input-dependent, one group)")
     return _SelectiveScan.apply(
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D,
-        z,
-        delta_bias,
-        delta_softplus,
-        initial_state,
-        h_offset,
-        y_offset,
-        return_last_state,
-        dz_into,
-    )
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, h_offset, y_offset, return_last_state,
+        dz_into, settings,
+    )  # fmt: skip

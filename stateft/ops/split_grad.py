@@ -2,7 +2,7 @@
 
 Mamba-1's mixer splits in_proj's output xz (b l 2E) into x (to the conv) and z (to the scan's gate). Autograd would
 give x and z their own gradient tensors and concatenate them for in_proj's backward: a copy of the whole (b l 2E)
-gradient per layer (~43 us of a 1.4b layer on an H100, profile of 2026-11-24). Here the two consumers' backwards
+gradient per layer. Here the two consumers' backwards
 write into the halves of one buffer (`SplitGrad.half`, allocated by whichever runs first, in the backward, so it is not
 held through the forward) and the split's backward hands that buffer on. A consumer that does not know about it (the
 torch reference paths) just returns its own gradient, which is then copied into place: the same result either way.

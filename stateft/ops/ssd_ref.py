@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stateft.ops.settings import DEFAULT_SETTINGS, SSDSettings
+
 
 def discretize_dt(dt: Tensor, dt_bias: Tensor | None, dt_softplus: bool, dt_limit: tuple[float, float]) -> Tensor:
     """dt (..., h) -> fp32 step sizes: softplus(dt + dt_bias), clamped to ``dt_limit``."""
@@ -54,6 +56,7 @@ def _segment_sum(a: Tensor) -> Tensor:
 
 
 def ssd_scan_ref(
+    *,
     x: Tensor,
     dt: Tensor,
     A: Tensor,
@@ -66,8 +69,9 @@ def ssd_scan_ref(
     dt_limit: tuple[float, float] = (0.0, math.inf),
     initial_state: Tensor | None = None,
     return_final_state: bool = False,
+    settings: SSDSettings = DEFAULT_SETTINGS.ssd,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Chunked SSD scan.
+    """Chunked SSD scan (`interfaces.SSDScan`; no kernels: ``settings`` unused).
 
     Shapes: x (b l h p); dt (b l h); A, D, dt_bias (h,); B, C (b l g n); initial_state (b h p n).
     Returns y (b l h p) in x's dtype and, if asked, the final state (b h p n) in fp32.
@@ -130,6 +134,7 @@ def _ssd_scan(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, dt_limit, ini
 
 
 def ssd_step_ref(
+    *,
     state: Tensor,
     x: Tensor,
     dt: Tensor,

@@ -2,8 +2,8 @@
 precise library routines Triton otherwise calls.
 
 Triton lowers ``tl.log``, ``tl.log2`` and ``tl.sigmoid``'s division to libdevice's IEEE-accurate versions, ~20-35
-instructions each; in the scan's backward they were ~30% of the instructions of a block (``benchmarks/sass_report.py``,
-benchmarks/NOTES.md). Here the same formulas run on the approximate hardware instructions (relative error ~1e-7
+instructions each, where the scan's kernels evaluate them on every (t d) value of a block (``benchmarks/sass_report.py``
+counts them). Here the same formulas run on the approximate hardware instructions (relative error ~1e-7
 each), with the one place where that loses accuracy, log(1 + e) for small e, taken from its series instead.
 
 Triton's interpreter (``TRITON_INTERPRET=1``, the CPU tests) has no libdevice: there ``FAST`` is off and the same

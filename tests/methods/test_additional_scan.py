@@ -15,6 +15,8 @@ from stateft.methods import apply_method
 from stateft.methods.configs import validate_method_cfg
 from stateft.models.loading import build_model
 from stateft.ops import ssd_scan
+from stateft.ops.backend import Backend
+from stateft.ops.settings import DEFAULT_SETTINGS
 from tests.conftest import TINY, TINY2
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # Triton runs in its interpreter on the CPU
@@ -111,13 +113,8 @@ def test_mamba2_empty_prefill_leaves_a_zero_state_of_n_plus_extra_states():
         torch.testing.assert_close(stepped, model(ids), rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture
-def small_ssd_blocks(monkeypatch):
-    from stateft.ops import ssd_triton
-
-    monkeypatch.setitem(ssd_triton.CONFIG, "BLOCK_Q", 16)
-    monkeypatch.setitem(ssd_triton.CONFIG, "BLOCK_P", 16)
-    monkeypatch.setitem(ssd_triton.CONFIG, "PRECISION", "ieee")
+# several chunks and channel blocks under the interpreter, exact fp32 dots
+SMALL_SSD = DEFAULT_SETTINGS.with_(ssd={"BLOCK_Q": 16, "BLOCK_P": 16, "PRECISION": "ieee"})
 
 
 def _ssd_inputs(b, length, nheads, headdim, n, device=DEVICE, dtype=torch.float32):
@@ -135,20 +132,21 @@ def _ssd_inputs(b, length, nheads, headdim, n, device=DEVICE, dtype=torch.float3
     return {k: v.to(device, dtype if k in low else torch.float32).requires_grad_() for k, v in t.items()}
 
 
-def _ssd_run(t, impl, chunk_size=64):
-    return ssd_scan(t["x"], t["dt"], t["A"], t["B"], t["C"], chunk_size, t["D"], t["dt_bias"],
-                    return_final_state=True, impl=impl)  # fmt: skip
+def _ssd_run(t, impl, chunk_size=64, settings=SMALL_SSD):
+    return ssd_scan(x=t["x"], dt=t["dt"], A=t["A"], B=t["B"], C=t["C"], chunk_size=chunk_size, D=t["D"],
+                    dt_bias=t["dt_bias"], return_final_state=True,
+                    backend=Backend(impl=impl, device=t["x"].device, settings=settings))  # fmt: skip
 
 
 def _rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def _compare_ssd(t, tol):
+def _compare_ssd(t, tol, settings=SMALL_SSD):
     """Triton against the reference scan: output, final state and every input's gradient."""
     out = {}
     for impl in ("ref", "triton"):
-        y, h = _ssd_run(t, impl)
+        y, h = _ssd_run(t, impl, settings=settings)
         grads = torch.autograd.grad(y.float().square().sum() + h.square().sum(), list(t.values()))
         out[impl] = (y, h, grads)
     (y_ref, h_ref, g_ref), (y, h, grads) = out["ref"], out["triton"]
@@ -159,7 +157,6 @@ def _compare_ssd(t, tol):
         assert _rel(a, b) < tol, f"d{name}: {_rel(a, b):.3g}"
 
 
-@pytest.mark.usefixtures("small_ssd_blocks")
 def test_ssd_scans_take_160_states():
     """128 + 32 states (not a power of two: the Triton tiles are masked past 160), ref against a plain recurrence and
     Triton against ref."""
@@ -177,7 +174,6 @@ def test_ssd_scans_take_160_states():
     _compare_ssd(t, 1e-5)
 
 
-@pytest.mark.usefixtures("small_ssd_blocks")
 def test_mamba2_with_extra_states_on_triton_matches_reference():
     pytest.importorskip("triton")
     ids = torch.randint(1, 64, (2, 11), generator=torch.Generator().manual_seed(3)).to(DEVICE)
@@ -185,7 +181,7 @@ def test_mamba2_with_extra_states_on_triton_matches_reference():
     for impl in ("ref", "triton"):
         model, names = adapted(TINY2, n=6)  # 8 + 6 = 14 states
         perturb(model, names)
-        model.to(DEVICE).scan_impl = impl
+        model.to(DEVICE).set_backend(impl=impl, settings=SMALL_SSD)
         logits = model(ids)
         logits.float().square().mean().backward()
         out[impl] = (logits.detach(), {n: p.grad for n, p in model.named_parameters() if n in names})
@@ -197,13 +193,11 @@ def test_mamba2_with_extra_states_on_triton_matches_reference():
 @pytest.mark.gpu
 @pytest.mark.parametrize("nheads", [24, 64], ids=["130m", "1.3b"])
 @pytest.mark.parametrize(("dtype", "precision", "tol"), [(torch.float32, "ieee", 1e-4), (torch.bfloat16, "tf32", 3e-2)])
-def test_ssd_triton_at_160_states_full_size(nheads, dtype, precision, tol, monkeypatch):
+def test_ssd_triton_at_160_states_full_size(nheads, dtype, precision, tol):
     """One layer's scan with the paper's 32 extra states at model size (heads of 64, 1000 steps, default blocks): the
     backward's tiles at 256 state lanes must fit the GPU's shared memory."""
-    from stateft.ops import ssd_triton
-
-    monkeypatch.setitem(ssd_triton.CONFIG, "PRECISION", precision)
-    _compare_ssd(_ssd_inputs(2, 1000, nheads, 64, 128 + 32, dtype=dtype), tol)
+    settings = DEFAULT_SETTINGS.with_(ssd={"PRECISION": precision})
+    _compare_ssd(_ssd_inputs(2, 1000, nheads, 64, 128 + 32, dtype=dtype), tol, settings)
 
 
 # -- Mamba-1: what each A_init starts from ------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def test_iterative_suffix_tuning_equals_state_offset_h():
         ys.append(y * F.silu(z[:, :, t]))
     suffix_y = torch.stack(ys, dim=-1)
     h_prime = (delta_s * u_s)[:, None] * B_s[None, :]  # (d n): depends on the suffix only
-    offset_y = selective_scan(u, delta, A, B, C, D, z, h_offset=h_prime, impl="ref")
+    offset_y = selective_scan(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, h_offset=h_prime, backend="ref")
     torch.testing.assert_close(offset_y, suffix_y, rtol=1e-5, atol=1e-5)
 
 
@@ -93,11 +93,13 @@ def test_init_state_gradient_matches_per_state_expansion():
     u, delta, A, B, C, D, z = _random_scan_inputs(seed=3)
     H0 = torch.randn(6, 4, requires_grad=True)
     weight = torch.randn(2, 6, 9)
-    y = selective_scan(u, delta, A, B, C, D, z, initial_state=H0[None].expand(2, -1, -1), impl="ref")
+    y = selective_scan(
+        u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, initial_state=H0[None].expand(2, -1, -1), backend="ref"
+    )
     (grad_scan,) = torch.autograd.grad((y * weight).sum(), H0)
 
     H0_ref = H0.detach().clone().requires_grad_(True)
-    y_zero = selective_scan(u, delta, A, B, C, D, None, impl="ref")  # without gating, without H0
+    y_zero = selective_scan(u=u, delta=delta, A=A, B=B, C=C, D=D, backend="ref")  # without gating, without H0
     dt = F.softplus(delta)
     decay = torch.exp(torch.cumsum(dt[:, :, None, :] * A[None, :, :, None], dim=-1))  # (b d n l): every state
     contribution = torch.einsum("bdnl,bnl,dn->bdl", decay, C, H0_ref)

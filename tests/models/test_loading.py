@@ -117,9 +117,9 @@ def test_mamba2_round_trip_keeps_non_default_settings(tmp_path):
         assert torch.equal(loaded(ids), model(ids))
 
 
-def test_model_config_recompute_reaches_the_mixers():
-    """conf/model's ``recompute`` (Mamba-1's backward recomputation) is set on every mixer; a non-bool is one clear
-    error."""
+def test_model_config_backend_reaches_the_mixers():
+    """conf/model's ``scan_impl`` and ``recompute`` (Mamba-1's backward recomputation) make the model's backend, which
+    every mixer holds; a non-bool recompute is one clear error."""
     from omegaconf import OmegaConf
 
     from stateft.models.loading import model_from_config
@@ -127,9 +127,12 @@ def test_model_config_recompute_reaches_the_mixers():
 
     conf = OmegaConf.load(REPO / "conf" / "model" / "mamba-tiny.yaml")
     conf.pretrained = False
-    assert all(m.recompute for m in model_from_config(conf).mixers())
+    conf.scan_impl = "ref"
+    model = model_from_config(conf)
+    assert (model.backend.impl, model.backend.recompute) == ("ref", True)
+    assert all(m.backend is model.backend for m in model.mixers())
     conf.recompute = False
-    assert not any(m.recompute for m in model_from_config(conf).mixers())
+    assert not model_from_config(conf).backend.recompute
     conf.recompute = "yes"
     with pytest.raises(UserError, match="model.recompute"):
         model_from_config(conf)

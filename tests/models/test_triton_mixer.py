@@ -37,7 +37,7 @@ def test_triton_model_matches_reference(config, method):
     for impl in ("ref", "triton"):
         # adapters moved off their identity start; LoRA dropout 0
         model = (_init_state_with_window(config) if method == "init_state+conv" else _model(config, method)).train()
-        model.scan_impl = impl
+        model.set_backend(impl=impl)
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         logits = model(ids)
         logits.float().square().mean().backward()
@@ -54,7 +54,7 @@ def test_prefill_in_pieces_through_the_cache(config):
     # the conv window and SSM state carried in the cache between pieces (the fused conv's window path), against the
     # whole prompt at once
     model = _init_state_with_window(config).eval()
-    model.scan_impl = "triton"
+    model.set_backend(impl="triton")
     ids = torch.randint(0, config.vocab_size, (2, 13), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         whole = model(ids)

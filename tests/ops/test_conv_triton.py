@@ -7,19 +7,13 @@ import pytest
 import torch
 
 from stateft.ops.conv_ref import conv_silu_ref
+from stateft.ops.settings import DEFAULT_SETTINGS, ConvSettings
 
 pytest.importorskip("triton")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@pytest.fixture(autouse=True)
-def _small_tiles(monkeypatch):
-    if DEVICE == "cpu":
-        from stateft.ops import conv_triton
-
-        monkeypatch.setattr(conv_triton, "BLOCK_L", 16)
-        monkeypatch.setattr(conv_triton, "BLOCK_C", 8)
+# small tiles under the interpreter (several of them per test shape), the defaults on a GPU
+SETTINGS = ConvSettings(BLOCK_L=16, BLOCK_C=8) if DEVICE == "cpu" else DEFAULT_SETTINGS.conv
 
 
 def _rel(a, b):
@@ -43,8 +37,7 @@ def _case(b, c, length, K, dtype, window, channels_last_out, bias=True, seed=0, 
             if t is not None:
                 t.grad = None
         lead = win_p.to(dtype)[None].expand(b, -1, -1) if window else None
-        args = (x, lead, w, bb) + ((channels_last_out,) if fn is conv_silu_triton else ())
-        u = fn(*args)
+        u = fn(x=x, window=lead, weight=w, bias=bb, channels_last_out=channels_last_out, settings=SETTINGS)
         (u.float() * cot).sum().backward()
         grads = [t.grad.clone() for t in (xz, w, bb, win_p) if t is not None and t.grad is not None]
         results.append((u, grads))
@@ -102,10 +95,10 @@ def test_two_aliases_sum_their_gradients(used):
         for t in (xz, w, bb):
             t.grad = None
         if two:
-            u1, u2 = conv_silu_triton(x, None, w, bb, two=True)
+            u1, u2 = conv_silu_triton(x=x, window=None, weight=w, bias=bb, two=True, settings=SETTINGS)
             assert u2.data_ptr() == u1.data_ptr()
         else:
-            u1 = u2 = conv_silu_ref(x, None, w, bb)
+            u1 = u2 = conv_silu_ref(x=x, window=None, weight=w, bias=bb)
         loss = 0.0
         if used in ("both", "first"):
             loss = loss + (u1 * cot1).sum()
@@ -135,20 +128,20 @@ def test_full_size_gpu(c, length):
 
 
 def test_kernel_choice():
-    """The Gluon kernels only where they apply: never under the interpreter (no Gluon there), K = 4, the one-pass
-    backward only for the frozen conv; a typo in KERNELS is one clear error."""
+    """The Gluon kernels only where they apply: never under the interpreter (no Gluon there), K = 4, BLOCK_L 64, the
+    one-pass backward only for the frozen conv; asked for, not with kernels "triton"; a typo there is one clear
+    error."""
     from stateft.ops import conv_triton
     from stateft.ops.triton_math import FAST
 
-    assert conv_triton._gluon(False, 4) == FAST.value
-    assert not conv_triton._gluon(True, 4)  # dw / d bias / window gradient wanted: two kernels
-    assert not conv_triton._gluon(False, 3)
-    conv_triton.KERNELS = "glon"
-    try:
-        with pytest.raises(ValueError, match="KERNELS must be"):
-            conv_triton._gluon(False, 4)
-    finally:
-        conv_triton.KERNELS = "gluon"
+    default = DEFAULT_SETTINGS.conv
+    assert conv_triton._gluon(default, False, 4) == FAST.value
+    assert not conv_triton._gluon(default, True, 4)  # dw / d bias / window gradient wanted: two kernels
+    assert not conv_triton._gluon(default, False, 3)
+    assert not conv_triton._gluon(ConvSettings(BLOCK_L=32), False, 4)
+    assert not conv_triton._gluon(ConvSettings(kernels="triton"), False, 4)
+    with pytest.raises(ValueError, match="kernels must be"):
+        ConvSettings(kernels="glon")
 
 
 @pytest.mark.gpu
@@ -189,9 +182,11 @@ def test_gluon_kernels_match_triton_gpu(monkeypatch, c, length, window, bias, tw
     cot = [torch.randn(b, c, length, generator=g).cuda().to(dtype) for _ in range(2)]
     us, dxs = [], []
     for impl in ("gluon", "triton"):
-        monkeypatch.setattr(conv_triton, "KERNELS", impl)
         xz.grad = None
-        out = conv_triton.conv_silu_triton(x, win, w, bb, channels_last_out, two=two)
+        out = conv_triton.conv_silu_triton(
+            x=x, window=win, weight=w, bias=bb, channels_last_out=channels_last_out, two=two,
+            settings=ConvSettings(kernels=impl),
+        )  # fmt: skip
         outs = out if two else (out,)
         assert (outs[0].stride(1) == 1) == channels_last_out
         torch.autograd.backward(outs, cot[: len(outs)])

@@ -8,19 +8,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stateft.ops.backend import Backend
 from stateft.ops.cross_entropy import chunked_cross_entropy
+from stateft.ops.settings import DEFAULT_SETTINGS, CrossEntropySettings
 
-IMPLS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(
+IMPLS = ["ref", pytest.param("triton", marks=pytest.mark.skipif(
     importlib.util.find_spec("triton") is None, reason="needs triton"))]  # fmt: skip
+# vocabulary tiles of 16 under the interpreter, so that the test vocabularies span several (the online log-sum-exp)
+SMALL = CrossEntropySettings(BLOCK_V=16) if not torch.cuda.is_available() else DEFAULT_SETTINGS.cross_entropy
 
 
-@pytest.fixture(autouse=True)
-def _small_tiles(monkeypatch):
-    """Vocabulary tiles of 16 so that the test vocabularies span several (the kernel's online log-sum-exp)."""
-    if importlib.util.find_spec("triton") is not None and not torch.cuda.is_available():
-        from stateft.ops import cross_entropy_triton
-
-        monkeypatch.setattr(cross_entropy_triton, "BLOCK_V", 16)
+def _backend(impl: str, device: str = "cpu") -> Backend:
+    return Backend(impl=impl, device=device, settings=DEFAULT_SETTINGS.with_(cross_entropy={"BLOCK_V": SMALL.BLOCK_V}))
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
@@ -33,7 +32,7 @@ def test_matches_full_logits(dtype, tol, weight_grad, impl):
     weight = (torch.randn(vocab, d, generator=g) * 0.5).to(dtype).requires_grad_(weight_grad)
     labels = torch.randint(0, vocab, (b, length), generator=g)
     labels[0, :3] = -100
-    loss = chunked_cross_entropy(hidden, weight, labels, chunk_size=3, impl=impl)
+    loss = chunked_cross_entropy(hidden=hidden, weight=weight, labels=labels, chunk_size=3, backend=_backend(impl))
     loss.backward()
     h2 = hidden.detach().clone().requires_grad_(True)
     w2 = weight.detach().float().requires_grad_(weight_grad)
@@ -51,10 +50,11 @@ def test_matches_full_logits(dtype, tol, weight_grad, impl):
 def test_all_ignored_and_no_grad(impl):
     hidden = torch.randn(1, 4, 3)
     weight = torch.randn(5, 3)
-    assert chunked_cross_entropy(hidden, weight, torch.full((1, 4), -100), impl=impl).item() == 0.0
+    ignored = torch.full((1, 4), -100)
+    assert chunked_cross_entropy(hidden=hidden, weight=weight, labels=ignored, backend=_backend(impl)).item() == 0.0
     labels = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
-        loss = chunked_cross_entropy(hidden, weight, labels, chunk_size=2, impl=impl)
+        loss = chunked_cross_entropy(hidden=hidden, weight=weight, labels=labels, chunk_size=2, backend=_backend(impl))
     assert torch.isclose(loss, F.cross_entropy(hidden[0] @ weight.t(), labels[0]))
 
 
@@ -74,11 +74,13 @@ def test_kernel_rows_match_softmax(vocab):
     ref_grad = torch.softmax(logits, -1) - F.one_hot(labels.clamp_min(0), vocab)
     ref_grad[3] = 0
     out = logits.clone()
-    loss = ce_rows_(out, labels, -100, write_grad=True)
+    loss = ce_rows_(out, labels, -100, write_grad=True, settings=SMALL)
     assert torch.allclose(loss, ref_loss, rtol=1e-5, atol=1e-4)
     assert torch.allclose(out, ref_grad, atol=1e-6)
     kept = logits.clone()
-    assert torch.allclose(ce_rows_(kept, labels, -100, write_grad=False), ref_loss, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(
+        ce_rows_(kept, labels, -100, write_grad=False, settings=SMALL), ref_loss, rtol=1e-5, atol=1e-4
+    )
     assert torch.equal(kept, logits)  # without write_grad the logits are left alone
 
 
@@ -89,7 +91,7 @@ def test_kernel_label_outside_the_vocabulary_is_nan():
 
     logits = torch.randn(3, 20)
     grad = logits.clone()
-    loss = ce_rows_(grad, torch.tensor([5, 20, -7]), -100, write_grad=True)
+    loss = ce_rows_(grad, torch.tensor([5, 20, -7]), -100, write_grad=True, settings=SMALL)
     assert torch.isfinite(loss[0])
     assert torch.isfinite(grad[0]).all()
     assert torch.isnan(loss[1:]).all()
@@ -97,8 +99,10 @@ def test_kernel_label_outside_the_vocabulary_is_nan():
 
 
 def test_unknown_impl_is_one_clear_error():
-    with pytest.raises(ValueError, match="choose auto, torch or triton"):
-        chunked_cross_entropy(torch.randn(2, 3), torch.randn(5, 3), torch.tensor([0, 1]), impl="cuda")
+    with pytest.raises(ValueError, match="choose one of auto, ref, triton, mamba_ssm"):
+        chunked_cross_entropy(
+            hidden=torch.randn(2, 3), weight=torch.randn(5, 3), labels=torch.tensor([0, 1]), backend="cuda"
+        )
 
 
 @pytest.mark.gpu
@@ -110,9 +114,9 @@ def test_triton_matches_torch_full_size_gpu():
     labels = torch.randint(0, 50280, (2, 1024), generator=g).cuda()
     labels[:, :100] = -100
     grads = []
-    for impl in ("torch", "triton"):
+    for impl in ("ref", "triton"):
         hidden.grad = weight.grad = None
-        loss = chunked_cross_entropy(hidden, weight, labels, impl=impl)
+        loss = chunked_cross_entropy(hidden=hidden, weight=weight, labels=labels, backend=_backend(impl, "cuda"))
         loss.backward()
         grads.append((loss.detach(), hidden.grad.clone(), weight.grad.float()))
     (l0, h0, w0), (l1, h1, w1) = grads

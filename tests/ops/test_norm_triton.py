@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stateft.models.norm import RMSNorm, add_rms_norm
+from stateft.models.norm import RMSNorm
+from stateft.ops import add_rms_norm
+from stateft.ops.settings import NormSettings
 
 pytest.importorskip("triton")
 
@@ -20,7 +22,7 @@ def _rel(a, b):
 def _run(fused, h0, y0, norm, use, seed):
     h = h0.clone().requires_grad_()
     y = None if y0 is None else y0.clone().requires_grad_()
-    hn, x = add_rms_norm(h, y, norm, fused)
+    hn, x = add_rms_norm(h=h, y=y, weight=norm.weight, eps=norm.eps, backend="triton" if fused else "ref")
     g = torch.Generator().manual_seed(seed)
     loss = 0
     if "x" in use:
@@ -66,10 +68,8 @@ def test_fused_matches_eager(dtype, with_y, use, train_weight):
 def test_rows_past_a_program_and_zero_rows(train_weight):
     """More rows than one backward program takes (ROWS with the weight trained, 1 frozen), a row count that is not a
     multiple of it; no rows at all."""
-    from stateft.ops import norm_triton
-
     d = 8
-    n = norm_triton.ROWS * 2 + 3
+    n = NormSettings().ROWS * 2 + 3
     norm = RMSNorm(d).to(DEVICE)
     norm.weight.requires_grad_(train_weight)
     g = torch.Generator().manual_seed(3)
@@ -79,7 +79,7 @@ def test_rows_past_a_program_and_zero_rows(train_weight):
         assert (a is None) == (b is None)  # the weight's gradient, frozen
         assert a is None or _rel(a, b) < 1e-5
     empty = torch.zeros(2, 0, d, device=DEVICE)
-    hn, x = add_rms_norm(empty, empty.clone(), norm, fused=True)
+    hn, x = add_rms_norm(h=empty, y=empty.clone(), weight=norm.weight, eps=norm.eps, backend="triton")
     assert hn.shape == x.shape == (2, 0, d)
 
 
@@ -87,7 +87,7 @@ def test_residual_must_be_fp32():
     from stateft.ops.norm_triton import add_rms_norm_triton
 
     with pytest.raises(ValueError, match="must be fp32"):
-        add_rms_norm_triton(torch.zeros(2, 4, dtype=torch.bfloat16), None, torch.ones(4), 1e-5)
+        add_rms_norm_triton(h=torch.zeros(2, 4, dtype=torch.bfloat16), y=None, weight=torch.ones(4), eps=1e-5)
 
 
 @pytest.mark.gpu

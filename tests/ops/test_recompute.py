@@ -87,6 +87,7 @@ def test_mamba1_mixer_recipes_change_no_gradient(method, monkeypatch):
     from stateft.methods import apply_method
     from stateft.models.loading import build_model
     from tests.conftest import TINY
+    from tests.ops.kernel_settings import SETTINGS
 
     ran = []
     original = recompute._Maker.__init__
@@ -99,9 +100,8 @@ def test_mamba1_mixer_recipes_change_no_gradient(method, monkeypatch):
     for on in (True, False):
         model = build_model(TINY, seed=0)
         apply_method(method, model, {"name": method})
-        model.scan_impl = "triton"
-        for mixer in model.mixers():
-            mixer.recompute = on
+        model.set_backend(impl="triton", recompute=on, settings=SETTINGS)
+        assert all(mixer.backend.recomputes == on for mixer in model.mixers())
         ids = torch.randint(0, TINY.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
         torch.manual_seed(2)  # the same dropout masks in both runs
         model(ids).float().pow(2).mean().backward()

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from stateft.ops import scan_triton
+from stateft.ops.settings import ScanSettings
 from tests.ops.test_scan_triton import _rel, check, make_inputs, run
 
 pytest.importorskip("triton")
 
 
-def test_dispatch_falls_back_where_gluon_cannot_run(monkeypatch):
-    monkeypatch.setitem(scan_triton.CONFIG, "kernels", "gluon")
+def test_dispatch_falls_back_where_gluon_cannot_run():
     # the launch shapes its layouts cover; anything else takes the Triton kernel
     assert scan_triton._gluon_fits(8, 16, 8, 1)
     assert scan_triton._gluon_fits(8, 4, 8, 1)
@@ -27,19 +27,16 @@ def test_dispatch_falls_back_where_gluon_cannot_run(monkeypatch):
     assert not scan_triton._gluon_fits(8, 16, 4, 1)  # 8 steps per block
     pick = scan_triton._pick
     pair = ("triton", "gluon")
-    assert pick(*pair, 8, 16, 8, 1) == ("gluon" if scan_triton.FAST.value else "triton")  # the interpreter: Triton
-    assert pick(*pair, 16, 16, 8, 1) == "triton"
-    monkeypatch.setitem(scan_triton.CONFIG, "kernels", "triton")
-    assert pick(*pair, 8, 16, 8, 1) == "triton"
-    monkeypatch.setitem(scan_triton.CONFIG, "kernels", "cuda")
+    assert pick(*pair, "gluon", 8, 16, 8, 1) == ("gluon" if scan_triton.FAST.value else "triton")  # interpreter: Triton
+    assert pick(*pair, "gluon", 16, 16, 8, 1) == "triton"
+    assert pick(*pair, "triton", 8, 16, 8, 1) == "triton"
     with pytest.raises(ValueError, match="kernels must be 'gluon' or 'triton'"):
-        pick(*pair, 8, 16, 8, 1)
+        ScanSettings(kernels="cuda")
 
 
-def _gluon(monkeypatch, **config):
-    monkeypatch.setitem(scan_triton.CONFIG, "kernels", "gluon")
-    for k, v in config.items():
-        monkeypatch.setitem(scan_triton.CONFIG, k, v)
+def _gluon(**scan) -> dict:
+    """The Gluon kernels with ``scan`` changed from the (GPU: default) launch settings: ``check(..., scan=)``."""
+    return {"kernels": "gluon", **scan}
 
 
 def _ran_gluon() -> bool:
@@ -50,21 +47,21 @@ def _ran_gluon() -> bool:
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("chunk", "warps"), [(64, 1), (16, 1), (8, 1), (16, 2)])
-def test_all_features_gpu(monkeypatch, dtype, chunk, warps):
+def test_all_features_gpu(dtype, chunk, warps):
     # every optional input, channels past a block's end (20 = 2 x 8 + 4), a last block and chunk cut short (37),
     # n = 6 (8 states, 2 of them padding), the last state's gradient entering at the end; the backward on 1 or 2 warps
-    _gluon(monkeypatch, CHUNK=chunk, bwd_BLOCK_D=8 * warps, bwd_num_warps=warps)
-    check(make_inputs(2, 20, 6, 37, dtype, "cuda", h0="batch", layout="bld"))
+    scan = _gluon(CHUNK=chunk, bwd_BLOCK_D=8 * warps, bwd_num_warps=warps)
+    check(make_inputs(2, 20, 6, 37, dtype, "cuda", h0="batch", layout="bld"), scan=scan)
     assert _ran_gluon()
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("slots", "warps", "seg"), [(1, 1, 0), (2, 1, 64), (2, 2, 0)])
-def test_dB_dC_added_into_shared_slots_gpu(monkeypatch, dtype, slots, warps, seg):
+def test_dB_dC_added_into_shared_slots_gpu(dtype, slots, warps, seg):
     # 3 channel blocks of 8 (the last one cut short) or 2 of 16 sharing 1 or 2 slots, with backward segments too
-    _gluon(monkeypatch, CHUNK=16, bwd_BLOCK_D=8 * warps, bwd_num_warps=warps, dBC_slots=slots, bwd_SEG=seg)
-    check(make_inputs(2, 20 * warps, 6, 150, dtype, "cuda", h0="batch", layout="bld"))
+    scan = _gluon(CHUNK=16, bwd_BLOCK_D=8 * warps, bwd_num_warps=warps, dBC_slots=slots, bwd_SEG=seg)
+    check(make_inputs(2, 20 * warps, 6, 150, dtype, "cuda", h0="batch", layout="bld"), scan=scan)
     assert _ran_gluon()
 
 
@@ -79,17 +76,20 @@ def test_dB_dC_added_into_shared_slots_gpu(monkeypatch, dtype, slots, warps, seg
         (2, 11, 5, 29, "shared", True, True, True, "mixed"),
     ],
 )
-def test_shapes_and_options_gpu(monkeypatch, b, d, n, length, h0, offsets, z, bias, layout):
-    _gluon(monkeypatch, CHUNK=16)
-    check(make_inputs(b, d, n, length, torch.float32, "cuda", h0=h0, offsets=offsets, z=z, bias=bias, layout=layout))
+def test_shapes_and_options_gpu(b, d, n, length, h0, offsets, z, bias, layout):
+    inp = make_inputs(b, d, n, length, torch.float32, "cuda", h0=h0, offsets=offsets, z=z, bias=bias, layout=layout)
+    check(inp, scan=_gluon(CHUNK=16))
     assert _ran_gluon()
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("seg", "chunk", "h0", "last"), [(64, 16, "batch", True), (32, 16, "none", False)])
-def test_segments_gpu(monkeypatch, seg, chunk, h0, last):
-    _gluon(monkeypatch, SEG=seg, CHUNK=chunk)
-    check(make_inputs(2, 20, 6, 150, torch.float32, "cuda", h0=h0, layout="bld"), last=last)
+def test_segments_gpu(seg, chunk, h0, last):
+    check(
+        make_inputs(2, 20, 6, 150, torch.float32, "cuda", h0=h0, layout="bld"),
+        last=last,
+        scan=_gluon(SEG=seg, CHUNK=chunk),
+    )
     assert _ran_gluon()
 
 
@@ -98,16 +98,16 @@ def test_segments_gpu(monkeypatch, seg, chunk, h0, last):
     ("frozen", "warps", "slots"),
     [(("A", "D", "delta_bias"), 1, 0), ((), 1, 0), ((), 2, 0), (("A", "D", "delta_bias"), 1, 16)],
 )
-def test_same_results_as_the_triton_kernels_gpu(monkeypatch, frozen, warps, slots):
+def test_same_results_as_the_triton_kernels_gpu(frozen, warps, slots):
     # at a 130m layer's size, fp32: the same arithmetic in another order (dB/dC summed atomically in any order with
     # slots)
     inp = make_inputs(2, 1536, 16, 1000, torch.float32, "cuda", h0="shared", layout="mixed")
-    monkeypatch.setitem(scan_triton.CONFIG, "kernels", "triton")
-    y_want, last_want, want = run(inp, "triton", frozen=frozen)
+    y_want, last_want, want = run(inp, "triton", frozen=frozen, scan={"kernels": "triton"})
     assert scan_triton.LAUNCHED["fwd"].name == "scan_fwd_kernel"
     assert scan_triton.LAUNCHED["bwd"].name == "scan_bwd_kernel"
-    _gluon(monkeypatch, bwd_BLOCK_D=8 * warps, bwd_num_warps=warps, dBC_slots=slots)
-    y, last, got = run(inp, "triton", frozen=frozen)
+    y, last, got = run(
+        inp, "triton", frozen=frozen, scan=_gluon(bwd_BLOCK_D=8 * warps, bwd_num_warps=warps, dBC_slots=slots)
+    )
     assert _ran_gluon()
     assert _rel(y, y_want) < 1e-5
     assert _rel(last, last_want) < 1e-5
@@ -120,7 +120,6 @@ def test_same_results_as_the_triton_kernels_gpu(monkeypatch, frozen, warps, slot
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("b", "d", "n", "length"), [(4, 1536, 16, 1024), (1, 768, 24, 3000)])
-def test_full_size_gpu(monkeypatch, dtype, b, d, n, length):
-    _gluon(monkeypatch)
-    check(make_inputs(b, d, n, length, dtype, "cuda", h0="shared", layout="bld"))
+def test_full_size_gpu(dtype, b, d, n, length):
+    check(make_inputs(b, d, n, length, dtype, "cuda", h0="shared", layout="bld"), scan=_gluon())
     assert _ran_gluon()

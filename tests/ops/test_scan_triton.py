@@ -1,7 +1,8 @@
 """Triton selective scan vs the sequential reference: outputs, last state and every gradient.
 
-On the CPU the kernels run in Triton's interpreter (tests/ops/conftest.py) on small shapes; the `gpu` tests repeat the
-comparison at model sizes. Errors are relative Frobenius norms, ||fast - ref|| / ||ref||, with a per-dtype table.
+On the CPU the kernels run in Triton's interpreter (with tests/ops/kernel_settings.py's launch settings) on small
+shapes; the `gpu` tests repeat the comparison at model sizes. Errors are relative Frobenius norms,
+||fast - ref|| / ||ref||, with a per-dtype table.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stateft.ops import selective_scan
+from stateft.ops import scan_triton, selective_scan
 from stateft.ops.scan_ref import selective_scan_ref
+from stateft.ops.settings import ScanSettings
+from tests.ops.kernel_settings import DEVICE, backend
 
 pytest.importorskip("triton")
 
@@ -59,9 +62,9 @@ def make_inputs(b, d, n, length, dtype, device, *, h0="none", offsets=True, z=Tr
     return inp
 
 
-def run(inp, impl, *, last=True, grad_last=True, seed=1, frozen=()):
+def run(inp, impl, *, last=True, grad_last=True, seed=1, frozen=(), scan=None):
     """Forward + backward with a fixed random cotangent; returns outputs and grads of every tensor input (but those
-    named in ``frozen``, which take no gradient)."""
+    named in ``frozen``, which take no gradient). ``scan``: launch settings changed from the tests' (ScanSettings)."""
     leaves = {k: v.detach().clone().requires_grad_(k not in frozen) for k, v in inp.items() if v is not None}
     if impl == "ref":  # the reference in fp32 on the same values
         args = {k: v.float() for k, v in leaves.items()}
@@ -70,9 +73,11 @@ def run(inp, impl, *, last=True, grad_last=True, seed=1, frozen=()):
     h0 = args.get("initial_state")
     if h0 is not None and h0.dim() == 2:
         args["initial_state"] = h0[None].expand(inp["u"].shape[0], -1, -1)
-    call = selective_scan_ref if impl == "ref" else lambda *a, **k: selective_scan(*a, **k, impl=impl)
+    call = (
+        selective_scan_ref if impl == "ref" else lambda **k: selective_scan(**k, backend=backend(impl, scan=scan or {}))
+    )
     out = call(
-        args["u"], args["delta"], args["A"], args["B"], args["C"], D=args.get("D"), z=args.get("z"),
+        u=args["u"], delta=args["delta"], A=args["A"], B=args["B"], C=args["C"], D=args.get("D"), z=args.get("z"),
         delta_bias=args.get("delta_bias"), initial_state=args.get("initial_state"), h_offset=args.get("h_offset"),
         y_offset=args.get("y_offset"), return_last_state=last,
     )  # fmt: skip
@@ -87,10 +92,10 @@ def run(inp, impl, *, last=True, grad_last=True, seed=1, frozen=()):
     return y, h_last, grads
 
 
-def check(inp, *, last=True, grad_last=True, impl="triton"):
+def check(inp, *, last=True, grad_last=True, impl="triton", scan=None):
     dtype = inp["u"].dtype
     tol = TOL[dtype]
-    y, h_last, grads = run(inp, impl, last=last, grad_last=grad_last)
+    y, h_last, grads = run(inp, impl, last=last, grad_last=grad_last, scan=scan)
     y_ref, h_ref, grads_ref = run(inp, "ref", last=last, grad_last=grad_last)
     assert y.dtype == dtype
     assert y.shape == y_ref.shape
@@ -105,9 +110,6 @@ def check(inp, *, last=True, grad_last=True, impl="triton"):
         errors["d" + k] = _rel(grads[k], grads_ref[k])
     bad = {k: f"{v:.2e}" for k, v in errors.items() if not v <= tol}
     assert not bad, f"{dtype} tol {tol:.0e}: over tolerance {bad}; all { ({k: f'{v:.1e}' for k, v in errors.items()}) }"
-
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -145,20 +147,18 @@ def test_dispatch_returns_prefill_state_that_decoding_continues():
     from stateft.ops import selective_step
 
     inp = make_inputs(2, 12, 4, 20, torch.float32, DEVICE, h0="batch")
-    args = [inp[k] for k in NAMES[:7]]
+    args = {k: inp[k] for k in NAMES[:7]}
     kw = dict(delta_bias=inp["delta_bias"], h_offset=inp["h_offset"], y_offset=inp["y_offset"])
-    y_all = selective_scan(*args, **kw, initial_state=inp["initial_state"], impl="triton")
+    y_all = selective_scan(**args, **kw, initial_state=inp["initial_state"], backend=backend())
     cut = 13
-    head = [a[..., :cut] if a is not None and a.dim() == 3 and k not in ("A",) else a for k, a in zip(NAMES, args)]
+    head = {k: a[..., :cut] if a.dim() == 3 and k != "A" else a for k, a in args.items()}
     y_head, state = selective_scan(
-        *head, **kw, initial_state=inp["initial_state"], return_last_state=True, impl="triton"
+        **head, **kw, initial_state=inp["initial_state"], return_last_state=True, backend=backend()
     )
     ys = [y_head]
     for t in range(cut, 20):
-        u, delta, A, B, C, D, z = (a[..., t] if a.dim() == 3 else a for a in args)
-        y_t, state = selective_step(
-            state, u, delta, A, B, C, D, z, kw["delta_bias"], True, kw["h_offset"], kw["y_offset"]
-        )
+        step = {k: a[..., t] if a.dim() == 3 else a for k, a in args.items()}
+        y_t, state = selective_step(state=state, **step, **kw, delta_softplus=True, backend=backend())
         ys.append(y_t[..., None])
     assert _rel(torch.cat(ys, dim=-1), y_all) < 1e-5
 
@@ -170,107 +170,75 @@ def test_full_size_gpu(dtype, b, d, n, length):
     check(make_inputs(b, d, n, length, dtype, "cuda", h0="shared", layout="bld"))
 
 
-def test_strided_inputs_copied_row_major_first(monkeypatch):
-    # rows=1: the (b l d)-major views of delta and z (and dy) are copied row-major before the kernels (rows=0, the
+def test_strided_inputs_copied_row_major_first():
+    # rows: the (b l d)-major views of delta and z (and dy) are copied row-major before the kernels (off, the
     # default, reads them in place: the other tests)
-    from stateft.ops import scan_triton
-
-    monkeypatch.setitem(scan_triton.CONFIG, "rows", 1)
-    check(make_inputs(2, 20, 6, 37, torch.bfloat16, DEVICE, h0="batch", layout="bld"))
+    check(make_inputs(2, 20, 6, 37, torch.bfloat16, DEVICE, h0="batch", layout="bld"), scan={"rows": True})
 
 
 @pytest.mark.parametrize(
     ("seg", "chunk", "h0", "last"), [(8, 8, "batch", True), (16, 8, "none", True), (8, 4, "shared", False)]
 )
-def test_segments_run_in_parallel_and_agree(monkeypatch, seg, chunk, h0, last):
+def test_segments_run_in_parallel_and_agree(seg, chunk, h0, last):
     # the sequence cut into segments (separate programs, states and adjoints carried across the boundaries):
     # several segments, a short last one (37 = 4 x 8 + 5), h_0 and the last state's gradient entering at the ends
-    from stateft.ops import scan_triton
-
-    monkeypatch.setitem(scan_triton.CONFIG, "SEG", seg)
-    monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", chunk)
-    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0=h0, layout="bld"), last=last)
+    scan = {"SEG": seg, "CHUNK": chunk, "BLOCK_T": 4}
+    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0=h0, layout="bld"), last=last, scan=scan)
 
 
 @pytest.mark.parametrize(("seg", "bwd_seg"), [(0, 16), (16, 0)])
-def test_backward_segments_apart_from_the_forward(monkeypatch, seg, bwd_seg):
+def test_backward_segments_apart_from_the_forward(seg, bwd_seg):
     # the backward cut into segments with the forward in one (the states it stores are per chunk either way), and
     # the other way round
-    from stateft.ops import scan_triton
-
-    monkeypatch.setitem(scan_triton.CONFIG, "SEG", seg)
-    monkeypatch.setitem(scan_triton.CONFIG, "bwd_SEG", bwd_seg)
-    monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 8)
-    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"), last=True)
+    scan = {"SEG": seg, "bwd_SEG": bwd_seg, "CHUNK": 8, "BLOCK_T": 4}
+    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"), last=True, scan=scan)
 
 
 @pytest.mark.parametrize(("slots", "seg"), [(0, 0), (1, 0), (2, 16), (5, 0)])
-def test_dB_dC_partials_stored_or_added_into_shared_slots(monkeypatch, slots, seg):
+def test_dB_dC_partials_stored_or_added_into_shared_slots(slots, seg):
     # the channel blocks' dB/dC partials stored one per block (0) or added atomically into 1, 2 or (more than the 3
     # blocks) 5 slots, with and without backward segments; channels past the last block's end (20 = 2 x 8 + 4)
-    from stateft.ops import scan_triton
-
-    monkeypatch.setitem(scan_triton.CONFIG, "dBC_slots", slots)
-    monkeypatch.setitem(scan_triton.CONFIG, "bwd_BLOCK_D", 8)
-    monkeypatch.setitem(scan_triton.CONFIG, "bwd_SEG", seg)
-    monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 8)
-    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"), last=True)
+    scan = {"dBC_slots": slots, "bwd_BLOCK_D": 8, "bwd_SEG": seg, "CHUNK": 8, "BLOCK_T": 4}
+    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"), last=True, scan=scan)
 
 
 @pytest.mark.parametrize("slots", [-1, 1.5, True])
-def test_dB_dC_slots_must_be_a_count(monkeypatch, slots):
-    from stateft.ops import scan_triton
-
-    monkeypatch.setitem(scan_triton.CONFIG, "dBC_slots", slots)
-    inp = make_inputs(1, 8, 4, 8, torch.float32, DEVICE)
+def test_dB_dC_slots_must_be_a_count(slots):
     with pytest.raises(ValueError, match="dBC_slots"):
-        run(inp, "triton")
+        ScanSettings(dBC_slots=slots)
 
 
-def test_deterministic_algorithms_store_partials_and_repeat_bitwise(monkeypatch):
-    from stateft.ops import scan_triton
-
-    monkeypatch.setitem(scan_triton.CONFIG, "dBC_slots", 1)
-    assert scan_triton._bc_slots(3) == 1
+def test_deterministic_algorithms_store_partials_and_repeat_bitwise():
+    assert scan_triton._bc_slots(3, 1) == 1
     inp = make_inputs(2, 20, 6, 21, torch.float32, DEVICE, layout="bld")
     was = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        assert scan_triton._bc_slots(3) == 0
-        first, second = run(inp, "triton")[2], run(inp, "triton")[2]
+        assert scan_triton._bc_slots(3, 1) == 0
+        first, second = run(inp, "triton", scan={"dBC_slots": 1})[2], run(inp, "triton", scan={"dBC_slots": 1})[2]
     finally:
         torch.use_deterministic_algorithms(was)
     for k in ("B", "C"):
         assert torch.equal(first[k], second[k]), k
 
 
-def test_segment_length_must_be_a_multiple_of_the_chunk(monkeypatch):
-    from stateft.ops import scan_triton
-
-    monkeypatch.setitem(scan_triton.CONFIG, "SEG", 12)
-    monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 8)
+def test_segment_length_must_be_a_multiple_of_the_chunk():
     with pytest.raises(ValueError, match="multiple of CHUNK"):
-        check(make_inputs(1, 4, 2, 30, torch.float32, DEVICE))
+        check(make_inputs(1, 4, 2, 30, torch.float32, DEVICE), scan={"SEG": 12, "CHUNK": 8, "BLOCK_T": 4})
 
 
-def test_automatic_segments(monkeypatch):
-    from stateft.ops import scan_triton
-
-    monkeypatch.setitem(scan_triton.CONFIG, "SEG", -1)
-    assert scan_triton._n_segments(1024, 32, 768) == (1024, 1)  # 4 x 1024 at E 1536: one segment (measured)
-    assert scan_triton._n_segments(8192, 32, 192) == (512, 16)  # one sequence of 8192: 16 x 512 (measured best)
-    assert scan_triton._n_segments(1000, 32, 192) == (1024, 1)  # too short to cut into >= 512-step segments
-    assert scan_triton._n_segments(2048, 32, 384) == (512, 4)  # 2 sequences of 2048: 8 wanted, 4 of 512 allowed
+def test_automatic_segments():
+    assert scan_triton._n_segments(1024, 32, 768, -1) == (1024, 1)  # 4 x 1024 at E 1536: one segment (measured)
+    assert scan_triton._n_segments(8192, 32, 192, -1) == (512, 16)  # one sequence of 8192: 16 x 512 (measured best)
+    assert scan_triton._n_segments(1000, 32, 192, -1) == (1024, 1)  # too short to cut into >= 512-step segments
+    assert scan_triton._n_segments(2048, 32, 384, -1) == (512, 4)  # 2 sequences of 2048: 8 wanted, 4 of 512 allowed
 
 
-@pytest.mark.parametrize("rows", [0, 1])
-def test_gradients_laid_out_like_inputs_and_row_copies_saved(monkeypatch, rows):
+@pytest.mark.parametrize("rows", [False, True])
+def test_gradients_laid_out_like_inputs_and_row_copies_saved(rows):
     # the mixer's layouts: u, delta (b d l); z half of in_proj's (b l 2d) output. The gradients come back laid out like
-    # the inputs (so the ops that made them take them without copies). rows 1: what the backward keeps of z is its
-    # row-major copy (made once, in the forward), not the view; rows 0 (the default): z is read in place, the view
-    from stateft.ops import scan_triton
-
-    monkeypatch.setitem(scan_triton.CONFIG, "rows", rows)
+    # the inputs (so the ops that made them take them without copies). rows on: what the backward keeps of z is its
+    # row-major copy (made once, in the forward), not the view; off (the default): z is read in place, the view
     b, d, n, length = 2, 12, 4, 20
     g = torch.Generator().manual_seed(0)
     u = torch.randn(b, d, length, generator=g).to(DEVICE).requires_grad_()
@@ -279,7 +247,7 @@ def test_gradients_laid_out_like_inputs_and_row_copies_saved(monkeypatch, rows):
     z = xz.transpose(1, 2)[:, d:]
     A = -torch.rand(d, n, generator=g).to(DEVICE)
     B, C = (torch.randn(b, n, length, generator=g).to(DEVICE) for _ in range(2))
-    y = selective_scan(u, delta, A, B, C, z=z, impl="triton")
+    y = selective_scan(u=u, delta=delta, A=A, B=B, C=C, z=z, backend=backend(scan={"rows": rows}))
     saved = [t for t in y.grad_fn.saved_tensors if t is not None and t.dim() == 3 and t.shape == z.shape]
     views = [t for t in saved if t.untyped_storage().data_ptr() == xz.untyped_storage().data_ptr()]
     assert len(views) == (0 if rows else 1)
@@ -309,14 +277,10 @@ def test_frozen_parameters_get_no_gradient_and_change_nothing_else(frozen):
             assert _rel(grads_f[k], g) < 1e-6, k
 
 
-def test_steps_per_block_8(monkeypatch):
+def test_steps_per_block_8():
     # the GPU default is 8 steps per block (the interpreter's tests run 4): a chunk of two blocks, a length that is
     # no multiple of either, h_0, both offsets and the last state's gradient
-    from stateft.ops import scan_triton
-
-    monkeypatch.setitem(scan_triton.CONFIG, "BLOCK_T", 8)
-    monkeypatch.setitem(scan_triton.CONFIG, "CHUNK", 16)
-    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"))
+    check(make_inputs(2, 20, 6, 37, torch.float32, DEVICE, h0="batch", layout="bld"), scan={"BLOCK_T": 8, "CHUNK": 16})
 
 
 def test_B_and_C_of_different_dtypes():

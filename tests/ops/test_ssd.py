@@ -38,6 +38,11 @@ def make_inputs(b=2, length=21, nheads=4, headdim=8, ngroups=2, n=6, seed=0, req
     return {k: v.requires_grad_(requires_grad) for k, v in t.items()}
 
 
+def _args(t):
+    """The scan's tensor arguments by name (all but the initial state)."""
+    return {k: t[k] for k in ("x", "dt", "A", "B", "C", "D", "dt_bias")}
+
+
 def assert_close(a, b, tol, what):
     err = (a - b).abs()
     assert err.max() <= tol * (1 + b.abs().max()), f"{what}: max diff {err.max():.3g}, mean diff {err.mean():.3g}"
@@ -50,19 +55,7 @@ def test_chunked_matches_recurrence(length, with_h0):
     h0 = t["h0"] if with_h0 else None
     y_ref, h_ref = naive_ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], t["D"], t["dt_bias"], h0)
     for chunk in (4, 8, 64):  # 21 and 7 are multiples of none of them; 32 of all but 64
-        y, h = ssd_scan(
-            t["x"],
-            t["dt"],
-            t["A"],
-            t["B"],
-            t["C"],
-            chunk,
-            t["D"],
-            t["dt_bias"],
-            initial_state=h0,
-            return_final_state=True,
-            impl="ref",
-        )
+        y, h = ssd_scan(**_args(t), chunk_size=chunk, initial_state=h0, return_final_state=True, backend="ref")
         assert_close(y, y_ref, 1e-5, f"y (chunk {chunk})")
         assert_close(h, h_ref, 1e-5, f"final state (chunk {chunk})")
 
@@ -72,9 +65,8 @@ def test_step_matches_recurrence():
     y_ref, h_ref = naive_ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], t["D"], t["dt_bias"], t["h0"])
     state, ys = t["h0"], []
     for i in range(9):
-        y, state = ssd_step(
-            state, t["x"][:, i], t["dt"][:, i], t["A"], t["B"][:, i], t["C"][:, i], t["D"], t["dt_bias"]
-        )
+        step = {k: v[:, i] if k in ("x", "dt", "B", "C") else v for k, v in _args(t).items()}
+        y, state = ssd_step(state=state, **step, backend="ref")
         ys.append(y)
     assert_close(torch.stack(ys, dim=1), y_ref, 1e-5, "y")
     assert_close(state, h_ref, 1e-5, "state")
@@ -88,19 +80,7 @@ def test_gradients_match_recurrence():
 
     y, h = naive_ssd(t["x"], t["dt"], t["A"], t["B"], t["C"], t["D"], t["dt_bias"], t["h0"])
     ref = torch.autograd.grad((y * dy).sum() + (h * dh).sum(), [t[k] for k in names])
-    y, h = ssd_scan(
-        t["x"],
-        t["dt"],
-        t["A"],
-        t["B"],
-        t["C"],
-        4,
-        t["D"],
-        t["dt_bias"],
-        initial_state=t["h0"],
-        return_final_state=True,
-        impl="ref",
-    )
+    y, h = ssd_scan(**_args(t), chunk_size=4, initial_state=t["h0"], return_final_state=True, backend="ref")
     ours = torch.autograd.grad((y * dy).sum() + (h * dh).sum(), [t[k] for k in names])
     for name, a, b in zip(names, ours, ref):
         assert_close(a, b, 1e-4, f"d{name}")
@@ -108,11 +88,9 @@ def test_gradients_match_recurrence():
 
 def test_dt_limit_clamps():
     t = make_inputs(length=5)
-    free = ssd_scan(t["x"], t["dt"], t["A"], t["B"], t["C"], 4, t["D"], t["dt_bias"], impl="ref")
-    clamped = ssd_scan(
-        t["x"], t["dt"], t["A"], t["B"], t["C"], 4, t["D"], t["dt_bias"], dt_limit=(0.0, 1e-3), impl="ref"
-    )
-    tiny_dt = torch.full_like(t["dt"], 1e-3)
-    expected = ssd_scan(t["x"], tiny_dt, t["A"], t["B"], t["C"], 4, t["D"], None, dt_softplus=False, impl="ref")
+    free = ssd_scan(**_args(t), chunk_size=4, backend="ref")
+    clamped = ssd_scan(**_args(t), chunk_size=4, dt_limit=(0.0, 1e-3), backend="ref")
+    fixed = {**_args(t), "dt": torch.full_like(t["dt"], 1e-3), "dt_bias": None}
+    expected = ssd_scan(**fixed, chunk_size=4, dt_softplus=False, backend="ref")
     assert_close(clamped, expected, 1e-6, "clamped")
     assert (free - clamped).abs().max() > 1e-2

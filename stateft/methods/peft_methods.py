@@ -1,0 +1,88 @@
+"""HF peft's LoRA, prefix tuning and prompt tuning on a Transformer backbone (``PeftBackbone``: Pythia), behind the
+same method names and options as stateft's Mamba methods. peft is used as a library: its configs, ``get_peft_model``
+and its save format (``stateft.methods.peft_adapters``).
+
+The mapping (``conf/method/<name>.yaml`` option -> peft option):
+
+- ``lora`` -> ``LoraConfig``: r (null: 8) -> r; alpha (null: r, scale 1 as the papers) -> lora_alpha; dropout ->
+  lora_dropout; target_modules (null: [query_key_value], peft's default for GPT-NeoX; any of ``PYTHIA_LINEARS``)
+  -> target_modules; bias none. Init (peft's): A Kaiming-uniform, B zero.
+- ``prefix`` -> ``PrefixTuningConfig``: num_virtual_tokens -> num_virtual_tokens: P keys and values per layer,
+  trained directly (no reparametrisation MLP: prefix_projection false), init N(0, 1). This is Li & Liang's prefix
+  tuning, not Mamba's affix (which prepends vectors to the in_proj output).
+- ``prompt`` -> ``PromptTuningConfig``: num_virtual_tokens -> num_virtual_tokens; init vocab -> SAMPLE_VOCAB (copies
+  of random rows of the embedding, its padding rows included), normal -> RANDOM (N(0, 1), not rescaled to the
+  vocabulary's norm as stateft's Mamba prompt is).
+- ``lr`` stays stateft's (the optimiser's), not peft's.
+
+Every other method acts on Mamba's selective scan or its parameters (state offsets, initial states, extra states,
+SDT's sparse S6 deltas, BitFit on the mixers' biases, the S6/SSD subsets): on a Transformer it is refused with one
+line naming the methods that apply. Initial values come from the global torch generator, seeded by the run's seed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stateft.errors import UserError
+from stateft.methods.configs import LoraConfig, MethodConfig, PrefixConfig, PromptConfig
+from stateft.models.backbone import PEFT_METHODS
+
+# the linears of a GPT-NeoX layer, as peft's target_modules name them (suffixes of the module names)
+PYTHIA_LINEARS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+DEFAULT_LORA_TARGETS = ["query_key_value"]  # peft's default for GPT-NeoX
+DEFAULT_LORA_RANK = 8
+
+
+def refusal(name: str, arch: str) -> str:
+    """The one line that refuses a Mamba-only method on a Transformer."""
+    return (
+        f"{name} acts on Mamba's state space layers and does not apply to a Transformer ({arch}); "
+        f"the methods that apply: {', '.join(PEFT_METHODS)} (HF peft)"
+    )
+
+
+def peft_config_for(cfg: MethodConfig) -> Any:
+    """peft's config for a stateft method config (the table in the module docstring)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PrefixTuningConfig, PromptTuningConfig, TaskType
+
+    if isinstance(cfg, LoraConfig):
+        targets = list(cfg.target_modules or DEFAULT_LORA_TARGETS)
+        unknown = [t for t in targets if t not in PYTHIA_LINEARS]
+        if unknown:
+            raise UserError(
+                f"lora: target_modules {unknown} are not linears of a GPT-NeoX layer; choose from: "
+                f"{', '.join(PYTHIA_LINEARS)}"
+            )
+        r = cfg.r or DEFAULT_LORA_RANK
+        return PeftLoraConfig(
+            task_type=TaskType.CAUSAL_LM,
+            r=r,
+            lora_alpha=r if cfg.alpha is None else cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=targets,
+            bias="none",
+        )
+    if isinstance(cfg, PrefixConfig):
+        return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens)
+    if isinstance(cfg, PromptConfig):
+        inits = {"vocab": "SAMPLE_VOCAB", "normal": "RANDOM"}
+        if cfg.init not in inits:
+            raise UserError(f"prompt: init {cfg.init!r} has no peft counterpart; use vocab or normal")
+        return PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM,
+            num_virtual_tokens=cfg.num_virtual_tokens,
+            prompt_tuning_init=inits[cfg.init],
+        )
+    raise NotImplementedError(refusal(cfg.name, "gpt_neox"))
+
+
+def apply(model: Any, cfg: MethodConfig) -> list[str]:
+    """Wrap ``model`` (a ``PeftBackbone``) in peft for ``cfg``; the sorted names of the trainable parameters."""
+    if cfg.name not in PEFT_METHODS:
+        raise NotImplementedError(refusal(cfg.name, model.config.arch))
+    return model.attach_peft(peft_config_for(cfg))
+
+
+__all__ = ["DEFAULT_LORA_TARGETS", "PYTHIA_LINEARS", "apply", "peft_config_for", "refusal"]
