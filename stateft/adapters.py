@@ -177,21 +177,27 @@ def save_adapter(
         for f in tmp.iterdir():
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-        try:
-            os.replace(tmp, directory)
-        except OSError:
-            if old is not None:
-                os.replace(old, directory)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
+
+
+def swap_into_place(tmp: Path, directory: Path) -> None:
+    """Rename the filled folder ``tmp`` to ``directory``; an old one is set aside first and removed after (put back
+    if the rename fails), so a reader finds the old adapter or the new one, never a mix."""
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        os.replace(directory, old)
+    try:
+        os.replace(tmp, directory)
+    except OSError:
+        if old is not None:
+            os.replace(old, directory)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 # -- the config -----------------------------------------------------------------------------------------------------

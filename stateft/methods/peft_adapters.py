@@ -109,26 +109,12 @@ def save_peft_adapter(
         for f in tmp.iterdir():
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())
-        _swap_into_place(tmp, directory)
+        from stateft.adapters import swap_into_place
+
+        swap_into_place(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
-
-
-def _swap_into_place(tmp: Path, directory: Path) -> None:
-    """Rename ``tmp`` to ``directory``; an old one is set aside first and removed after (put back on failure)."""
-    old = None
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        os.replace(directory, old)
-    try:
-        os.replace(tmp, directory)
-    except OSError:
-        if old is not None:
-            os.replace(old, directory)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # -- reading --------------------------------------------------------------------------------------------------------
