@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import RUNS, write_results  # noqa: E402
 from stateft.ops import conv_triton  # noqa: E402
 from stateft.ops.settings import ConvSettings  # noqa: E402
 
@@ -71,7 +71,7 @@ def run_one(c: int, cfg: tuple[int, int, int], train_conv: bool, kernels: str) -
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--out", type=Path, default=RUNS)
     args = ap.parse_args()
     rows = []
     lines = [

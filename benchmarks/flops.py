@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import stateft.ops as ops  # noqa: E402
-from benchmarks.common import SIZES, model_config, write_results  # noqa: E402
+from benchmarks.common import RUNS, SIZES, model_config, write_results  # noqa: E402
 from stateft.methods import apply_method  # noqa: E402
 from stateft.models.loading import build_model  # noqa: E402
 
@@ -65,7 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=list(SIZES))
     ap.add_argument("--lengths", nargs="+", type=int, default=list(LENGTHS))
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--out", type=Path, default=RUNS)
     args = ap.parse_args()
     ops.selective_scan = reference_style_scan  # the mixer looks it up through its module
     import stateft.models.mamba1 as mamba1

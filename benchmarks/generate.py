@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import model_config, write_results  # noqa: E402
+from benchmarks.common import RUNS, model_config, write_results  # noqa: E402
 from stateft.generation import generate  # noqa: E402
 from stateft.methods import apply_method  # noqa: E402
 from stateft.models.loading import build_model  # noqa: E402
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--out", type=Path, default=RUNS)
     ap.add_argument("--name", default="generate")
     args = ap.parse_args()
     rows = []

@@ -7,7 +7,7 @@
 - full-vocabulary logits and ``F.cross_entropy`` on them in fp32.
 
 This is `stateft.ops.scan_mamba_ssm` (the optional backend) driven the reference way; it needs mamba_ssm built
-(``bash .peer/mamba_ssm_peer.sh build`` on the GPU machine).
+(``bash benchmarks/build_peer.sh`` on the GPU machine; `run_gpu.sh` runs it in the background).
 """
 
 from __future__ import annotations

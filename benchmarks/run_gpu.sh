@@ -1,77 +1,102 @@
 #!/bin/bash
-# One device call: build the peer in the background, run the GPU tests, then time. Output under $OUT.
-#   bash benchmarks/run_gpu.sh PHASE...   phases: tests peertests scan scanpick scanlong profile profile14 step130
-#   step130g stepbig stepbigg stepbig5 stepsmall stepfull stepall m2check m2train m2step graphtrain gen gen2 peerso conv
-#   gluontests gluonab cfgab (CFGS='json json...') ab (AB_BASE=dir, e.g. .ab: git archive COMMIT stateft conf benchmarks | tar -x -C .ab; AB_SIDES='base new' AB_SIZES='1.4b')
-#   (NOPEER=1: no peer build; scanpick exports its best launch config to the later phases)
+# The GPU benchmarks and tests of a clone, in one call: builds the peer (mamba_ssm) in the background while the phases
+# that do not need it run, then the phases asked for, in order. Everything a phase writes goes under $OUT (default: a
+# new temporary folder, printed first); nothing is written into the tree. Results worth keeping are curated by hand
+# into benchmarks/results/<benchmark>.md (benchmarks/NOTES.md, "How to run").
+#
+#   bash benchmarks/run_gpu.sh PHASE...
+#
+#   tests      pytest -m gpu over tests/ops, tests/models, tests/methods and the two graph test files
+#   peertests  the mamba_ssm comparison tests (waits for the peer)
+#   step130    training step, 130m, all methods: eager, graphed, peer          -> results/train_step.md
+#   stepbig    1.4b and 2.8b, state_offset_h and lora                           -> results/train_step.md
+#   stepfull   1.4b and 2.8b, full fine-tuning                                  -> results/train_step.md
+#   stepsmall  370m and 790m, all methods                                       -> results/train_step.md
+#   m2step     mamba2-130m and mamba2-1.3b (no peer)                            -> results/train_step.md
+#   scan       scan kernels alone, launch shapes (+ mamba_ssm's kernel)        -> results/scan_kernel.md
+#   scanlong   one 8k-token sequence, segments                                  -> results/scan_kernel.md
+#   conv       conv kernels alone                                               -> results/conv_kernel.md
+#   gen, gen2  decoding, Mamba-1 and Mamba-2                                    -> results/generate.md
+#   m2check    Mamba-2 SSD scan against the reference                           -> results/mamba2_check.md
+#   m2train    train.py on mamba2-1.3b with the Spider fixture                  -> results/mamba2_check.md
+#   graphtrain train.py with and without cuda_graph                             -> results/train_graph.md
+#   profile, profile14   where the GPU time goes, 130m / 1.4b                   -> results/profile.md
+#   cfgab      graphed 1.4b state_offset_h step per scan setting, side by side: CFGS='{"CHUNK": 32} {}' (JSON objects
+#              of ScanSettings values; CFG_SIZES='1.4b 2.8b')
+#   ab         the same step for another commit's tree against this one: AB_BASE=DIR holding that tree
+#              (`git archive COMMIT stateft conf benchmarks | tar -x -C DIR`; AB_SIZES='1.4b')
+#
+# Environment: OUT (output folder), WHEELS (a folder from benchmarks/fetch_wheels.sh: installed into a temporary
+# folder first, for a machine without a network), NOPEER=1 (no peer: its columns and tests are skipped),
+# STATEFT_CODE (recorded as the measured commit, e.g. `STATEFT_CODE=$(git describe --always --dirty)` where the
+# command is composed: a copy of the tree may carry a stale .git; benchmarks/provenance.py).
 set -uo pipefail
-export PYTHONPATH=.:.whl/site PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.used --format=csv | tee "$OUT/gpu.txt"
-if [ -n "${NOPEER:-}" ]; then
-  echo "peer: skipped"; touch /tmp/peer_done
-elif python3 -c "import torch, selective_scan_cuda" 2>/dev/null; then
-  echo "peer: already built on this machine"; touch /tmp/peer_done
-else
-  (MAX_JOBS=16 bash .peer/mamba_ssm_peer.sh build > "$OUT/peer_build.log" 2>&1; touch /tmp/peer_done) &
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$(mktemp -d -t stateft_gpu_XXXX)}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+state=$(mktemp -d -t stateft_run_XXXX)  # this call's own markers (the peer build's), not in the tree
+trap 'rm -rf "$state"' EXIT
+echo "output: $OUT"
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+if [ -n "${WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --target "$state/site" "$WHEELS"/*.whl && export PYTHONPATH=$PYTHONPATH:$state/site
 fi
-app_deps() { pip install -q --no-index --no-deps --target /tmp/site .whl/app/*.whl >/dev/null 2>&1; }  # hydra etc.
-wait_peer() { while [ ! -f /tmp/peer_done ]; do sleep 5; done; tail -2 "$OUT/peer_build.log" 2>/dev/null; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.used --format=csv | tee "$OUT/gpu.txt"
+python3 benchmarks/provenance.py | tee "$OUT/provenance.txt"
+
+if [ -n "${NOPEER:-}" ]; then
+  echo "peer: skipped" | tee "$state/peer_done"
+else
+  src=$(ls "${WHEELS:-benchmarks/wheels}"/mamba_ssm-*.tar.gz 2>/dev/null | head -1)  # none: pip fetches it
+  (bash benchmarks/build_peer.sh $src > "$OUT/peer_build.log" 2>&1; echo "rc $?" > "$state/peer_done") &
+fi
+wait_peer() { while [ ! -f "$state/peer_done" ]; do sleep 5; done; tail -2 "$OUT/peer_build.log" 2>/dev/null; }
+peer() { [ -n "${NOPEER:-}" ] && echo "--backends stateft graph"; }  # the train-step backends without the peer
+step() { local limit=$1; shift; timeout "$limit" python3 benchmarks/train_step.py --out "$OUT" "$@" 2>&1 | grep -v "^{"; }
+
 for phase in "$@"; do
   echo "=== $phase $(date -u +%T)"
   case $phase in
-    tests) timeout 400 python3 -m pytest tests/ops tests/models tests/methods tests/test_decode_graph.py tests/test_train_graph.py -m gpu -q 2>&1 | tee "$OUT/gpu_tests.log" | tail -4 ;;
-    peertests) wait_peer; timeout 120 python3 -m pytest tests/ops/test_scan_mamba_ssm.py -q --tb=short 2>&1 | grep -E "Error|assert|passed|failed" | head -12 ;;
-    scan) wait_peer; timeout 200 python3 benchmarks/scan_kernel.py 2>&1 | tee "$OUT/scan_kernel.log" | grep -v "^{" ;;
-    profile) timeout 100 python3 benchmarks/profile_step.py --size 130m --method state_offset_h 2>&1 | tee "$OUT/profile.log" | head -45 ;;
-    step130) wait_peer; timeout 240 python3 benchmarks/train_step.py --sizes 130m --out "$OUT" --name train_step_130m ${NOPEER:+--backends stateft} 2>&1 | tail -9 ;;
-    stepbig) wait_peer; timeout 300 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --methods state_offset_h lora --out "$OUT" --name train_step_big ${NOPEER:+--backends stateft} 2>&1 | tail -7 ;;
-    scanpick) wait_peer; timeout 200 python3 benchmarks/scan_kernel.py 2>&1 | tee "$OUT/scan_kernel.log" | grep -v "^{";
-      export STATEFT_SCAN_CONFIG=$(cat "$OUT/scan_best.json") ;;
-    stepsmall) wait_peer; timeout 420 python3 benchmarks/train_step.py --sizes 130m 370m 790m --out "$OUT" --name train_step_small 2>&1 | grep -v "^{" | tail -20 ;;
-    stepbig5) wait_peer; timeout 400 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --warmup 2 --iters 6 --out "$OUT" --name train_step_big 2>&1 | grep -v "^{" | tail -14 ;;
-    m2check) timeout 200 python3 benchmarks/mamba2_check.py --out "$OUT/mamba2_check.json" 2>&1 | tee "$OUT/mamba2_check.log" | tail -25 ;;
-    m2train) app_deps;
-      PYTHONPATH=.:/tmp/site HF_HUB_OFFLINE=1 timeout 240 python3 train.py model=mamba2-1.3b method=state_offset_h \
-        method.rank=64 dataset=spider model.pretrained=false dataset.path=tests/fixtures/spider trainer=gpu \
-        logger=csv trainer.max_epochs=2 dataset.num_beams=1 dataset.max_new_tokens=16 hydra.run.dir="$OUT/m2train" \
-        2>&1 | tee "$OUT/m2train.log" | grep -v "━" | tail -25 ;;
-    step130g) wait_peer; timeout 300 python3 benchmarks/train_step.py --sizes 130m --out "$OUT" --name train_step_130m 2>&1 | grep -v "^{" | tail -9 ;;
+    tests) timeout 600 python3 -m pytest tests/ops tests/models tests/methods tests/test_decode_graph.py \
+        tests/test_train_graph.py -m gpu -q 2>&1 | tee "$OUT/gpu_tests.log" | tail -4 ;;
+    peertests) wait_peer; timeout 120 python3 -m pytest tests/ops/test_scan_mamba_ssm.py -q --tb=short 2>&1 | tail -4 ;;
+    step130) wait_peer; step 300 --sizes 130m --name train_step_130m $(peer) | tail -9 ;;
+    stepbig) wait_peer; step 400 --sizes 1.4b 2.8b --methods state_offset_h lora --warmup 2 --iters 6 \
+        --name train_step_big $(peer) | tail -8 ;;
+    stepfull) wait_peer; step 300 --sizes 1.4b 2.8b --methods full --warmup 2 --iters 6 --name train_step_full \
+        $(peer) | tail -6 ;;
+    stepsmall) wait_peer; step 420 --sizes 370m 790m --name train_step_small $(peer) | tail -14 ;;
+    m2step) step 300 --sizes mamba2-130m mamba2-1.3b --methods state_offset_h lora --backends stateft graph \
+        --name train_step_mamba2 | tail -8 ;;
+    scan) wait_peer; OUT=$OUT timeout 300 python3 benchmarks/scan_kernel.py 2>&1 | tee "$OUT/scan_kernel.log" | grep -v "^{" ;;
     scanlong) timeout 150 python3 benchmarks/scan_kernel.py --long 2>&1 | tee "$OUT/scan_long.log" | tail -8 ;;
-    m2step) timeout 300 python3 benchmarks/train_step.py --sizes mamba2-130m mamba2-1.3b --methods state_offset_h lora \
-      --backends stateft graph --out "$OUT" --name train_step_mamba2 2>&1 | grep -v "^{" | tail -8 ;;
-    stepbigg) wait_peer; timeout 360 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --methods state_offset_h lora \
-      --warmup 2 --iters 6 --out "$OUT" --name train_step_big 2>&1 | grep -v "^{" | tail -8 ;;
-    stepfull) wait_peer; timeout 300 python3 benchmarks/train_step.py --sizes 1.4b 2.8b --methods full --warmup 2 --iters 6 \
-      --out "$OUT" --name train_step_full 2>&1 | grep -v "^{" | tail -6 ;;
-    profile14) timeout 120 python3 benchmarks/profile_step.py --size 1.4b --method state_offset_h --rows 25 2>&1 \
-      | tee "$OUT/profile_1.4b.log" | cut -c1-72,120-190 | tail -30 ;;
-    gen2) timeout 200 python3 benchmarks/generate.py --sizes mamba2-130m mamba2-1.3b --out "$OUT" --name generate_mamba2 2>&1 | tail -5 ;;
-    graphtrain) app_deps;
-      PYTHONPATH=.:/tmp/site HF_HUB_OFFLINE=1 bash benchmarks/train_graph_check.sh 2>&1 | tee "$OUT/train_graph_check.log" ;;
-    gluontests) timeout 300 python3 -m pytest tests/ops/test_scan_gluon.py tests/ops/test_scan_triton.py -m gpu -q 2>&1 \
-      | tee "$OUT/gluon_tests.log" | tail -6 ;;
-    gluonab) for impl in triton gluon; do  # the Triton and the Gluon kernel sets side by side, graphed step
-        STATEFT_SCAN_CONFIG="{\"kernels\": \"$impl\"}" timeout 200 python3 benchmarks/train_step.py --sizes 130m \
-          --methods state_offset_h state_offset_y lora --backends graph --out "$OUT" --name "gluon_ab_130m_$impl" 2>&1 | grep "^|" | tail -3
-        STATEFT_SCAN_CONFIG="{\"kernels\": \"$impl\"}" timeout 300 python3 benchmarks/train_step.py --sizes 1.4b 2.8b \
-          --methods state_offset_h lora --backends graph --warmup 2 --iters 6 --out "$OUT" --name "gluon_ab_big_$impl" 2>&1 | grep "^|" | tail -4
-      done ;;
-    cfgab) for cfg in ${CFGS:-'{}'}; do  # scan launch configs side by side (CFGS: JSON objects), 1.4b graphed
-        STATEFT_SCAN_CONFIG="$cfg" timeout 150 python3 benchmarks/train_step.py --sizes ${CFG_SIZES:-1.4b} --methods state_offset_h \
-          --backends graph --warmup 2 --iters 6 --out "$OUT" --name "cfg_ab_$(echo "$cfg" | tr -dc 'a-zA-Z0-9_')" 2>&1 \
-          | grep "^|" | tail -2 | sed "s/^/$cfg /"
-      done ;;
-    ab) for side in ${AB_SIDES:-base new}; do  # the working tree against AB_BASE (another commit's tree: git archive), graphed
-        root=.; [ "$side" = base ] && root=$AB_BASE
-        timeout 280 python3 "$root/benchmarks/train_step.py" --sizes ${AB_SIZES:-1.4b} --methods state_offset_h \
-          --backends graph --warmup 2 --iters 6 --out "$OUT" --name "ab_${side}_$(basename "$root")" 2>&1 | grep "^|" | tail -2 | sed "s/^/$side /"
-      done ;;
     conv) timeout 150 python3 benchmarks/conv_kernel.py --out "$OUT" 2>&1 | grep "^|" ;;
     gen) timeout 150 python3 benchmarks/generate.py --sizes 130m 1.4b --out "$OUT" 2>&1 | tail -6 ;;
-    stepall) wait_peer; timeout 560 python3 benchmarks/train_step.py --out "$OUT" 2>&1 | tail -30 ;;
-    peerso) wait_peer; d=$(python3 -c "import mamba_ssm, os; print(os.path.dirname(os.path.dirname(mamba_ssm.__file__)))");
-      (cd "$d" && tar czf "$OUT/peer_site.tgz" mamba_ssm selective_scan_cuda*.so) && ls -la "$OUT/peer_site.tgz" ;;
+    gen2) timeout 200 python3 benchmarks/generate.py --sizes mamba2-130m mamba2-1.3b --out "$OUT" --name generate_mamba2 \
+        2>&1 | tail -5 ;;
+    m2check) timeout 200 python3 benchmarks/mamba2_check.py --out "$OUT/mamba2_check.json" 2>&1 \
+        | tee "$OUT/mamba2_check.log" | tail -25 ;;
+    m2train) HF_HUB_OFFLINE=1 timeout 300 python3 train.py model=mamba2-1.3b method=state_offset_h method.rank=64 \
+        dataset=spider model.pretrained=false dataset.path=tests/fixtures/spider trainer=gpu logger=csv \
+        trainer.max_epochs=2 dataset.num_beams=1 dataset.max_new_tokens=16 hydra.run.dir="$OUT/m2train" 2>&1 \
+        | tee "$OUT/m2train.log" | grep -v "━" | tail -25 ;;
+    graphtrain) HF_HUB_OFFLINE=1 OUT=$OUT bash benchmarks/train_graph_check.sh 2>&1 | tee "$OUT/train_graph_check.log" ;;
+    profile) timeout 120 python3 benchmarks/profile_step.py --size 130m --method state_offset_h 2>&1 \
+        | tee "$OUT/profile_130m.log" | head -45 ;;
+    profile14) timeout 150 python3 benchmarks/profile_step.py --size 1.4b --method state_offset_h --rows 25 2>&1 \
+        | tee "$OUT/profile_1.4b.log" | cut -c1-72,120-190 | tail -30 ;;
+    cfgab) for cfg in ${CFGS:-'{}'}; do
+        STATEFT_SCAN_CONFIG="$cfg" step 200 --sizes ${CFG_SIZES:-1.4b} --methods state_offset_h \
+          --backends graph --warmup 2 --iters 6 --name "cfg_ab_$(echo "$cfg" | tr -dc 'a-zA-Z0-9_')" \
+          | grep "^|" | tail -2 | sed "s/^/$cfg /"
+      done ;;
+    ab) for side in base new; do
+        root=.; [ "$side" = base ] && root=${AB_BASE:?AB_BASE: a folder with the other commit\'s tree}
+        (cd "$root" && timeout 300 python3 benchmarks/train_step.py --out "$OUT" --sizes ${AB_SIZES:-1.4b} \
+          --methods state_offset_h --backends graph --warmup 2 --iters 6 --name "ab_$side" 2>&1) \
+          | grep "^|" | tail -2 | sed "s/^/$side /"
+      done ;;
+    *) echo "unknown phase $phase (see the header of benchmarks/run_gpu.sh)" ;;
   esac
 done
-echo "=== end $(date -u +%T)"
+echo "=== end $(date -u +%T); output: $OUT"

@@ -8,8 +8,9 @@ instruction budget between GPU runs; time it on the GPU (scan_kernel.py) before 
 
 The compiler version matters: register counts matched the H100 machine's (Triton 3.6) only with Triton 3.6 here, and
 3.7 laid some tiles out differently. To match it: ``pip install --no-deps --target /tmp/t36 triton==3.6.0`` and put
-``/tmp/t36`` first on PYTHONPATH. What it found (2026-11-23): Triton's reverse=True scan cost ~320 lane shuffles per
-backward block, which `triton_scan_kernels._flip` removed (1.16-1.36x on the backward, measured on the H100).
+``/tmp/t36`` first on PYTHONPATH. Each kernel's listing goes to ``--sass DIR`` (a kernel launched twice, as the
+segments' first pass and the main one, also as ``NAME_2``): comparing two trees' listings without their line comments
+(``grep -v '//##'``) tells whether a source change changed the code (benchmarks/NOTES.md, "Kernels with one source").
 
     PYTHONPATH=. python benchmarks/sass_report.py [--shape b d n l] [--sass DIR]
 """

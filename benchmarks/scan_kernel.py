@@ -30,11 +30,10 @@ SHAPES = {"130m": (4, 1536, 16, 1024), "1.4b": (4, 4096, 16, 1024)}
 LONG = {"130m-b1-8k": (1, 1536, 16, 8192)}
 LONG_SEGS = (0, 2048, 1024, 512, -1)
 KEYS = ("BLOCK_D", "BLOCK_T", "num_warps", "bwd_BLOCK_D", "bwd_num_warps", "CHUNK", "rows", "SEG")
-# Tried on 2026-11-23 (H100; results/scan_kernel_*): segments of 64-256 at these shapes (-10% to +4%, noise-level at
-# 130m, slower at 1.4b; SEG -1 picks one segment here), 2 warps, BLOCK_D 4 and 16, and a backward that stored every
-# h_t of a chunk in its scratch instead of rebuilding it (1.4-1.6x slower: L2 traffic beats the saved exp and scan).
+# Also measured and dropped (benchmarks/NOTES.md, sections 4 and 5): segments of 64-256 at these shapes, 2 warps,
+# BLOCK_D 4 and 16, a backward that stored every h_t of a chunk in its scratch instead of rebuilding it.
 CONFIGS = [
-    (8, 8, 1, 8, 1, 64, 0, -1),  # the default (BLOCK_T 4 and CHUNK 32 until 2026-11-24)
+    (8, 8, 1, 8, 1, 64, 0, -1),  # the default
     (8, 4, 1, 8, 1, 64, 0, -1),
     (8, 4, 1, 8, 1, 32, 0, -1),
     (8, 4, 1, 8, 1, 64, 1, -1),  # z and dy copied row-major first
@@ -42,7 +41,7 @@ CONFIGS = [
     (8, 4, 1, 4, 1, 64, 0, -1),
     (8, 4, 1, 8, 1, 64, 0, 512),
     (8, 4, 1, 8, 1, 64, 0, 256),
-    # 2026-11-24: the forward's own channel block (its 768 one-warp programs at 130m leave ~6 warps per SM); slower
+    # the forward's own channel block (its 768 one-warp programs at 130m leave ~6 warps per SM); slower
     # in the training step (benchmarks/NOTES.md)
     (4, 4, 1, 8, 1, 64, 0, -1),
     (16, 4, 2, 8, 1, 64, 0, -1),

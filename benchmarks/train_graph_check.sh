@@ -1,9 +1,9 @@
 #!/bin/bash
 # train.py with and without cuda_graph=true on one GPU: 130m (random init, frozen base bf16), the GLUE RTE fixture,
 # 40 epochs of 5 steps; prints the median training samples/s of each (train/samples_per_sec, from epoch 2 on).
-#   OUT=/tmp/out bash benchmarks/train_graph_check.sh   (needs hydra-core, omegaconf: see run_gpu.sh's m2train)
+#   OUT=DIR bash benchmarks/train_graph_check.sh   (run_gpu.sh graphtrain)
 set -uo pipefail
-OUT=${OUT:-/tmp/out}
+OUT=${OUT:-$(mktemp -d -t stateft_graph_XXXX)}
 for g in false true; do
   timeout 200 python3 train.py model=mamba-130m model.pretrained=false model.dtype=bfloat16 method=${METHOD:-state_offset_h} \
     dataset=glue_rte dataset.path=tests/fixtures/glue_rte dataset.max_length=256 trainer=gpu logger=csv \

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
     MAMBA2_SIZES,
+    RUNS,
     SIZES,
     model_config,
     model_recompute,
@@ -205,7 +206,7 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=1024)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--out", type=Path, default=RUNS)
     ap.add_argument("--name", default="train_step")
     # Mamba-1 on Triton remakes u and delta in the backward instead of keeping them (stateft/ops/recompute.py);
     # conf/model says per size (off at 130m, where keeping them costs 0.5 GiB)
