@@ -10,8 +10,8 @@ its 8 (and in the backward du and x at the 3 after, for dv there) come from halo
 thread's loads bring into cache. x and du are read once from memory, u or dx written once, dv never leaves registers.
 Only K = 4 runs here, and the backward only for the frozen conv (no dw, d bias partial sums) with no learned window to
 differentiate; `conv_triton` keeps the Triton kernels for the rest, for the interpreter and as the reference
-(tests/ops/test_conv_triton.py compares them on the GPU). H100, 1.4b layer (`benchmarks/conv_kernel.py`): forward
-0.036 -> 0.028 ms (floor 0.020), backward 0.116 -> 0.055 (floor 0.040).
+(tests/ops/test_conv_triton.py compares them on the GPU). Kernel times against the Triton kernels and the memory-traffic
+floor: benchmarks/results/conv_kernel.md.
 """
 
 from __future__ import annotations

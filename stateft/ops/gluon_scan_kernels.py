@@ -2,26 +2,30 @@
 `triton_scan_kernels.scan_fwd_kernel` and `scan_bwd_kernel` (read those first), with every register layout chosen
 here instead of by the compiler.
 
-Why: in plain Triton the flips around the backward's reversed scan put everything that flows into it in a second
-register layout, and the compiler recomputed the (t d) work (softplus, sigmoid, exp(delta A), the bf16 conversions)
-in each layout instead of renaming registers; the sums over the channels for dB and dC were full butterflies across
-the lanes (benchmarks/NOTES.md, section 10). Here
+Why two kernel sets: in plain Triton the flips around the backward's reversed scan put everything that flows into it
+in a second register layout, where the compiler recomputes the (t d) work (softplus, sigmoid, exp(delta A), the bf16
+conversions) instead of renaming registers, and the sums over the channels for dB and dC are butterflies across the
+lanes. Here
 
 - one (t n d) block layout (`block_layout`): the BLOCK_T steps inside each thread, states and channels across the
-  lanes. The flips and the one-step shift of the adjoint's decay are split/join/permute of the in-thread axis,
-  converted back with ``assert_trivial`` (the compiler must prove they move no data);
+  lanes. The recurrences over a block's 8 in-thread steps are written out row by row on split/join renamings
+  (`_rows`, `_stack`), converted back with ``assert_trivial`` (the compiler must prove they move no data);
 - (t d) and (t n) tiles are loaded, computed on (softplus, sigmoid, gating) and stored in compact layouts, every value
   once per warp (`compact_td`, `compact_tn`), and moved to the block layout's slices where the block needs them (the
   block layout holds a (t d) value on 4 lanes and a (t n) value on 8);
 - dB and dC: the (t n d) products moved to a layout with the channels inside each thread (one exchange through shared
-  memory) and summed there, instead of three rounds of shuffles for each of a thread's 32 values;
+  memory) and summed there (`_channel_sum`);
 - the sums over the states: a thread's own states summed in registers, then the 4 lanes' partials of each (t d) value
   gathered into one thread by the exchange that moves the result to the compact layout anyway (`_state_sum`).
-Backward block (8 x 16 x 8, 130m layer, sm_90, Triton 3.6): 1,816 instructions instead of 2,864 for the Triton kernel,
-no shuffles instead of 244 (`benchmarks/sass_report.py`).
+What the compiler makes of both sets: `benchmarks/sass_report.py`; what each costs on an H100: benchmarks/NOTES.md.
+
+What does not depend on a layout comes from `triton_scan_kernels` (plain ``@triton.jit`` helpers run inside Gluon
+kernels too): the tile loads, the walks over blocks (`_walk_segment`, `_walk_chunk`, with `_state_after_g` for the
+block), the parameters, the read-out and gate, the stores. The kernels' signatures are the same as the Triton ones:
+`scan_triton` launches either with the same arguments.
 
 Gluon has no interpreter: these kernels run on NVIDIA GPUs only. The Triton kernels stay the CPU-tested reference and
-the fallback (`scan_triton.CONFIG["kernels"]`, `scan_triton._pick`); tests/ops/test_scan_gluon.py compares them with the
+the fallback (`settings.ScanSettings.kernels`, `scan_triton._pick`); tests/ops/test_scan_gluon.py compares them with the
 reference and the Triton kernels on the GPU, and tests/ops/test_sass_report.py compiles them for sm_90 on the CPU.
 """
 
@@ -30,8 +34,30 @@ from __future__ import annotations
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-from stateft.ops.triton_math import LN2, LOG2E, sigmoid, softplus
-from stateft.ops.triton_scan_kernels import _bc_slot, _delta_of, _put_bc, _raw_td, _raw_tn, _state_inputs
+from stateft.ops.triton_math import LN2, sigmoid, softplus
+from stateft.ops.triton_scan_kernels import (
+    _adjoint_inputs,
+    _bases,
+    _bc_slot,
+    _chunk_range,
+    _delta_at,
+    _delta_of,
+    _gate_back,
+    _gated,
+    _out_params,
+    _params,
+    _put_bc,
+    _raw_td,
+    _raw_tn,
+    _readout,
+    _slot,
+    _slot_or,
+    _state_inputs,
+    _store_param_grads,
+    _store_td,
+    _walk_chunk,
+    _walk_segment,
+)
 
 
 @gluon.constexpr_function
@@ -148,6 +174,16 @@ def _block_g(u_raw, dt_raw, B_raw, A2, bias, h_in, t0, L, t_c, mask_d, L3: gl.co
 
 
 @gluon.jit
+def _state_after_g(u_raw, dt_raw, B_raw, A2, bias, h_in, dsum, t0, L, t_c, mask_d, mask_n, L3: gl.constexpr,
+                   HAS_BIAS: gl.constexpr, SOFTPLUS: gl.constexpr):  # fmt: skip
+    """`triton_scan_kernels._state_after` (the walks' hook): the state after the block from t0 in h_in's layout, and
+    ``dsum`` plus the block's delta, (t d) in the compact layout (summed over the steps by the caller)."""
+    blk = _block_g(u_raw, dt_raw, B_raw, A2, bias, h_in, t0, L, t_c, mask_d, L3, HAS_BIAS, SOFTPLUS)
+    dsum += blk[1]
+    return _like(blk[8][7], h_in), dsum
+
+
+@gluon.jit
 def _state_sum(p, LQ: gl.constexpr, LC: gl.constexpr):
     """sum over the states of a (t n d) block, in the compact (t d) layout LC: a thread's own states summed in
     registers, then the 4 lanes' partials of each value moved into one thread (each lane keeping 2 of the 8 steps:
@@ -211,39 +247,25 @@ def scan_fwd_gluon_kernel(
         pid_d, E, N, BLOCK_D, BLOCK_N, BLOCK_T, LC, LCN, LND
     )
 
-    A2 = gl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(gl.float32) * LOG2E
-    bias = gl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_BIAS else None
-    u_base = u_ptr + pid_b * su_b
-    dt_base = dt_ptr + pid_b * sdt_b
-    B_base = B_ptr + pid_b * sB_b
+    A2, bias = _params(A_ptr, bias_ptr, offs_d, dn_off, mask_d, mask_nd, HAS_BIAS)
+    u_base, dt_base, B_base = _bases(pid_b, u_ptr, dt_ptr, B_ptr, su_b, sdt_b, sB_b)
     s0 = pid_s * SEG
     s1 = gl.minimum(s0 + SEG, L)
     u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, s0, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
                                    su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
     if LOCAL:
-        h = gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND)
-        dsum = gl.zeros((BLOCK_T, BLOCK_D), gl.float32, LC)
-        for t0 in range(s0, s1, BLOCK_T):
-            u_r, dt_r, B_r = u_n, dt_n, B_n
-            u_n, dt_n, B_n = _state_inputs(
-                u_base, dt_base, B_base, t0 + BLOCK_T, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
-                su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
-            )  # fmt: skip
-            blk = _block_g(u_r, dt_r, B_r, A2, bias, h, t0, L, t_c, mask_d, L3, HAS_BIAS, SOFTPLUS)
-            dsum += blk[1]  # delta
-            h = _like(blk[8][7], h)  # the state after the block
-        hin = hin_ptr + pid_b * shi_b + (pid_s + 1) * shi_s + offs_dn[None, :] * shi_d + offs_nd[:, None] * shi_n
-        gl.store(hin, h, mask=mask_nd)
+        h, dsum = _walk_segment(
+            gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND), gl.zeros((BLOCK_T, BLOCK_D), gl.float32, LC), u_n, dt_n,
+            B_n, s0, s1, u_base, dt_base, B_base, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n, su_d, su_l, sdt_d,
+            sdt_l, sB_n, sB_l, A2, bias, _state_after_g, L3, HAS_BIAS, SOFTPLUS, BLOCK_T,
+        )  # fmt: skip
+        gl.store(_slot(hin_ptr, pid_b, pid_s + 1, shi_b, shi_s, shi_d, shi_n, offs_dn, offs_nd), h, mask=mask_nd)
         gl.store(dsum_ptr + (pid_b * gl.cdiv(L, SEG) + pid_s) * E + offs_d, gl.sum(dsum, axis=0), mask=mask_d)
     else:
-        Dv = gl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_D else None
-        yoff = gl.load(yoff_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_YOFF else None
-        hoff = gl.load(hoff_ptr + dn_off, mask=mask_nd, other=0.0).to(gl.float32) if HAS_HOFF else None
-        if HAS_HIN:
-            hin = hin_ptr + pid_b * shi_b + pid_s * shi_s + offs_dn[None, :] * shi_d + offs_nd[:, None] * shi_n
-            h = gl.load(hin, mask=mask_nd, other=0.0).to(gl.float32)
-        else:
-            h = gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND)
+        Dv, yoff, hoff = _out_params(D_ptr, yoff_ptr, hoff_ptr, offs_d, dn_off, mask_d, mask_nd, HAS_D, HAS_YOFF,
+                                     HAS_HOFF)  # fmt: skip
+        h = _slot_or(hin_ptr, pid_b, pid_s, shi_b, shi_s, shi_d, shi_n, offs_dn, offs_nd, mask_nd,
+                     gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND), HAS_HIN)  # fmt: skip
         C_base = C_ptr + pid_b * sC_b
         z_base = z_ptr + pid_b * sz_b
         n_chunks = gl.cdiv(L, CHUNK)
@@ -267,16 +289,8 @@ def scan_fwd_gluon_kernel(
             hs = _stack(h_rows, dBu)
             Ct = gl.convert_layout(C_r.to(gl.float32), LTN)
             hr = hs + hoff[None, :, :] if HAS_HOFF else hs
-            y = _state_sum(hr * Ct[:, :, None], LQ, LC)  # C_t (h_t + h')
-            if HAS_D:
-                y += Dv[None, :] * u
-            if HAS_YOFF:
-                y += yoff[None, :]
-            if HAS_Z:
-                z = z_r.to(gl.float32)
-                y = y * z * sigmoid(z)
-            y_ptrs = y_ptr + pid_b * sy_b + offs_t[:, None] * sy_l + offs_d[None, :] * sy_d
-            gl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask_c)
+            y = _readout(_state_sum(hr * Ct[:, :, None], LQ, LC), u, Dv, yoff, HAS_D, HAS_YOFF)
+            _store_td(y_ptr, pid_b, sy_b, sy_d, sy_l, offs_t, offs_d, _gated(y, z_r, HAS_Z), mask_c)
             h = _like(h_rows[7], h)
         if STORE_LAST:
             if pid_s == gl.num_programs(1) - 1:
@@ -328,37 +342,21 @@ def scan_bwd_gluon_kernel(
     scratch = scratch_ptr + prog * (CHUNK // BLOCK_T) * BLOCK_N * BLOCK_D
     sc_off = offs_nd[:, None] * BLOCK_D + gl.arange(0, BLOCK_D, layout=gl.SliceLayout(0, LND))[None, :]
 
-    A2 = gl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(gl.float32) * LOG2E
-    bias = gl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_BIAS else None
-    Dv = gl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_D else None
-    yoff = gl.load(yoff_ptr + offs_d, mask=mask_d, other=0.0).to(gl.float32) if HAS_YOFF else None
-    hoff = gl.load(hoff_ptr + dn_off, mask=mask_nd, other=0.0).to(gl.float32) if HAS_HOFF else None
-    if HAS_DHIN:
-        dhin = dhin_ptr + pid_b * sdh_b + (pid_s + 1) * sdh_s + offs_dn[None, :] * sdh_d + offs_nd[:, None] * sdh_n
-        dh = gl.load(dhin, mask=mask_nd, other=0.0).to(gl.float32)
-    else:
-        dh = gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND)
+    A2, bias = _params(A_ptr, bias_ptr, offs_d, dn_off, mask_d, mask_nd, HAS_BIAS)
+    Dv, yoff, hoff = _out_params(D_ptr, yoff_ptr, hoff_ptr, offs_d, dn_off, mask_d, mask_nd, HAS_D, HAS_YOFF, HAS_HOFF)
+    dh = _slot_or(dhin_ptr, pid_b, pid_s + 1, sdh_b, sdh_s, sdh_d, sdh_n, offs_dn, offs_nd, mask_nd,
+                  gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND), HAS_DHIN)  # fmt: skip
     dA_acc = gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND)
     dhoff_acc = gl.zeros((BLOCK_N, BLOCK_D), gl.float32, LND)
     dD_acc = gl.zeros((BLOCK_T, BLOCK_D), gl.float32, LC)  # summed over the steps at the end
     dyoff_acc = gl.zeros((BLOCK_T, BLOCK_D), gl.float32, LC)
     dbias_acc = gl.zeros((BLOCK_T, BLOCK_D), gl.float32, LC)
 
-    u_base = u_ptr + pid_b * su_b
-    dt_base = dt_ptr + pid_b * sdt_b
-    B_base = B_ptr + pid_b * sB_b
-    C_base = C_ptr + pid_b * sC_b
-    dy_base = dy_ptr + pid_b * sdy_b
-    z_base = z_ptr + pid_b * sz_b
-    n_chunks = gl.cdiv(L, CHUNK)
-    c_first = pid_s * (SEG // CHUNK)
-    c_end = gl.minimum(c_first + SEG // CHUNK, n_chunks)
+    u_base, dt_base, B_base = _bases(pid_b, u_ptr, dt_ptr, B_ptr, su_b, sdt_b, sB_b)
+    C_base, dy_base, z_base = _bases(pid_b, C_ptr, dy_ptr, z_ptr, sC_b, sdy_b, sz_b)
+    n_chunks, c_first, c_end = _chunk_range(pid_s, L, SEG, CHUNK)
     # the adjoint's decay at the segment's last step: exp(delta A) one step after it (1 past L)
-    t_end = c_end * CHUNK
-    dt_end, _raw_end = _delta_of(
-        _raw_td(dt_base, t_end + t_c, offs_d, mask_d, L, sdt_d, sdt_l), bias,
-        ((t_end + t_c) < L)[:, None] & mask_d[None, :], HAS_BIAS, SOFTPLUS,
-    )  # fmt: skip
+    dt_end = _delta_at(dt_base, bias, c_end * CHUNK + t_c, offs_d, mask_d, L, sdt_d, sdt_l, HAS_BIAS, SOFTPLUS)
     e_carry = gl.convert_layout(
         _rows(gl.exp2(gl.convert_layout(dt_end, LTD)[:, None, :] * A2[None, :, :]))[0], LND, assert_trivial=True
     )
@@ -368,37 +366,24 @@ def scan_bwd_gluon_kernel(
         n_blocks = gl.cdiv(gl.minimum(CHUNK, L - c0), BLOCK_T)
         # 1. the states entering each block of the chunk, into the scratch (each thread reads back what it wrote)
         h = gl.load(states_ptr + (pid_b * n_chunks + c) * E * N + dn_off, mask=mask_nd, other=0.0)
-        u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, c0, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
-                                       su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
-        for k in range(0, n_blocks - 1):
-            gl.store(scratch + k * BLOCK_N * BLOCK_D + sc_off, h)
-            u_r, dt_r, B_r = u_n, dt_n, B_n
-            t0 = c0 + k * BLOCK_T
-            u_n, dt_n, B_n = _state_inputs(
-                u_base, dt_base, B_base, t0 + BLOCK_T, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
-                su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
-            )  # fmt: skip
-            blk = _block_g(u_r, dt_r, B_r, A2, bias, h, t0, L, t_c, mask_d, L3, HAS_BIAS, SOFTPLUS)
-            h = _like(blk[8][7], h)  # the state after the block
-        gl.store(scratch + (n_blocks - 1) * BLOCK_N * BLOCK_D + sc_off, h)
+        _walk_chunk(h, scratch, sc_off, c0, n_blocks, u_base, dt_base, B_base, L, t_c, t_cn, offs_d, offs_n, mask_d,
+                    mask_n, su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, A2, bias, _state_after_g, L3, HAS_BIAS, SOFTPLUS,
+                    BLOCK_T, BLOCK_N, BLOCK_D)  # fmt: skip
 
         # 2. the blocks in reverse, each block's tiles loaded during the block after it
         t_last = c0 + (n_blocks - 1) * BLOCK_T
         u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, t_last, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
                                        su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
-        C_n = _raw_tn(C_base, t_last + t_cn, offs_n, mask_n, L, sC_n, sC_l)
-        dy_n = _raw_td(dy_base, t_last + t_c, offs_d, mask_d, L, sdy_d, sdy_l)
-        z_n = _raw_td(z_base, t_last + t_c, offs_d, mask_d, L, sz_d, sz_l) if HAS_Z else u_n
+        C_n, dy_n, z_n = _adjoint_inputs(C_base, dy_base, z_base, t_last, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
+                                         sC_n, sC_l, sdy_d, sdy_l, sz_d, sz_l, u_n, HAS_Z)  # fmt: skip
         for j in range(0, n_blocks):
             t0 = c0 + (n_blocks - 1 - j) * BLOCK_T
             u_r, dt_r, B_r, C_r, dy_r, z_r = u_n, dt_n, B_n, C_n, dy_n, z_n
             tp = t0 - BLOCK_T  # the block before (in the previous chunk after the last j: loaded, not used)
             u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, tp, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
                                            su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
-            C_n = _raw_tn(C_base, tp + t_cn, offs_n, mask_n, L, sC_n, sC_l)
-            dy_n = _raw_td(dy_base, tp + t_c, offs_d, mask_d, L, sdy_d, sdy_l)
-            if HAS_Z:
-                z_n = _raw_td(z_base, tp + t_c, offs_d, mask_d, L, sz_d, sz_l)
+            C_n, dy_n, z_n = _adjoint_inputs(C_base, dy_base, z_base, tp, L, t_c, t_cn, offs_d, offs_n, mask_d, mask_n,
+                                             sC_n, sC_l, sdy_d, sdy_l, sz_d, sz_l, z_n, HAS_Z)  # fmt: skip
             h_in = gl.load(scratch + (n_blocks - 1 - j) * BLOCK_N * BLOCK_D + sc_off)
             offs_t = t0 + t_c
             u, dt, raw, mask_c, dt_l, w_l, Bt, dA_rows, h_rows, dBu = _block_g(
@@ -411,16 +396,8 @@ def scan_bwd_gluon_kernel(
             g_ptrs = pid_b * sg_b + offs_t[:, None] * sg_l + offs_d[None, :] * sg_d
             if HAS_Z:  # y = o * silu(z), o = C (h + h') + D u + y'
                 z = z_r.to(gl.float32)
-                o = _state_sum(hr * Ct[:, :, None], LQ, LC)
-                if HAS_D:
-                    o += Dv[None, :] * u
-                if HAS_YOFF:
-                    o += yoff[None, :]
-                sig = sigmoid(z)
-                dz = dy * o * sig * (1.0 + z * (1.0 - sig))
-                dz_ptrs = dz_ptr + pid_b * sdz_b + offs_t[:, None] * sdz_l + offs_d[None, :] * sdz_d
-                gl.store(dz_ptrs, dz.to(dz_ptr.dtype.element_ty), mask=mask_c)
-                g = dy * z * sig
+                o = _readout(_state_sum(hr * Ct[:, :, None], LQ, LC), u, Dv, yoff, HAS_D, HAS_YOFF)
+                g = _gate_back(dy, o, z, dz_ptr, pid_b, sdz_b, sdz_d, sdz_l, offs_t, offs_d, mask_c)
             else:
                 g = dy
             g_l = gl.convert_layout(g, LTD)
@@ -455,8 +432,7 @@ def scan_bwd_gluon_kernel(
                 ddt = ddt * sigmoid(raw)
             if GRAD_BIAS:
                 dbias_acc += gl.where(mask_c, ddt, 0.0)
-            du_ptrs = du_ptr + pid_b * sdu_b + offs_t[:, None] * sdu_l + offs_d[None, :] * sdu_d
-            gl.store(du_ptrs, du.to(du_ptr.dtype.element_ty), mask=mask_c)
+            _store_td(du_ptr, pid_b, sdu_b, sdu_d, sdu_l, offs_t, offs_d, du, mask_c)
             gl.store(ddt_ptr + g_ptrs, ddt.to(ddt_ptr.dtype.element_ty), mask=mask_c)
 
     part = pid_b * n_seg + pid_s
@@ -470,11 +446,6 @@ def scan_bwd_gluon_kernel(
                 raw0 += gl.load(bias_ptr + offs_dn, mask=mask_dn, other=0.0).to(gl.float32)
             dt0 = softplus(raw0) if SOFTPLUS else raw0
             gl.store(dh0_ptr + pid_b * E * N + nd_off, dh * gl.exp2(dt0[None, :] * A2), mask=mask_nd)
-    if HAS_HOFF:
-        gl.store(dhoff_ptr + row, dhoff_acc, mask=mask_nd)
-    if GRAD_D:
-        gl.store(dD_ptr + part * E + offs_d, gl.sum(dD_acc, axis=0), mask=mask_d)
-    if HAS_YOFF:
-        gl.store(dyoff_ptr + part * E + offs_d, gl.sum(dyoff_acc, axis=0), mask=mask_d)
-    if GRAD_BIAS:
-        gl.store(dbias_ptr + part * E + offs_d, gl.sum(dbias_acc, axis=0), mask=mask_d)
+    dD, dyoff, dbias = gl.sum(dD_acc, axis=0), gl.sum(dyoff_acc, axis=0), gl.sum(dbias_acc, axis=0)
+    _store_param_grads(dhoff_ptr, dD_ptr, dyoff_ptr, dbias_ptr, part, row, E, offs_d, mask_nd, mask_d, dhoff_acc, dD,
+                       dyoff, dbias, HAS_HOFF, GRAD_D, HAS_YOFF, GRAD_BIAS)  # fmt: skip

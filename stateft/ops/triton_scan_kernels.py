@@ -5,27 +5,28 @@ BLOCK_T steps. A block is a (t, n, d) register tile laid out with the channels (
 and the BLOCK_T steps inside each thread, so that
 
 - the recurrence h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t over the block is an associative scan along the
-  in-thread axis (sequential inside the thread, no lane traffic), the entering state added as aa_t * h_in;
+  in-thread axis (sequential inside the thread, no lane traffic), the entering state folded into the first step;
 - everything else (exp, the read-out sum_n C_t[n] (h_t[n] + h'[n]), the gate) is computed for all BLOCK_T steps at
-  once, so one block's loads and arithmetic are independent work for the scheduler, not a chain of single steps.
-- the backward's reversed scans run forward over the block flipped in registers (`_flip`): Triton's reverse scan
-  shuffles data between lanes even along an in-thread axis (1.16-1.36x on the backward, benchmarks/NOTES.md).
-
-(Two earlier versions are in benchmarks/NOTES.md: steps across the lanes, and one step at a time.)
+  once, so one block's loads and arithmetic are independent work for the scheduler, not a chain of single steps;
+- the backward's reversed scan runs forward over the block flipped in registers (`_flip`): Triton's own reverse scan
+  moves data between lanes even along an in-thread axis.
 
 Backward. The forward stores the state entering every CHUNK steps, (b, chunks, n, d) fp32. The backward walks the
 chunks in reverse: it recomputes the states entering each block of the chunk into a small per-program scratch buffer
 (it stays in L2), then walks the blocks in reverse, rebuilding h_t inside the block and running the adjoint
-recurrence as a reversed associative scan:
+recurrence over it:
 
     g_t  = dL/dy_t * silu(z_t)                          (gradient of the pre-gate output o_t)
     dh_t = exp(delta_{t+1} A) dh_{t+1} + C_t g_t        (dh after the end = gradient of the returned last state, or 0)
     q_t  = dh_t exp(delta_t A) h_{t-1} = dh_t (h_t - delta_t B_t u_t)   -> d delta (through A), dA
     dh_init = exp(delta_0 A) dh_0
 
-Sums over channels (dB_t, dC_t) leave the program as one partial per channel block, added by the caller. Per-channel
-parameter gradients (dA, dh', dD, dy', d bias) accumulate in registers. All arithmetic is fp32; exp(delta A) is
-exp2(delta A log2 e).
+Sums over channels (dB_t, dC_t) leave the program as one partial per channel block or are added atomically into a
+shared one (`_put_bc`); the caller sums the partials. Per-channel parameter gradients (dA, dh', dD, dy', d bias)
+accumulate in registers. All arithmetic is fp32; exp(delta A) is exp2(delta A log2 e).
+
+The Gluon kernels (`gluon_scan_kernels`) run the same algorithms in explicit layouts and call the layout-free helpers
+here (loads, stores, the gate and read-out arithmetic, the parameters): one source for what both kernel sets compute.
 """
 
 from __future__ import annotations
@@ -81,6 +82,127 @@ def _state_inputs(u_base, dt_base, B_base, t0, L, offs_c, offs_cn, offs_d, offs_
     return u, dt, _raw_tn(B_base, t0 + offs_cn, offs_n, mask_n, L, sB_n, sB_l)
 
 
+# Layout-free pieces, one source for both kernel sets: a plain @triton.jit helper runs inside a Gluon kernel too, its
+# tensors taking the layouts of the tensors it is given (gluon_scan_kernels imports these; nothing here creates a tensor
+# with a layout of its own).
+@triton.jit
+def _vector(ptr, offs, mask, FLAG: tl.constexpr):
+    """fp32 values at ``ptr + offs`` (0 where masked) if FLAG, else 0.0: not loaded, and used only under FLAG."""
+    return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32) if FLAG else 0.0
+
+
+@triton.jit
+def _params(A_ptr, bias_ptr, offs_d, dn_off, mask_d, mask_nd, HAS_BIAS: tl.constexpr):
+    """A as an (n d) tile in exp2 units (A log2 e), and the delta bias."""
+    A2 = tl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) * LOG2E
+    return A2, _vector(bias_ptr, offs_d, mask_d, HAS_BIAS)
+
+
+@triton.jit
+def _out_params(D_ptr, yoff_ptr, hoff_ptr, offs_d, dn_off, mask_d, mask_nd,
+                HAS_D: tl.constexpr, HAS_YOFF: tl.constexpr, HAS_HOFF: tl.constexpr):  # fmt: skip
+    """The read-out's parameters: D and y' per channel, h' as an (n d) tile."""
+    Dv = _vector(D_ptr, offs_d, mask_d, HAS_D)
+    return Dv, _vector(yoff_ptr, offs_d, mask_d, HAS_YOFF), _vector(hoff_ptr, dn_off, mask_nd, HAS_HOFF)
+
+
+@triton.jit
+def _bases(pid_b, x_ptr, y_ptr, z_ptr, sx_b, sy_b, sz_b):
+    """Where sequence pid_b of three (b, ...) tensors starts, given their batch strides."""
+    return x_ptr + pid_b * sx_b, y_ptr + pid_b * sy_b, z_ptr + pid_b * sz_b
+
+
+@triton.jit
+def _slot(ptr, pid_b, slot, s_b, s_s, s_d, s_n, offs_d, offs_n):
+    """The (n d) tile of slot ``slot`` of sequence pid_b in a (b, S, d, n)-strided state buffer."""
+    return ptr + pid_b * s_b + slot * s_s + offs_d[None, :] * s_d + offs_n[:, None] * s_n
+
+
+@triton.jit
+def _slot_or(ptr, pid_b, slot, s_b, s_s, s_d, s_n, offs_d, offs_n, mask, zero, FLAG: tl.constexpr):
+    """The (n d) state in `_slot` ``slot`` of sequence pid_b, fp32 (0 where masked), if FLAG; else ``zero``."""
+    return (
+        tl.load(_slot(ptr, pid_b, slot, s_b, s_s, s_d, s_n, offs_d, offs_n), mask=mask, other=0.0).to(tl.float32)
+        if FLAG
+        else zero
+    )
+
+
+@triton.jit
+def _chunk_range(pid_s, L, SEG, CHUNK: tl.constexpr):
+    """The chunks the backward walks for segment pid_s: (chunks of the sequence, the segment's first, its end)."""
+    n_chunks = tl.cdiv(L, CHUNK)
+    c_first = pid_s * (SEG // CHUNK)
+    return n_chunks, c_first, tl.minimum(c_first + SEG // CHUNK, n_chunks)
+
+
+@triton.jit
+def _delta_at(dt_base, bias, offs_t, offs_d, mask_d, L, sdt_d, sdt_l, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """delta (t d) at the steps offs_t, 0 past L (the backward's decay at the step after a segment)."""
+    mask = (offs_t < L)[:, None] & mask_d[None, :]
+    dt, _raw = _delta_of(_raw_td(dt_base, offs_t, offs_d, mask_d, L, sdt_d, sdt_l), bias, mask, HAS_BIAS, SOFTPLUS)
+    return dt
+
+
+@triton.jit
+def _adjoint_inputs(C_base, dy_base, z_base, t0, L, offs_c, offs_cn, offs_d, offs_n, mask_d, mask_n,
+                    sC_n, sC_l, sdy_d, sdy_l, sz_d, sz_l, z_else, HAS_Z: tl.constexpr):  # fmt: skip
+    """The stored C, dy and z tiles of the block from t0 (z: ``z_else`` without a gate), what the backward reads for a
+    block besides `_state_inputs`."""
+    C = _raw_tn(C_base, t0 + offs_cn, offs_n, mask_n, L, sC_n, sC_l)
+    dy = _raw_td(dy_base, t0 + offs_c, offs_d, mask_d, L, sdy_d, sdy_l)
+    return C, dy, _raw_td(z_base, t0 + offs_c, offs_d, mask_d, L, sz_d, sz_l) if HAS_Z else z_else
+
+
+@triton.jit
+def _readout(s, u, Dv, yoff, HAS_D: tl.constexpr, HAS_YOFF: tl.constexpr):
+    """The pre-gate output o = C (h + h') + D u + y' from s = C (h + h') (t d)."""
+    if HAS_D:
+        s += Dv[None, :] * u
+    if HAS_YOFF:
+        s += yoff[None, :]
+    return s
+
+
+@triton.jit
+def _gated(y, z_raw, HAS_Z: tl.constexpr):
+    """y * silu(z) (y without a gate), z from its stored tile."""
+    if HAS_Z:
+        z = z_raw.to(tl.float32)
+        y = y * z * sigmoid(z)
+    return y
+
+
+@triton.jit
+def _gate_back(dy, o, z, dz_ptr, pid_b, s_b, s_d, s_l, offs_t, offs_d, mask):
+    """Through y = o silu(z): dL/dz stored into sequence pid_b of the (b d l)-strided ``dz``; returns g = dL/do."""
+    sig = sigmoid(z)
+    _store_td(dz_ptr, pid_b, s_b, s_d, s_l, offs_t, offs_d, dy * o * sig * (1.0 + z * (1.0 - sig)), mask)
+    return dy * z * sig
+
+
+@triton.jit
+def _store_td(ptr, pid_b, s_b, s_d, s_l, offs_t, offs_d, val, mask):
+    """A (t d) tile into sequence pid_b of a (b d l)-strided tensor, cast to its dtype."""
+    tl.store(ptr + pid_b * s_b + offs_t[:, None] * s_l + offs_d[None, :] * s_d, val.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _store_param_grads(dhoff_ptr, dD_ptr, dyoff_ptr, dbias_ptr, part, row, E, offs_d, mask_nd, mask_d,
+                       dhoff, dD, dyoff, dbias, HAS_HOFF: tl.constexpr, GRAD_D: tl.constexpr, HAS_YOFF: tl.constexpr,
+                       GRAD_BIAS: tl.constexpr):  # fmt: skip
+    """The backward's per-channel parameter gradients but dA into partial ``part`` (one per sequence and segment):
+    dh' (b, S, d, n) at the (n d) offsets ``row``; dD, dy' and d bias (b, S, d); each only when asked for."""
+    if HAS_HOFF:
+        tl.store(dhoff_ptr + row, dhoff, mask=mask_nd)
+    if GRAD_D:
+        tl.store(dD_ptr + part * E + offs_d, dD, mask=mask_d)
+    if HAS_YOFF:
+        tl.store(dyoff_ptr + part * E + offs_d, dyoff, mask=mask_d)
+    if GRAD_BIAS:
+        tl.store(dbias_ptr + part * E + offs_d, dbias, mask=mask_d)
+
+
 @triton.jit
 def _block_states(u_raw, dt_raw, B_raw, A2, bias, h_in, t0, L, offs_c, mask_d, mask_n,
                   HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):  # fmt: skip
@@ -112,9 +234,62 @@ def _row(x, LAST: tl.constexpr):
     return tl.sum(tl.where(pick[:, None, None], x, 0.0), axis=0)
 
 
+@triton.jit
+def _state_after(u_raw, dt_raw, B_raw, A2, bias, h_in, dsum, t0, L, offs_c, mask_d, mask_n, LAYOUT: tl.constexpr,
+                 HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):  # fmt: skip
+    """What the walks over blocks (`_walk_segment`, `_walk_chunk`) need of the block from t0: the state after it (n d)
+    and ``dsum`` plus its delta summed over the steps. LAYOUT: unused (the Gluon version's block layout)."""
+    hs, dA, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
+        u_raw, dt_raw, B_raw, A2, bias, h_in, t0, L, offs_c, mask_d, mask_n, HAS_BIAS, SOFTPLUS
+    )
+    dsum += tl.sum(dt, axis=0)
+    return _row(hs, True), dsum
+
+
+@triton.jit
+def _walk_segment(h, dsum, u_n, dt_n, B_n, s0, s1, u_base, dt_base, B_base, L, offs_c, offs_cn, offs_d, offs_n,
+                  mask_d, mask_n, su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, A2, bias, state_after: tl.constexpr,
+                  LAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                  BLOCK_T: tl.constexpr):  # fmt: skip
+    """The state after steps [s0, s1) from h, and ``dsum`` plus their delta (the forward's LOCAL pass). (u_n, dt_n,
+    B_n): the first block's tiles (`_state_inputs`); each block's tiles are loaded during the block before.
+    ``state_after``: the kernel set's `_state_after`."""
+    for t0 in range(s0, s1, BLOCK_T):
+        u_r, dt_r, B_r = u_n, dt_n, B_n
+        u_n, dt_n, B_n = _state_inputs(
+            u_base, dt_base, B_base, t0 + BLOCK_T, L, offs_c, offs_cn, offs_d, offs_n, mask_d, mask_n,
+            su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
+        )  # fmt: skip
+        h, dsum = state_after(u_r, dt_r, B_r, A2, bias, h, dsum, t0, L, offs_c, mask_d, mask_n, LAYOUT, HAS_BIAS,
+                              SOFTPLUS)  # fmt: skip
+    return h, dsum
+
+
+@triton.jit
+def _walk_chunk(h, scratch, sc_off, c0, n_blocks, u_base, dt_base, B_base, L, offs_c, offs_cn, offs_d, offs_n,
+                mask_d, mask_n, su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, A2, bias, state_after: tl.constexpr,
+                LAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK_T: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    """The backward's first pass over the chunk from step c0, from h entering it: the state entering each of its
+    n_blocks blocks into the program's scratch (block k at k x BLOCK_N x BLOCK_D), each block's tiles loaded during
+    the block before. ``state_after``: the kernel set's `_state_after`."""
+    u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, c0, L, offs_c, offs_cn, offs_d, offs_n, mask_d, mask_n,
+                                   su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
+    for k in range(0, n_blocks - 1):
+        tl.store(scratch + k * BLOCK_N * BLOCK_D + sc_off, h)
+        u_r, dt_r, B_r = u_n, dt_n, B_n
+        u_n, dt_n, B_n = _state_inputs(
+            u_base, dt_base, B_base, c0 + (k + 1) * BLOCK_T, L, offs_c, offs_cn, offs_d, offs_n, mask_d, mask_n,
+            su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
+        )  # fmt: skip
+        h, _dsum = state_after(u_r, dt_r, B_r, A2, bias, h, 0.0, c0 + k * BLOCK_T, L, offs_c, mask_d, mask_n, LAYOUT,
+                               HAS_BIAS, SOFTPLUS)  # fmt: skip
+    tl.store(scratch + (n_blocks - 1) * BLOCK_N * BLOCK_D + sc_off, h)
+
+
 # Reversing the in-thread step axis by renaming registers: split/join/reshape/permute of an axis that lives inside each
-# thread move no data. Triton's own reverse=True scan and tl.flip move data between lanes even then (~320 shuffles per
-# backward block in Triton 3.6 and 3.7, more than the block's arithmetic; benchmarks/sass_report.py counts them).
+# thread move no data. Triton's own reverse=True scan and tl.flip move data between lanes even then, more lane shuffles
+# than the block has arithmetic (benchmarks/sass_report.py counts them; benchmarks/NOTES.md, section 6).
 @triton.jit
 def _flip2(x):
     a, b = tl.split(x)
@@ -225,6 +400,21 @@ def _shift(x, c):
 
 
 @triton.jit
+def _tiles(pid_d, E, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
+    """A program's channel, state and step offsets, their masks and the (n d) tiles' offsets into (d, n)- and
+    (n, d)-major buffers (A^T, h'^T and the stored states are (n d))."""
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_c = tl.arange(0, BLOCK_T)
+    mask_d = offs_d < E
+    mask_n = offs_n < N
+    mask_nd = mask_n[:, None] & mask_d[None, :]
+    nd_off = offs_d[None, :] * N + offs_n[:, None]
+    dn_off = offs_n[:, None] * E + offs_d[None, :]
+    return offs_d, offs_n, offs_c, mask_d, mask_n, mask_nd, nd_off, dn_off
+
+
+@triton.jit
 def scan_fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hin_ptr, hoff_ptr, yoff_ptr,
     y_ptr, last_ptr, states_ptr, dsum_ptr,
@@ -246,50 +436,27 @@ def scan_fwd_kernel(
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_c = tl.arange(0, BLOCK_T)
-    mask_d = offs_d < E
-    mask_n = offs_n < N
-    mask_nd = mask_n[:, None] & mask_d[None, :]
-    nd_off = offs_d[None, :] * N + offs_n[:, None]  # (n d) tile of a contiguous (d n) buffer
-    dn_off = offs_n[:, None] * E + offs_d[None, :]  # (n d) tile of a contiguous (n d) buffer: A^T, h'^T, states
+    offs_d, offs_n, offs_c, mask_d, mask_n, mask_nd, nd_off, dn_off = _tiles(pid_d, E, N, BLOCK_D, BLOCK_N, BLOCK_T)
 
-    A2 = tl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) * LOG2E  # exp2 units
-    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else None
-    u_base = u_ptr + pid_b * su_b
-    dt_base = dt_ptr + pid_b * sdt_b
-    B_base = B_ptr + pid_b * sB_b
+    A2, bias = _params(A_ptr, bias_ptr, offs_d, dn_off, mask_d, mask_nd, HAS_BIAS)
+    u_base, dt_base, B_base = _bases(pid_b, u_ptr, dt_ptr, B_ptr, su_b, sdt_b, sB_b)
     s0 = pid_s * SEG
     s1 = tl.minimum(s0 + SEG, L)
     if LOCAL:
-        h = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-        dsum = tl.zeros((BLOCK_D,), dtype=tl.float32)
         u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, s0, L, offs_c, offs_c, offs_d, offs_n, mask_d, mask_n,
                                        su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
-        for t0 in range(s0, s1, BLOCK_T):
-            u_r, dt_r, B_r = u_n, dt_n, B_n
-            u_n, dt_n, B_n = _state_inputs(
-                u_base, dt_base, B_base, t0 + BLOCK_T, L, offs_c, offs_c, offs_d, offs_n, mask_d, mask_n,
-                su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
-            )  # fmt: skip
-            hs, dA, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
-                u_r, dt_r, B_r, A2, bias, h, t0, L, offs_c, mask_d, mask_n, HAS_BIAS, SOFTPLUS
-            )
-            dsum += tl.sum(dt, axis=0)
-            h = _row(hs, True)
-        hin = hin_ptr + pid_b * shi_b + (pid_s + 1) * shi_s + offs_d[None, :] * shi_d + offs_n[:, None] * shi_n
-        tl.store(hin, h, mask=mask_nd)
+        h, dsum = _walk_segment(
+            tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32), tl.zeros((BLOCK_D,), dtype=tl.float32), u_n, dt_n, B_n,
+            s0, s1, u_base, dt_base, B_base, L, offs_c, offs_c, offs_d, offs_n, mask_d, mask_n, su_d, su_l, sdt_d,
+            sdt_l, sB_n, sB_l, A2, bias, _state_after, None, HAS_BIAS, SOFTPLUS, BLOCK_T,
+        )  # fmt: skip
+        tl.store(_slot(hin_ptr, pid_b, pid_s + 1, shi_b, shi_s, shi_d, shi_n, offs_d, offs_n), h, mask=mask_nd)
         tl.store(dsum_ptr + (pid_b * tl.cdiv(L, SEG) + pid_s) * E + offs_d, dsum, mask=mask_d)
     else:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_D else None
-        yoff = tl.load(yoff_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_YOFF else None
-        hoff = tl.load(hoff_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) if HAS_HOFF else None
-        if HAS_HIN:
-            hin = hin_ptr + pid_b * shi_b + pid_s * shi_s + offs_d[None, :] * shi_d + offs_n[:, None] * shi_n
-            h = tl.load(hin, mask=mask_nd, other=0.0).to(tl.float32)
-        else:
-            h = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        Dv, yoff, hoff = _out_params(D_ptr, yoff_ptr, hoff_ptr, offs_d, dn_off, mask_d, mask_nd, HAS_D, HAS_YOFF,
+                                     HAS_HOFF)  # fmt: skip
+        h = _slot_or(hin_ptr, pid_b, pid_s, shi_b, shi_s, shi_d, shi_n, offs_d, offs_n, mask_nd,
+                     tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32), HAS_HIN)  # fmt: skip
         C_base = C_ptr + pid_b * sC_b
         z_base = z_ptr + pid_b * sz_b
         n_chunks = tl.cdiv(L, CHUNK)
@@ -316,16 +483,8 @@ def scan_fwd_kernel(
             offs_t = t0 + offs_c
             Ct = C_r.to(tl.float32)
             hr = hs + hoff[None, :, :] if HAS_HOFF else hs
-            y = tl.sum(hr * Ct[:, :, None], axis=1)  # (t d) C_t (h_t + h')
-            if HAS_D:
-                y += Dv[None, :] * u
-            if HAS_YOFF:
-                y += yoff[None, :]
-            if HAS_Z:
-                z = z_r.to(tl.float32)
-                y = y * z * sigmoid(z)
-            y_ptrs = y_ptr + pid_b * sy_b + offs_t[:, None] * sy_l + offs_d[None, :] * sy_d
-            tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask_td)
+            y = _readout(tl.sum(hr * Ct[:, :, None], axis=1), u, Dv, yoff, HAS_D, HAS_YOFF)  # (t d)
+            _store_td(y_ptr, pid_b, sy_b, sy_d, sy_l, offs_t, offs_d, _gated(y, z_r, HAS_Z), mask_td)
             h = _row(hs, True)
         if STORE_LAST:
             if pid_s == tl.num_programs(1) - 1:
@@ -383,15 +542,8 @@ def scan_bwd_local_kernel(
     seg = tl.program_id(1) + 1
     pid_b = tl.program_id(2).to(tl.int64)
     n_seg = tl.cdiv(L, SEG)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_c = tl.arange(0, BLOCK_T)
-    mask_d = offs_d < E
-    mask_n = offs_n < N
-    mask_nd = mask_n[:, None] & mask_d[None, :]
-    dn_off = offs_n[:, None] * E + offs_d[None, :]
-    A2 = tl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) * LOG2E
-    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else None
+    offs_d, offs_n, offs_c, mask_d, mask_n, mask_nd, _nd_off, dn_off = _tiles(pid_d, E, N, BLOCK_D, BLOCK_N, BLOCK_T)
+    A2, bias = _params(A_ptr, bias_ptr, offs_d, dn_off, mask_d, mask_nd, HAS_BIAS)
     dt_base = dt_ptr + pid_b * sdt_b
     C_base = C_ptr + pid_b * sC_b
     dh = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
@@ -456,51 +608,28 @@ def scan_bwd_kernel(
     pid_s = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
     n_seg = tl.num_programs(1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_c = tl.arange(0, BLOCK_T)
-    mask_d = offs_d < E
-    mask_n = offs_n < N
-    mask_nd = mask_n[:, None] & mask_d[None, :]
-    nd_off = offs_d[None, :] * N + offs_n[:, None]
-    dn_off = offs_n[:, None] * E + offs_d[None, :]
+    offs_d, offs_n, offs_c, mask_d, mask_n, mask_nd, nd_off, dn_off = _tiles(pid_d, E, N, BLOCK_D, BLOCK_N, BLOCK_T)
     # this program's scratch: the states entering each block of one chunk, (CHUNK / BLOCK_T) x (n, BLOCK_D) fp32
     prog = (pid_b * n_seg + pid_s) * tl.num_programs(0) + pid_d
     scratch = scratch_ptr + prog * (CHUNK // BLOCK_T) * BLOCK_N * BLOCK_D
     sc_off = offs_n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
 
-    A2 = tl.load(A_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) * LOG2E  # A = A2 ln 2
-    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else None
-    Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_D else None
-    yoff = tl.load(yoff_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_YOFF else None
-    hoff = tl.load(hoff_ptr + dn_off, mask=mask_nd, other=0.0).to(tl.float32) if HAS_HOFF else None
-    if HAS_DHIN:  # dL/dh after the segment (the last segment: the gradient of the returned last state)
-        dhin = dhin_ptr + pid_b * sdh_b + (pid_s + 1) * sdh_s + offs_d[None, :] * sdh_d + offs_n[:, None] * sdh_n
-        dh = tl.load(dhin, mask=mask_nd, other=0.0).to(tl.float32)
-    else:
-        dh = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    A2, bias = _params(A_ptr, bias_ptr, offs_d, dn_off, mask_d, mask_nd, HAS_BIAS)  # A = A2 ln 2
+    Dv, yoff, hoff = _out_params(D_ptr, yoff_ptr, hoff_ptr, offs_d, dn_off, mask_d, mask_nd, HAS_D, HAS_YOFF, HAS_HOFF)
+    # dL/dh after the segment (the last segment: the gradient of the returned last state)
+    dh = _slot_or(dhin_ptr, pid_b, pid_s + 1, sdh_b, sdh_s, sdh_d, sdh_n, offs_d, offs_n, mask_nd,
+                  tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32), HAS_DHIN)  # fmt: skip
     dA_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dhoff_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
     dyoff_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
     dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
 
-    u_base = u_ptr + pid_b * su_b
-    dt_base = dt_ptr + pid_b * sdt_b
-    B_base = B_ptr + pid_b * sB_b
-    C_base = C_ptr + pid_b * sC_b
-    dy_base = dy_ptr + pid_b * sdy_b
-    z_base = z_ptr + pid_b * sz_b
-    n_chunks = tl.cdiv(L, CHUNK)
-    c_first = pid_s * (SEG // CHUNK)
-    c_end = tl.minimum(c_first + SEG // CHUNK, n_chunks)
+    u_base, dt_base, B_base = _bases(pid_b, u_ptr, dt_ptr, B_ptr, su_b, sdt_b, sB_b)
+    C_base, dy_base, z_base = _bases(pid_b, C_ptr, dy_ptr, z_ptr, sC_b, sdy_b, sz_b)
+    n_chunks, c_first, c_end = _chunk_range(pid_s, L, SEG, CHUNK)
     # the adjoint's decay at the segment's last step: exp(delta A) at the step after it (1 past L), as `_shift` keeps it
-    offs_end = c_end * CHUNK + offs_c
-    # (names, not `_`: Triton types a variable once per scope, and `_` is taken again further down)
-    mask_end = (offs_end < L)[:, None] & mask_d[None, :]
-    dt_end, _raw_end = _delta_of(
-        _raw_td(dt_base, offs_end, offs_d, mask_d, L, sdt_d, sdt_l), bias, mask_end, HAS_BIAS, SOFTPLUS
-    )
+    dt_end = _delta_at(dt_base, bias, c_end * CHUNK + offs_c, offs_d, mask_d, L, sdt_d, sdt_l, HAS_BIAS, SOFTPLUS)
     zero_nd = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     _dA_end, e_carry = _shift(tl.exp2(dt_end[:, None, :] * A2[None, :, :]), zero_nd)
     for i in range(0, c_end - c_first):
@@ -509,39 +638,25 @@ def scan_bwd_kernel(
         n_blocks = tl.cdiv(tl.minimum(CHUNK, L - c0), BLOCK_T)
         # 1. the states entering each block of the chunk, into the scratch buffer
         h = tl.load(states_ptr + (pid_b * n_chunks + c) * E * N + dn_off, mask=mask_nd, other=0.0)
-        u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, c0, L, offs_c, offs_c, offs_d, offs_n, mask_d, mask_n,
-                                       su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
-        for k in range(0, n_blocks - 1):
-            tl.store(scratch + k * BLOCK_N * BLOCK_D + sc_off, h)
-            u_r, dt_r, B_r = u_n, dt_n, B_n
-            u_n, dt_n, B_n = _state_inputs(
-                u_base, dt_base, B_base, c0 + (k + 1) * BLOCK_T, L, offs_c, offs_c, offs_d, offs_n, mask_d, mask_n,
-                su_d, su_l, sdt_d, sdt_l, sB_n, sB_l,
-            )  # fmt: skip
-            hs, dA, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
-                u_r, dt_r, B_r, A2, bias, h, c0 + k * BLOCK_T, L, offs_c, mask_d, mask_n, HAS_BIAS, SOFTPLUS
-            )
-            h = _row(hs, True)
-        tl.store(scratch + (n_blocks - 1) * BLOCK_N * BLOCK_D + sc_off, h)
+        _walk_chunk(h, scratch, sc_off, c0, n_blocks, u_base, dt_base, B_base, L, offs_c, offs_c, offs_d, offs_n,
+                    mask_d, mask_n, su_d, su_l, sdt_d, sdt_l, sB_n, sB_l, A2, bias, _state_after, None, HAS_BIAS,
+                    SOFTPLUS, BLOCK_T, BLOCK_N, BLOCK_D)  # fmt: skip
         tl.debug_barrier()  # scratch written above is read below (possibly by other lanes)
 
         # 2. the blocks in reverse, each block's tiles loaded during the block after it
         t_last = c0 + (n_blocks - 1) * BLOCK_T
         u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, t_last, L, offs_c, offs_c, offs_d, offs_n, mask_d,
                                        mask_n, su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
-        C_n = _raw_tn(C_base, t_last + offs_c, offs_n, mask_n, L, sC_n, sC_l)
-        dy_n = _raw_td(dy_base, t_last + offs_c, offs_d, mask_d, L, sdy_d, sdy_l)
-        z_n = _raw_td(z_base, t_last + offs_c, offs_d, mask_d, L, sz_d, sz_l) if HAS_Z else u_n
+        C_n, dy_n, z_n = _adjoint_inputs(C_base, dy_base, z_base, t_last, L, offs_c, offs_c, offs_d, offs_n, mask_d,
+                                         mask_n, sC_n, sC_l, sdy_d, sdy_l, sz_d, sz_l, u_n, HAS_Z)  # fmt: skip
         for j in range(0, n_blocks):
             t0 = c0 + (n_blocks - 1 - j) * BLOCK_T
             u_r, dt_r, B_r, C_r, dy_r, z_r = u_n, dt_n, B_n, C_n, dy_n, z_n
             tp = t0 - BLOCK_T  # the block before (in the previous chunk after the last j: loaded, not used)
             u_n, dt_n, B_n = _state_inputs(u_base, dt_base, B_base, tp, L, offs_c, offs_c, offs_d, offs_n, mask_d,
                                            mask_n, su_d, su_l, sdt_d, sdt_l, sB_n, sB_l)  # fmt: skip
-            C_n = _raw_tn(C_base, tp + offs_c, offs_n, mask_n, L, sC_n, sC_l)
-            dy_n = _raw_td(dy_base, tp + offs_c, offs_d, mask_d, L, sdy_d, sdy_l)
-            if HAS_Z:
-                z_n = _raw_td(z_base, tp + offs_c, offs_d, mask_d, L, sz_d, sz_l)
+            C_n, dy_n, z_n = _adjoint_inputs(C_base, dy_base, z_base, tp, L, offs_c, offs_c, offs_d, offs_n, mask_d,
+                                             mask_n, sC_n, sC_l, sdy_d, sdy_l, sz_d, sz_l, z_n, HAS_Z)  # fmt: skip
             h_in = tl.load(scratch + (n_blocks - 1 - j) * BLOCK_N * BLOCK_D + sc_off)
             hs, dA, dt, u, Bt, dBu, raw, mask_td, mask_tn = _block_states(
                 u_r, dt_r, B_r, A2, bias, h_in, t0, L, offs_c, mask_d, mask_n, HAS_BIAS, SOFTPLUS
@@ -553,16 +668,8 @@ def scan_bwd_kernel(
             g_ptrs = pid_b * sg_b + offs_t[:, None] * sg_l + offs_d[None, :] * sg_d
             if HAS_Z:  # y = o * silu(z), o = C (h + h') + D u + y'
                 z = z_r.to(tl.float32)
-                o = tl.sum(hr * Ct[:, :, None], axis=1)
-                if HAS_D:
-                    o += Dv[None, :] * u
-                if HAS_YOFF:
-                    o += yoff[None, :]
-                sig = sigmoid(z)
-                dz = dy * o * sig * (1.0 + z * (1.0 - sig))
-                dz_ptrs = dz_ptr + pid_b * sdz_b + offs_t[:, None] * sdz_l + offs_d[None, :] * sdz_d
-                tl.store(dz_ptrs, dz.to(dz_ptr.dtype.element_ty), mask=mask_td)
-                g = dy * z * sig
+                o = _readout(tl.sum(hr * Ct[:, :, None], axis=1), u, Dv, yoff, HAS_D, HAS_YOFF)
+                g = _gate_back(dy, o, z, dz_ptr, pid_b, sdz_b, sdz_d, sdz_l, offs_t, offs_d, mask_td)
             else:
                 g = dy
             # (g is 0 outside [0, L) and past E already: dy is loaded as 0 there, z too)
@@ -593,8 +700,7 @@ def scan_bwd_kernel(
                 ddt = ddt * sigmoid(raw)
             if GRAD_BIAS:  # (the stores are masked: only the sum needs ddt 0 outside [0, L))
                 dbias_acc += tl.sum(tl.where(mask_td, ddt, 0.0), axis=0)
-            du_ptrs = du_ptr + pid_b * sdu_b + offs_t[:, None] * sdu_l + offs_d[None, :] * sdu_d
-            tl.store(du_ptrs, du.to(du_ptr.dtype.element_ty), mask=mask_td)
+            _store_td(du_ptr, pid_b, sdu_b, sdu_d, sdu_l, offs_t, offs_d, du, mask_td)
             tl.store(ddt_ptr + g_ptrs, ddt.to(ddt_ptr.dtype.element_ty), mask=mask_td)
         tl.debug_barrier()  # the next chunk overwrites the scratch
 
@@ -608,11 +714,5 @@ def scan_bwd_kernel(
             dt0_raw = _raw_td(dt_base, offs_0, offs_d, mask_d, L, sdt_d, sdt_l)
             dt0, _ = _delta_of(dt0_raw, bias, mask_d[None, :], HAS_BIAS, SOFTPLUS)
             tl.store(dh0_ptr + pid_b * E * N + nd_off, dh * tl.exp2(dt0 * A2), mask=mask_nd)
-    if HAS_HOFF:
-        tl.store(dhoff_ptr + row, dhoff_acc, mask=mask_nd)
-    if GRAD_D:
-        tl.store(dD_ptr + part * E + offs_d, dD_acc, mask=mask_d)
-    if HAS_YOFF:
-        tl.store(dyoff_ptr + part * E + offs_d, dyoff_acc, mask=mask_d)
-    if GRAD_BIAS:
-        tl.store(dbias_ptr + part * E + offs_d, dbias_acc, mask=mask_d)
+    _store_param_grads(dhoff_ptr, dD_ptr, dyoff_ptr, dbias_ptr, part, row, E, offs_d, mask_nd, mask_d, dhoff_acc,
+                       dD_acc, dyoff_acc, dbias_acc, HAS_HOFF, GRAD_D, HAS_YOFF, GRAD_BIAS)  # fmt: skip
