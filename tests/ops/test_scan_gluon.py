@@ -69,11 +69,11 @@ def test_dB_dC_added_into_shared_slots_gpu(dtype, slots, warps, seg):
 @pytest.mark.parametrize(
     ("b", "d", "n", "length", "h0", "offsets", "z", "bias", "layout"),
     [
-        (1, 8, 4, 16, "shared", True, True, True, "bdl"),
+        (1, 8, 4, 16, "expanded", True, True, True, "bdl"),
         (2, 5, 16, 27, "none", False, False, False, "bdl"),
-        (1, 9, 24, 21, "shared", True, True, False, "bld"),
+        (1, 9, 24, 21, "expanded", True, True, False, "bld"),
         (1, 4, 3, 1, "batch", True, True, True, "bdl"),
-        (2, 11, 5, 29, "shared", True, True, True, "mixed"),
+        (2, 11, 5, 29, "expanded", True, True, True, "mixed"),
     ],
 )
 def test_shapes_and_options_gpu(b, d, n, length, h0, offsets, z, bias, layout):
@@ -101,7 +101,7 @@ def test_segments_gpu(seg, chunk, h0, last):
 def test_same_results_as_the_triton_kernels_gpu(frozen, warps, slots):
     # at a 130m layer's size, fp32: the same arithmetic in another order (dB/dC summed atomically in any order with
     # slots)
-    inp = make_inputs(2, 1536, 16, 1000, torch.float32, "cuda", h0="shared", layout="mixed")
+    inp = make_inputs(2, 1536, 16, 1000, torch.float32, "cuda", h0="expanded", layout="mixed")
     y_want, last_want, want = run(inp, "triton", frozen=frozen, scan={"kernels": "triton"})
     assert scan_triton.LAUNCHED["fwd"].name == "scan_fwd_kernel"
     assert scan_triton.LAUNCHED["bwd"].name == "scan_bwd_kernel"
@@ -121,5 +121,5 @@ def test_same_results_as_the_triton_kernels_gpu(frozen, warps, slots):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("b", "d", "n", "length"), [(4, 1536, 16, 1024), (1, 768, 24, 3000)])
 def test_full_size_gpu(dtype, b, d, n, length):
-    check(make_inputs(b, d, n, length, dtype, "cuda", h0="shared", layout="bld"), scan=_gluon())
+    check(make_inputs(b, d, n, length, dtype, "cuda", h0="expanded", layout="bld"), scan=_gluon())
     assert _ran_gluon()

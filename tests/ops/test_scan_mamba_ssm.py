@@ -14,4 +14,4 @@ pytestmark = pytest.mark.gpu
 def test_mamba_ssm_backend(dtype):
     pytest.importorskip("selective_scan_cuda")
     # mamba_ssm's kernel passes no gradient back through the returned last state (prefill only)
-    check(make_inputs(2, 64, 16, 300, dtype, "cuda", h0="shared"), impl="mamba_ssm", grad_last=False)
+    check(make_inputs(2, 64, 16, 300, dtype, "cuda", h0="expanded"), impl="mamba_ssm", grad_last=False)

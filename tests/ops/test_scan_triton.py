@@ -30,7 +30,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def make_inputs(b, d, n, length, dtype, device, *, h0="none", offsets=True, z=True, bias=True, layout="bdl", seed=0):
-    """Random scan inputs; delta/z as (b l d)-major views like the mixer passes; h0 'none' | 'batch' | 'shared'."""
+    """Random scan inputs; delta/z as (b l d)-major views like the mixer passes; h0 'none' | 'batch' | 'expanded'."""
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape, scale=1.0):
@@ -57,7 +57,7 @@ def make_inputs(b, d, n, length, dtype, device, *, h0="none", offsets=True, z=Tr
     }
     if h0 == "batch":
         inp["initial_state"] = r(b, d, n)
-    elif h0 == "shared":
+    elif h0 == "expanded":
         inp["initial_state"] = r(d, n)  # expanded to (b d n) in the call, as the mixer does
     return inp
 
@@ -121,11 +121,11 @@ def test_all_features_fp32_bf16(dtype):
 @pytest.mark.parametrize(
     ("b", "d", "n", "length", "h0", "offsets", "z", "bias", "layout"),
     [
-        (1, 8, 4, 16, "shared", True, True, True, "bdl"),  # exactly one chunk; shared (expanded) h0
+        (1, 8, 4, 16, "expanded", True, True, True, "bdl"),  # exactly one chunk; one h0 expanded over the batch
         (2, 5, 16, 27, "none", False, False, False, "bdl"),  # plain scan: no optional inputs
-        (1, 9, 24, 21, "shared", True, True, False, "bld"),  # additional_scan's n = 24
+        (1, 9, 24, 21, "expanded", True, True, False, "bld"),  # additional_scan's n = 24
         (1, 4, 3, 1, "batch", True, True, True, "bdl"),  # a single step
-        (2, 11, 5, 29, "shared", True, True, True, "mixed"),  # delta and z in different layouts (as the mixer)
+        (2, 11, 5, 29, "expanded", True, True, True, "mixed"),  # delta and z in different layouts (as the mixer)
     ],
 )
 def test_shapes_and_options(b, d, n, length, h0, offsets, z, bias, layout):
@@ -138,7 +138,7 @@ def test_without_last_state_and_random_shapes():
         b, d, n, length = (
             int(torch.randint(lo, hi, (1,), generator=g)) for lo, hi in ((1, 3), (3, 24), (2, 9), (2, 40))
         )
-        inp = make_inputs(b, d, n, length, torch.float32, DEVICE, h0="shared", seed=seed)
+        inp = make_inputs(b, d, n, length, torch.float32, DEVICE, h0="expanded", seed=seed)
         check(inp, last=False)
         check(inp, last=True, grad_last=False)
 
@@ -167,7 +167,7 @@ def test_dispatch_returns_prefill_state_that_decoding_continues():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("b", "d", "n", "length"), [(4, 1536, 16, 1024), (2, 5120, 16, 2048), (1, 768, 24, 3000)])
 def test_full_size_gpu(dtype, b, d, n, length):
-    check(make_inputs(b, d, n, length, dtype, "cuda", h0="shared", layout="bld"))
+    check(make_inputs(b, d, n, length, dtype, "cuda", h0="expanded", layout="bld"))
 
 
 def test_strided_inputs_copied_row_major_first():
@@ -177,7 +177,7 @@ def test_strided_inputs_copied_row_major_first():
 
 
 @pytest.mark.parametrize(
-    ("seg", "chunk", "h0", "last"), [(8, 8, "batch", True), (16, 8, "none", True), (8, 4, "shared", False)]
+    ("seg", "chunk", "h0", "last"), [(8, 8, "batch", True), (16, 8, "none", True), (8, 4, "expanded", False)]
 )
 def test_segments_run_in_parallel_and_agree(seg, chunk, h0, last):
     # the sequence cut into segments (separate programs, states and adjoints carried across the boundaries):

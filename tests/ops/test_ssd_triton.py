@@ -26,7 +26,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def make_inputs(b, length, nheads, headdim, ngroups, n, dtype=torch.float32, h0="batch", seed=0, device=DEVICE):
-    """Random inputs; x, B, C are views into one (b l E+2GN) tensor as the mixer passes them. h0: none|batch|shared."""
+    """Random inputs; x, B, C are views into one (b l E+2GN) tensor as the mixer passes them.
+    h0: none|batch|expanded."""
     g = torch.Generator().manual_seed(seed)
     E, GN = nheads * headdim, ngroups * n
     xbc = torch.randn(b, length, E + 2 * GN, generator=g).to(device, dtype)
@@ -42,7 +43,7 @@ def make_inputs(b, length, nheads, headdim, ngroups, n, dtype=torch.float32, h0=
     }
     if h0 == "batch":
         t["h0"] = torch.randn(b, nheads, headdim, n, generator=g).to(device)
-    elif h0 == "shared":
+    elif h0 == "expanded":
         t["h0"] = torch.randn(nheads, headdim, n, generator=g).to(device)
     leaves = {k: v.detach().clone().requires_grad_() for k, v in t.items() if v is not None}
     return leaves
@@ -51,7 +52,7 @@ def make_inputs(b, length, nheads, headdim, ngroups, n, dtype=torch.float32, h0=
 def run(impl, t, chunk_size=64, ssd=None):
     h0 = t.get("h0")
     if h0 is not None and h0.dim() == 3:
-        h0 = h0[None].expand(t["x"].shape[0], -1, -1, -1)  # one shared (h p n) state, like init_state
+        h0 = h0[None].expand(t["x"].shape[0], -1, -1, -1)  # one (h p n) state for the whole batch, like init_state
     return ssd_scan(x=t["x"], dt=t["dt"], A=t["A"], B=t["B"], C=t["C"], chunk_size=chunk_size, D=t["D"],
                     dt_bias=t["dt_bias"], initial_state=h0, return_final_state=True,
                     backend=backend(impl, ssd=ssd or {}))  # fmt: skip
@@ -81,7 +82,7 @@ def compare(t, tol_y, tol_grad, seed=1, ssd=None):
     [
         (37, 16, 1, 16, "none"),  # 3 chunks of 16, the last ragged
         (37, 16, 2, 16, "batch"),
-        (21, 12, 2, 10, "shared"),  # headdim and state not powers of two: masked lanes
+        (21, 12, 2, 10, "expanded"),  # headdim and state not powers of two: masked lanes
         (16, 32, 1, 16, "batch"),  # two channel blocks: gradients summed over blocks
     ],
 )
@@ -121,7 +122,7 @@ def test_model_triton_matches_ref():
 def test_triton_matches_ref_full_size(size, dtype, precision, tol):
     """One layer's scan at model size (heads of 64 channels, 128 states, 1000 steps, default blocks)."""
     nheads = {"130m": 24, "1.3b": 64}[size]
-    t = make_inputs(2, 1000, nheads, 64, 1, 128, dtype=dtype, h0="shared")
+    t = make_inputs(2, 1000, nheads, 64, 1, 128, dtype=dtype, h0="expanded")
     compare(t, tol_y=tol, tol_grad=tol, ssd={"PRECISION": precision})
 
 
