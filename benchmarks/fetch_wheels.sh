@@ -19,5 +19,7 @@ if [ ! -f "$dir/requirements.txt" ]; then
 fi
 .venv/bin/python -m pip download --dest "$dir" --no-deps --python-version "$py" --platform manylinux2014_x86_64 \
   --platform manylinux_2_28_x86_64 --platform any -r "$dir/requirements.txt"
-.venv/bin/python -m pip download --dest "$dir" --no-deps --no-binary :all: "mamba-ssm==${MAMBA_SSM_VERSION:-2.3.2.post1}"
+# mamba-ssm's setup.py builds CUDA code even to report its requirements unless told to skip it
+MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE .venv/bin/python -m pip download --dest "$dir" --no-deps \
+  --no-build-isolation --no-binary :all: "mamba-ssm==${MAMBA_SSM_VERSION:-2.3.2.post1}"
 ls "$dir" | wc -l

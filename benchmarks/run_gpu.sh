@@ -39,7 +39,9 @@ trap 'rm -rf "$state"' EXIT
 echo "output: $OUT"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if [ -n "${WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --target "$state/site" "$WHEELS"/*.whl && export PYTHONPATH=$PYTHONPATH:$state/site
+  # the wheels and the pure-Python source archives (antlr4, which omegaconf imports); mamba-ssm's is build_peer.sh's
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$state/site" "$WHEELS"/*.whl \
+    $(ls "$WHEELS"/*.tar.gz 2>/dev/null | grep -v /mamba_ssm-) && export PYTHONPATH=$PYTHONPATH:$state/site
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.used --format=csv | tee "$OUT/gpu.txt"
 python3 benchmarks/provenance.py | tee "$OUT/provenance.txt"
