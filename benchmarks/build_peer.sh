@@ -22,4 +22,4 @@ else
   spec=("mamba-ssm==${MAMBA_SSM_VERSION:-2.3.2.post1}")
 fi
 MAMBA_FORCE_BUILD=TRUE MAX_JOBS=${MAX_JOBS:-16} python3 -m pip install --no-build-isolation --no-deps "${spec[@]}"
-python3 -c "import selective_scan_cuda, mamba_ssm.ops.selective_scan_interface; print('peer: mamba_ssm built')"
+python3 -c "import torch, selective_scan_cuda, mamba_ssm.ops.selective_scan_interface; print('peer: mamba_ssm built')"
