@@ -6,7 +6,8 @@
 #
 #   bash benchmarks/run_gpu.sh PHASE...
 #
-#   tests      pytest -m gpu over tests/ops, tests/models, tests/methods and the two graph test files
+#   tests      pytest -m gpu over tests/ops, tests/models, tests/methods, the graph and batched-decoding tests
+#   gentests   pytest -m gpu over the graph and batched-decoding tests alone
 #   peertests  the mamba_ssm comparison tests (waits for the peer)
 #   step130    training step, 130m, all methods: eager, graphed, peer          -> results/train_step.md
 #   stepbig    1.4b and 2.8b, state_offset_h and lora                           -> results/train_step.md
@@ -19,6 +20,7 @@
 #   gen, gen2  decoding, Mamba-1 and Mamba-2                                    -> results/generate.md
 #   m2check    Mamba-2 SSD scan against the reference                           -> results/mamba2_check.md
 #   m2train    train.py on mamba2-1.3b with the Spider fixture                  -> results/mamba2_check.md
+#   e2e        train.py and eval.py as a user runs them vs the step benchmark   -> results/e2e.md (E2E_SIZES)
 #   graphtrain train.py with and without cuda_graph                             -> results/train_graph.md
 #   profile, profile14   where the GPU time goes, 130m / 1.4b                   -> results/profile.md
 #   cfgab      graphed 1.4b state_offset_h step per scan setting, side by side: CFGS='{"CHUNK": 32} {}' (JSON objects
@@ -59,8 +61,10 @@ step() { local limit=$1; shift; timeout "$limit" python3 benchmarks/train_step.p
 for phase in "$@"; do
   echo "=== $phase $(date -u +%T)"
   case $phase in
+    gentests) timeout 300 python3 -m pytest tests/test_decode_graph.py tests/test_train_graph.py \
+        tests/test_generation_batch.py -m gpu -q 2>&1 | tee "$OUT/gpu_gen_tests.log" | tail -4 ;;
     tests) timeout 600 python3 -m pytest tests/ops tests/models tests/methods tests/test_decode_graph.py \
-        tests/test_train_graph.py -m gpu -q 2>&1 | tee "$OUT/gpu_tests.log" | tail -4 ;;
+        tests/test_train_graph.py tests/test_generation_batch.py -m gpu -q 2>&1 | tee "$OUT/gpu_tests.log" | tail -4 ;;
     peertests) wait_peer; timeout 120 python3 -m pytest tests/ops/test_scan_mamba_ssm.py -q --tb=short 2>&1 | tail -4 ;;
     step130) wait_peer; step 300 --sizes 130m --name train_step_130m $(peer) | tail -9 ;;
     stepbig) wait_peer; step 400 --sizes 1.4b 2.8b --methods state_offset_h lora --warmup 2 --iters 6 \
@@ -82,6 +86,8 @@ for phase in "$@"; do
         dataset=spider model.pretrained=false dataset.path=tests/fixtures/spider trainer=gpu logger=csv \
         trainer.max_epochs=2 dataset.num_beams=1 dataset.max_new_tokens=16 hydra.run.dir="$OUT/m2train" 2>&1 \
         | tee "$OUT/m2train.log" | grep -v "━" | tail -25 ;;
+    e2e) timeout 590 python3 benchmarks/e2e.py --out "$OUT" --sizes ${E2E_SIZES:-130m 1.4b} \
+        --wait-for "$state/peer_done" $([ -n "${NOPEER:-}" ] && echo --no-peer) 2>&1 | tee "$OUT/e2e.log" | grep -v "^{" ;;
     graphtrain) HF_HUB_OFFLINE=1 OUT=$OUT bash benchmarks/train_graph_check.sh 2>&1 | tee "$OUT/train_graph_check.log" ;;
     profile) timeout 120 python3 benchmarks/profile_step.py --size 130m --method state_offset_h 2>&1 \
         | tee "$OUT/profile_130m.log" | head -45 ;;

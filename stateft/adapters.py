@@ -1,10 +1,11 @@
 """Adapter checkpoints: only the trainable tensors, no pickle; loaded as data, checked before anything is allocated.
 
 A directory with ``adapter_model.safetensors`` (exactly the trainable parameters, by name) and ``adapter_config.json``
-(the resolved method config, the base model's config and name, the stateft version). Writes never leave a
-half-written adapter: the files are written and fsynced in a temporary directory beside the target, the old adapter
-(if any) is renamed aside, the new one renamed into place, and only then the old one removed; if the second rename
-fails, the old adapter is put back.
+(the resolved method config, the base model's config and name, the stateft version; the architecture numbers are
+``stateft.models.config.ADAPTER_ARCH_FIELDS``). The same adapter is written as the same bytes (``safetensors_bytes``:
+sorted header keys). Writes never leave a half-written adapter: the files are written and fsynced in a temporary
+directory beside the target, the old adapter (if any) is renamed aside, the new one renamed into place, and only then
+the old one removed; if the second rename fails, the old adapter is put back.
 
 Digests (in the safetensors header's ``__metadata__``, written by ``save_adapter``):
 - ``stateft_sha256``: sha256 over the tensors sorted by name, each as the line ``json.dumps([name, dtype, shape])``
@@ -27,6 +28,7 @@ the digests, while the tensors are read; and only then the method is applied to 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -43,6 +45,7 @@ import torch
 from torch import nn
 
 from stateft import __version__
+from stateft.atomic import swap_into_place
 from stateft.errors import UserError
 from stateft.foreign import (
     MiB,
@@ -56,12 +59,13 @@ from stateft.foreign import (
     want_int,
     want_str,
 )
+from stateft.models.backbone import MAMBA_ARCHS
+from stateft.models.config import ADAPTER_ARCH_FIELDS
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
 DIGEST_KEY = "stateft_sha256"
 CONFIG_DIGEST_KEY = "stateft_config_sha256"
-_ARCH_FIELDS = ("arch", "d_model", "n_layer", "d_state", "d_conv", "expand", "padded_vocab_size")
 _CONFIG_KEYS = ("method", "base_model", "architecture", "trainable", "stateft_version")
 MAX_CONFIG_BYTES = 64 * MiB  # an sdt selection of a 2.8b model is ~5 MB of JSON
 MAX_HEADER_BYTES = 100 * MiB  # safetensors' own limit
@@ -77,15 +81,15 @@ _SAVE_DTYPES = {
 
 
 def _arch_of(model: nn.Module) -> dict[str, Any]:
-    return {k: getattr(model.config, k) for k in _ARCH_FIELDS}
+    return {k: getattr(model.config, k) for k in ADAPTER_ARCH_FIELDS}
 
 
 def check_adapter(directory: str | Path, meta: dict[str, Any], model_config: Any) -> Any:
     """An adapter config (``read_adapter_config``) against the base model's config (a MambaConfig): the same
     architecture, and every method option in range for it. Returns the typed method config. Nothing is built."""
     saved_arch = meta["architecture"]
-    arch = {k: getattr(model_config, k) for k in _ARCH_FIELDS}
-    diff = [f"{k}: adapter {saved_arch[k]} vs model {arch[k]}" for k in _ARCH_FIELDS if saved_arch[k] != arch[k]]
+    arch = {k: getattr(model_config, k) for k in ADAPTER_ARCH_FIELDS}
+    diff = [f"{k}: adapter {saved_arch[k]} vs model {arch[k]}" for k in ADAPTER_ARCH_FIELDS if saved_arch[k] != arch[k]]
     if diff:
         base = meta.get("base_model", {}).get("name")
         raise UserError(f"adapter {directory} was trained on another base model ({short(base)}): {'; '.join(diff)}")
@@ -115,6 +119,25 @@ def config_digest(meta: dict[str, Any]) -> str:
 
 
 # -- saving ---------------------------------------------------------------------------------------------------------
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file of CPU ``tensors`` with ``metadata``, byte for byte the same for the same input: the header
+    lists ``__metadata__`` with its keys sorted, then the tensors sorted by name, stored in that order (safetensors'
+    own writer orders the metadata as its hash map does, which differs from one process to the next). The header is
+    padded with spaces to a multiple of 8 bytes, as safetensors pads it."""
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        end = offset + len(data)
+        header[name] = {"dtype": _SAVE_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, end]}
+        chunks.append(data)
+        offset = end
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
+
+
 def save_adapter(
     directory: str | Path,
     model: nn.Module,
@@ -137,8 +160,6 @@ def save_adapter(
         from stateft.methods.peft_adapters import save_peft_adapter
 
         return save_peft_adapter(directory, model, method_cfg, trainable, base_model, extra_files)
-    from safetensors.torch import save_file
-
     recorded = getattr(model, "peft_config", None)
     if recorded is None:
         raise ValueError("save_adapter needs a model that apply_method() has prepared")
@@ -170,7 +191,7 @@ def save_adapter(
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; an adapter directory is an ordinary folder
     try:
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=metadata)
+        (tmp / WEIGHTS_NAME).write_bytes(safetensors_bytes(tensors, metadata))
         (tmp / CONFIG_NAME).write_text(config_text)
         for name, payload in (extra_files or {}).items():
             (tmp / name).write_text(json.dumps(payload, indent=2, default=str))
@@ -181,23 +202,6 @@ def save_adapter(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
-
-
-def swap_into_place(tmp: Path, directory: Path) -> None:
-    """Rename the filled folder ``tmp`` to ``directory``; an old one is set aside first and removed after (put back
-    if the rename fails), so a reader finds the old adapter or the new one, never a mix."""
-    old = None
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        os.replace(directory, old)
-    try:
-        os.replace(tmp, directory)
-    except OSError:
-        if old is not None:
-            os.replace(old, directory)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # -- the config -----------------------------------------------------------------------------------------------------
@@ -240,10 +244,11 @@ def read_adapter_config(directory: str | Path) -> dict[str, Any]:
 
 def _check_architecture(arch: Any, where: str) -> None:
     arch = want_dict(arch, where)
-    if set(arch) != set(_ARCH_FIELDS):
-        raise UserError(f"{where} must hold exactly {', '.join(_ARCH_FIELDS)}; got {', '.join(sorted(arch))[:200]}")
-    want_str(arch["arch"], f"{where}.arch", choices=("mamba1", "mamba2"))
-    for key in _ARCH_FIELDS[1:]:
+    if set(arch) != set(ADAPTER_ARCH_FIELDS):
+        fields = ", ".join(ADAPTER_ARCH_FIELDS)
+        raise UserError(f"{where} must hold exactly {fields}; got {', '.join(sorted(arch))[:200]}")
+    want_str(arch["arch"], f"{where}.arch", choices=MAMBA_ARCHS)
+    for key in ADAPTER_ARCH_FIELDS[1:]:
         want_int(arch[key], f"{where}.{key}", 1, 1 << 30)
 
 
@@ -343,7 +348,7 @@ def check_method(raw: Any, model_config: Any, where: str) -> Any:
     if not isinstance(name, str) or name not in METHOD_CONFIGS:
         choices = ", ".join(METHOD_CONFIGS)
         raise UserError(f"{where}: unknown method {short(name)}; an adapter's method is one of: {choices}")
-    fields = METHOD_CONFIGS[name].__dataclass_fields__
+    fields = [f.name for f in dataclasses.fields(METHOD_CONFIGS[name])]
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise UserError(f"{where}: method {name} has no option {unknown[0][:60]!r}; valid: {', '.join(fields)}")

@@ -1,11 +1,15 @@
-"""Greedy and beam-search decoding over ``MambaLM.step`` with the recurrent cache; ``generate_batch`` for a batch of
-prompts on any backbone (a Transformer's batch is decoded at once by its own ``generate_batch``: transformers'
-``generate`` with a KV cache, `stateft.models.pythia_generation`).
+"""Greedy and beam-search decoding over ``MambaLM.step`` with the recurrent cache.
+
+``generate`` decodes one prompt; ``generate_batch`` decodes many at once and returns, token for token, what
+``generate`` returns for each (a Transformer's batch goes to its own ``generate_batch``: transformers' ``generate``
+with a KV cache, `stateft.models.pythia_generation`).
 
 The prompt goes through the parallel forward once (prefill; the start-of-sequence slots of prompt/prefix/initial-state
-methods apply there), then one ``step`` per new token. Beam search keeps ``num_beams`` rows in the cache and reorders
-them after every step; finished hypotheses are scored by sum log-prob / length**length_penalty (transformers'
-convention, length = generated tokens including EOS).
+methods apply there), then one ``step`` per new token. In a batch, prompts of one length are prefilled together and
+prompts of other lengths separately, so no padding ever enters a state or a conv window; the decoding steps then run
+over all rows at once, and an example's rows leave the batch when it finishes (`stateft.decode_graph.RowStep`).
+Beam search keeps ``num_beams`` rows per example and reorders them after every step; finished hypotheses are scored by
+sum log-prob / length**length_penalty (transformers' convention, length = generated tokens including EOS).
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stateft.decode_graph import Step, make_step
+from stateft.decode_graph import RowStep, Step, make_step
 from stateft.models.backbone import is_transformer
+from stateft.models.cache import MambaCache
 from stateft.models.lm import MambaLM
 
 
@@ -56,12 +61,128 @@ def generate_batch(
     num_beams: int = 1,
     eos_id: int | None = 0,
     length_penalty: float = 1.0,
+    cuda_graph: bool = True,
 ) -> list[list[int]]:
-    """``generate`` for every prompt: a Mamba decodes them one by one, a Transformer all at once (its
-    ``generate_batch``; each row as it would alone)."""
+    """``generate`` for every prompt, decoded as one batch; each row's tokens as ``generate`` gives them alone."""
     if is_transformer(model):
         return model.generate_batch(prompts, max_new_tokens, num_beams, eos_id, length_penalty)
-    return [generate(model, p, max_new_tokens, num_beams, eos_id, length_penalty) for p in prompts]
+    if not prompts:
+        return []
+    if max_new_tokens < 1:
+        return [[] for _ in prompts]
+    cache, logits = _prefill(model, prompts)
+    vocab = model.config.vocab_size
+    if num_beams == 1:
+        return _greedy_batch(RowStep(model, cache, 1, cuda_graph), logits, max_new_tokens, eos_id, vocab)
+    searches = [Beams(num_beams, eos_id, length_penalty) for _ in prompts]
+    step = RowStep(model, cache, num_beams, cuda_graph)
+    # num_beams copies of every prompt's state, example after example
+    step.select(torch.arange(len(prompts), device=logits.device).repeat_interleave(num_beams))
+    logprobs = _log_probs(logits, vocab)[:, None].expand(-1, num_beams, -1)  # (examples k V)
+    active = list(range(len(prompts)))
+    for i in range(max_new_tokens):
+        scores = torch.tensor([searches[e].scores for e in active], device=logits.device)  # (examples k)
+        candidates = (scores[:, :, None] + logprobs).flatten(1)
+        top_scores, top_index = (t.tolist() for t in candidates.topk(2 * num_beams, dim=1))
+        rows: list[int] = []
+        tokens: list[int] = []
+        still = []
+        for slot, e in enumerate(active):
+            if searches[e].advance(top_scores[slot], top_index[slot], vocab, i + 1):
+                continue
+            still.append(e)
+            rows += [slot * num_beams + r for r in searches[e].rows]
+            tokens += searches[e].tokens
+        active = still
+        if not active or i + 1 == max_new_tokens:
+            break
+        step.select(torch.tensor(rows, device=logits.device))
+        logits = step(torch.tensor(tokens, device=logits.device))
+        logprobs = _log_probs(logits, vocab).view(len(active), num_beams, -1)
+    return [search.best() for search in searches]
+
+
+def _greedy_batch(
+    step: RowStep, logits: Tensor, max_new_tokens: int, eos_id: int | None, vocab: int
+) -> list[list[int]]:
+    """``_greedy`` for every row of ``logits`` (b V); a row leaves the batch at its EOS."""
+    outputs: list[list[int]] = [[] for _ in range(logits.shape[0])]
+    active = list(range(logits.shape[0]))
+    for i in range(max_new_tokens):
+        tokens = logits[:, :vocab].argmax(-1).tolist()
+        kept = [slot for slot, token in enumerate(tokens) if token != eos_id]
+        for slot in kept:
+            outputs[active[slot]].append(tokens[slot])
+        active = [active[slot] for slot in kept]
+        if not active or i + 1 == max_new_tokens:
+            break
+        device = logits.device
+        step.select(torch.tensor(kept, device=device))
+        logits = step(torch.tensor([tokens[slot] for slot in kept], device=device))
+    return outputs
+
+
+def _prefill(model: MambaLM, prompts: list[list[int]]) -> tuple[MambaCache, Tensor]:
+    """Every prompt through the parallel forward, prompts of one length together: (cache with a row per prompt in
+    the given order, last-position logits (b V))."""
+    device = next(model.parameters()).device
+    groups: dict[int, list[int]] = {}
+    for row, prompt in enumerate(prompts):
+        groups.setdefault(len(prompt), []).append(row)
+    caches, logits, order = [], [], []
+    for rows in groups.values():
+        cache = model.new_cache()
+        logits.append(model(torch.tensor([prompts[r] for r in rows], device=device), cache)[:, -1])
+        caches.append(cache)
+        order += rows
+    position = torch.empty(len(prompts), dtype=torch.long, device=device)
+    position[torch.tensor(order, device=device)] = torch.arange(len(prompts), device=device)
+    cache = MambaCache.cat(caches)
+    cache.reorder(position)
+    return cache, torch.cat(logits)[position]
+
+
+class Beams:
+    """One example's beam search, advanced one step at a time from the top 2k candidates of its k rows (greedy is
+    k = 1). ``rows`` / ``tokens`` / ``scores``: which of the example's rows each kept beam continues, the token it
+    appends, its sum log-prob."""
+
+    def __init__(self, num_beams: int, eos_id: int | None, length_penalty: float) -> None:
+        self.k, self.eos_id, self.length_penalty = num_beams, eos_id, length_penalty
+        self.beams: list[list[int]] = [[] for _ in range(num_beams)]
+        self.scores = [0.0] + [float("-inf")] * (num_beams - 1)  # all beams start identical: expand only the first
+        self.finished: list[tuple[float, list[int]]] = []
+        self.done = False
+        self.rows: list[int] = []
+        self.tokens: list[int] = []
+
+    def advance(self, top_scores: list[float], top_index: list[int], vocab: int, length: int) -> bool:
+        """Take the step's candidates (sorted, index = row * vocab + token); True once this example is done."""
+        beams, rows, tokens, scores = [], [], [], []
+        for rank, (score, index) in enumerate(zip(top_scores, top_index)):
+            row, token = divmod(index, vocab)
+            if token == self.eos_id:
+                if rank < self.k:  # as transformers: an EOS ranked below the beam width does not finish
+                    self.finished.append((score / (len(self.beams[row]) + 1) ** self.length_penalty, self.beams[row]))
+                continue
+            beams.append(self.beams[row] + [token])
+            rows.append(row)
+            tokens.append(token)
+            scores.append(score)
+            if len(beams) == self.k:
+                break
+        if _done(self.finished, self.k, top_scores[0], length, self.length_penalty):
+            self.done = True
+            return True
+        self.beams, self.rows, self.tokens, self.scores = beams, rows, tokens, scores
+        return False
+
+    def best(self) -> list[int]:
+        """The best hypothesis: among the finished ones once done, else among the finished and the running."""
+        finished = list(self.finished)
+        if not self.done:
+            finished += [(s / max(len(b), 1) ** self.length_penalty, b) for b, s in zip(self.beams, self.scores)]
+        return max(finished, key=lambda item: item[0])[1]
 
 
 def _greedy(step: Step, logits: Tensor, max_new_tokens: int, eos_id: int | None, vocab: int) -> list[int]:

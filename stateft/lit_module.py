@@ -7,6 +7,7 @@ prompt) for GLUE, beam search for generation tasks. Checkpoints keep only the tr
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -51,6 +52,7 @@ class FineTuneModule(L.LightningModule):
         self.strict_loading = False  # checkpoints hold the adapter only; the frozen base comes from the model config
         self.predictions: dict[str, list[dict[str, Any]]] = {"val": [], "test": []}
         self.metrics: dict[str, dict[str, float]] = {}
+        self.examples_per_sec: dict[str, float] = {}  # the last evaluation loop's rate per stage (this device)
         self._pending: list[dict[str, Any]] = []
         self.epoch_losses: list[float] = []  # mean training loss of each epoch (printed at the end of a run)
         self._loss_sum, self._loss_count = 0.0, 0
@@ -85,10 +87,16 @@ class FineTuneModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
-        self._pending = []
+        self._start_eval()
 
     def on_test_epoch_start(self) -> None:
+        self._start_eval()
+
+    def _start_eval(self) -> None:
         self._pending = []
+        if self.device.type == "cuda":  # the clock starts when the training work queued before has run
+            torch.cuda.synchronize(self.device)
+        self._eval_clock = time.perf_counter()
 
     def on_validation_epoch_end(self) -> None:
         self._score("val")
@@ -116,7 +124,7 @@ class FineTuneModule(L.LightningModule):
             hidden = self.model.hidden_states(ids)[torch.arange(len(prompts), device=self.device), lengths - 1]
             logits = self.model.lm_head(hidden)[:, : self.model.config.vocab_size]  # (b V)
             return [self.tokenizer.decode([int(t)]) for t in logits.argmax(-1)]
-        # a Mamba decodes the prompts one by one, a Transformer the batch at once (stateft.generation.generate_batch)
+        # the whole batch decoded at once, each row as it would be alone (stateft.generation.generate_batch)
         outputs = generate_batch(
             self.model,
             prompts,
@@ -127,6 +135,9 @@ class FineTuneModule(L.LightningModule):
         return [self.tokenizer.decode(tokens) for tokens in outputs]
 
     def _score(self, stage: str) -> None:
+        # the evaluation loop's rate (loss, decoding, gathering; not the scoring): examples per second, this device's
+        seconds = time.perf_counter() - getattr(self, "_eval_clock", time.perf_counter())
+        examples = len(self._pending)
         records = gather_records(self._pending)
         self._pending = []
         if not records:
@@ -134,8 +145,10 @@ class FineTuneModule(L.LightningModule):
         scores = self.task.score([r["prediction"] for r in records], [r["example"] for r in records])
         self.predictions[stage] = records
         self.metrics[stage] = {f"{stage}/{k}": float(v) for k, v in scores.items()}
+        self.examples_per_sec[stage] = examples / max(seconds, 1e-9)  # kept out of the metrics: it varies by run
         # every rank scored the same gathered predictions: no further reduction
         self.log_dict(self.metrics[stage], sync_dist=False, prog_bar=stage == "val")
+        self.log(f"{stage}/examples_per_sec", self.examples_per_sec[stage], sync_dist=False)
 
     # ---- optimiser --------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

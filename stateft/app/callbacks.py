@@ -12,7 +12,7 @@ import lightning as L
 
 from stateft.adapters import save_adapter
 from stateft.app.checkpoint import AtomicCheckpointIO, LastCheckpoint
-from stateft.app.files import write_predictions
+from stateft.data.predictions import write_predictions
 
 __all__ = ["AtomicCheckpointIO", "BestAdapter", "LastCheckpoint", "SampleTable", "Throughput", "ValidationPredictions"]
 
@@ -82,38 +82,66 @@ class ValidationPredictions(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Logs ``train/samples_per_sec`` and ``train/tokens_per_sec`` (all input tokens, padding included).
+    """Logs ``train/samples_per_sec`` and ``train/tokens_per_sec`` (all input tokens, padding included) over windows
+    of ``every`` training batches (the trainer's ``log_every_n_steps``), the window's ``train/longest_batch`` (tokens
+    per row) and on a GPU ``train/peak_gib``.
 
-    Timed from one batch end to the next (data loading included): on a GPU the host only queues work, so timing a
-    single batch's start to end would measure how fast kernels are queued; between consecutive batch ends the host
-    cannot run ahead of the device for long (the loss read-out syncs), so the interval is the real step rate.
-    The first batch of an epoch has no interval and logs nothing.
+    On a GPU the host only queues work and may run ahead of the device, so a window is closed by waiting for the
+    device (one synchronisation per window, at the steps where Lightning hands values to the loggers) and timed from
+    the end of the previous window: data loading, the step and the optimiser all inside. The first window of an epoch
+    starts at its first batch's end.
     """
 
-    def __init__(self) -> None:
-        self._last: float | None = None
+    def __init__(self, every: int = 10) -> None:
+        self.every = max(int(every), 1)
+        self._start: float | None = None
+        self._samples = self._tokens = self._batches = self._longest = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last = None
+        self._start = None
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        now, last = time.perf_counter(), self._last
-        self._last = now
-        if last is None:
-            return
-        seconds = max(now - last, 1e-9)
         ids = batch["input_ids"]
-        world = trainer.world_size
-        pl_module.log_dict(
-            {
-                "train/samples_per_sec": ids.shape[0] * world / seconds,
-                "train/tokens_per_sec": ids.numel() * world / seconds,
-            },
-            on_step=True,
-            on_epoch=False,
+        if self._start is None:  # the window opens at the first batch's end (a known point after a wait below)
+            _wait_for_device(ids)
+            self._start, self._samples, self._tokens, self._batches = time.perf_counter(), 0, 0, 0
+            self._longest = 0
+            return
+        self._samples, self._tokens, self._batches = (
+            self._samples + ids.shape[0],
+            self._tokens + ids.numel(),
+            self._batches + 1,
         )
+        self._longest = max(self._longest, ids.shape[1])
+        if getattr(trainer, "global_step", self._batches) % self.every:  # close on the steps Lightning logs at
+            return
+        _wait_for_device(ids)
+        now = time.perf_counter()
+        seconds, world = max(now - self._start, 1e-9), trainer.world_size
+        rates = {
+            "train/samples_per_sec": self._samples * world / seconds,
+            "train/tokens_per_sec": self._tokens * world / seconds,
+        }
+        rates["train/longest_batch"] = float(self._longest)  # tokens per row of the window's longest batch
+        if ids.is_cuda:  # this device's peak since the run began (CUDA graphs allocate their pools when recorded)
+            rates["train/peak_gib"] = _peak_gib(ids.device)
+        pl_module.log_dict(rates, on_step=True, on_epoch=False)
+        self._start, self._samples, self._tokens, self._batches, self._longest = now, 0, 0, 0, 0
+
+
+def _peak_gib(device: Any) -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def _wait_for_device(tensor: Any) -> None:
+    import torch
+
+    if tensor.is_cuda:
+        torch.cuda.synchronize(tensor.device)
 
 
 class SampleTable(L.Callback):

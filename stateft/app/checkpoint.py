@@ -30,8 +30,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultMetric
 
-from stateft.app.files import replacing
 from stateft.app.log_resume import csv_row_count
+from stateft.atomic import replacing
 from stateft.errors import UserError
 
 RECORD_KEY = "stateft"  # the checkpoint entry LastCheckpoint adds beside Lightning's

@@ -21,7 +21,6 @@ from stateft.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 HELP_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
-TOP_LEVEL_EXTRAS = {"resume", "ckpt_path"}  # keys the user adds with +key=... (not in conf/train.yaml)
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
@@ -135,8 +134,9 @@ def _check_lr_grid(grid: DictConfig) -> None:
 
 
 def validate_cfg(cfg: DictConfig) -> None:
-    """Checks that need the composed config: method options (typed), learning rate, value ranges
-    (``stateft.app.ranges``), extra top-level keys."""
+    """Checks that need the composed config: method options (typed) and the model architectures the method applies
+    to, the data's tokenizer against the model's, learning rate, value ranges (``stateft.app.ranges``), extra
+    top-level keys."""
 
     sweeping_lr = cfg.get("lr_grid") is not None  # sweep=lr_grid sets optim.lr per job
     if sweeping_lr:
@@ -152,18 +152,44 @@ def validate_cfg(cfg: DictConfig) -> None:
         from stateft.methods.configs import validate_method_cfg  # torch-free
 
         validate_method_cfg(cfg.method)
+        _check_method_arch(cfg)
+    check_tokenizers(OmegaConf.select(cfg, "model.tokenizer"), OmegaConf.select(cfg, "dataset.tokenizer"))
     optim = cfg.get("optim")
     if optim is not None and not sweeping_lr:
         lr = optim.get("lr")
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
             raise UserError(f"optim.lr must be a finite number > 0, got {lr!r} (set method.lr=... or optim.lr=...)")
     check_ranges(cfg)
-    if cfg.get("cuda_graph"):
+    graph = cfg.get("cuda_graph", False)
+    if graph not in (True, False, "auto"):
+        raise UserError(f"cuda_graph={graph!r} must be auto, true or false")
+    if graph is True:
         _check_cuda_graph(cfg)
     _check_precision(cfg)
     resume = cfg.get("resume") or cfg.get("ckpt_path")
     if resume is not None and not Path(str(resume)).expanduser().exists():
         raise UserError(f"resume checkpoint {resume} does not exist (pass a last.ckpt or the run directory)")
+
+
+def _check_method_arch(cfg: DictConfig) -> None:
+    """The method applies to the model's architecture (its config's ``archs``: the declaration ``apply_method``
+    reads too), answered before the model is built."""
+    from stateft.methods.configs import METHOD_CONFIGS, refusal
+
+    name, arch = cfg.method.name, OmegaConf.select(cfg, "model.arch")
+    if arch is not None and arch not in METHOD_CONFIGS[name].archs:
+        raise UserError(f"method {name} on {OmegaConf.select(cfg, 'model.name')}: {refusal(name, arch)}")
+
+
+def check_tokenizers(model_tokenizer: Any, dataset_tokenizer: Any) -> None:
+    """The data is tokenised with the tokenizer the model reads and decodes with. ``dataset.tokenizer`` follows
+    ``model.tokenizer`` (an interpolation in conf/dataset/), so they differ only when one was set apart."""
+    if None not in (model_tokenizer, dataset_tokenizer) and model_tokenizer != dataset_tokenizer:
+        raise UserError(
+            f"dataset.tokenizer={dataset_tokenizer} differs from model.tokenizer={model_tokenizer}: the data would be "
+            "tokenised with another vocabulary than the model's; set the tokenizer on the model only "
+            "(model.tokenizer=...; the dataset follows it) and drop dataset.tokenizer=..."
+        )
 
 
 def _check_cuda_graph(cfg: DictConfig) -> None:

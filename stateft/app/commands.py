@@ -66,8 +66,8 @@ def job_overrides() -> list[str]:
 
     if not HydraConfig.initialized():
         return []
-    task = [str(o) for o in HydraConfig.get().overrides.task]
-    return [o for o in task if o.lstrip("+~").split("=", 1)[0] not in ("resume", "ckpt_path")]
+    overrides = [str(o) for o in HydraConfig.get().overrides.task]  # Hydra's name for the command line's overrides
+    return [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in ("resume", "ckpt_path")]
 
 
 def resume_command(run_dir: Path) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from stateft.errors import UserError
 
@@ -40,7 +40,7 @@ def score_predictions(path: Path, dataset: Any, split: str) -> dict[str, float]:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.adapter`` on ``cfg.split``, or score ``cfg.predictions``; writes ``metrics.json``
     (and ``predictions_<split>.jsonl``) to ``cfg.output_dir``."""
-    from stateft.app.files import write_json_atomic, write_predictions
+    from stateft.app.files import write_json_atomic
     from stateft.app.protocol import scoring_record
 
     if cfg.get("predictions"):
@@ -63,6 +63,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     records, metrics, tokenizer = _run_adapter(cfg, adapter)
     out = _output_dir(cfg)
     write_json_atomic(out / "metrics.json", metrics)
+    from stateft.data.predictions import write_predictions  # stateft.data imports torch: not before the checks
+
     write_predictions(out / f"predictions_{cfg.split}.jsonl", records, tokenizer)
     _print(metrics, out)
     return metrics
@@ -79,11 +81,13 @@ def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], 
     from hydra.utils import instantiate
 
     from stateft.adapters import read_adapter, read_adapter_config
+    from stateft.app.checks import check_tokenizers
     from stateft.app.data import ResumableDataModule
+    from stateft.app.fast_path import base_dtype
     from stateft.app.run_config import base_model_node
     from stateft.lit_module import FineTuneModule
     from stateft.models.loading import config_from_model_cfg, model_from_config
-    from stateft.tokenizer import load_tokenizer
+    from stateft.tokenizer import DEFAULT_NAME, load_tokenizer
 
     # everything the folder says is checked before a model is built or data is loaded
     meta = read_adapter_config(adapter)
@@ -93,11 +97,14 @@ def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], 
     else:
         model_cfg = base_model_node(meta.get("base_model"), f"{adapter / 'adapter_config.json'}: base_model")
     verified = read_adapter(adapter, config_from_model_cfg(model_cfg))  # config, method, tensors, digests
+    check_tokenizers(model_cfg.get("tokenizer") or DEFAULT_NAME, dataset.node.get("tokenizer"))
+    settled = base_dtype(OmegaConf.create({"model": model_cfg, "trainer": cfg.trainer}))  # model.dtype=auto
+    model_cfg = OmegaConf.merge(model_cfg, {"dtype": settled})
     L.seed_everything(cfg.seed)
     model = model_from_config(model_cfg)
     trainable = verified.apply(model)
     datamodule = ResumableDataModule(dataset.build())
-    tokenizer = load_tokenizer(model_cfg.get("tokenizer") or "EleutherAI/gpt-neox-20b")
+    tokenizer = load_tokenizer(model_cfg.get("tokenizer") or DEFAULT_NAME)
     module = FineTuneModule(model, trainable, {"lr": 0.0, "weight_decay": 0.0}, datamodule.task, tokenizer)
     from stateft.app.precision import lightning_precision
 
@@ -112,6 +119,7 @@ def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], 
     from stateft.app.protocol import scoring_record
 
     info = {"adapter": str(adapter), "split": cfg.split, "method": meta["method"]["name"]}
+    info["examples_per_sec"] = module.examples_per_sec.get(stage)  # the evaluation loop's rate, decoding included
     info["protocol"] = scoring_record(dataset.node)
     return module.predictions.get(stage, []), {**metrics, **info}, tokenizer
 

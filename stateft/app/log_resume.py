@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stateft.app.files import copy_atomic, remove_leftovers, replacing
+from stateft.app.files import copy_atomic, remove_leftovers
+from stateft.atomic import replacing
 
 
 def csv_row_count(path: Path) -> int:

@@ -41,6 +41,7 @@ from stateft.foreign import (
     want_int,
     want_str,
 )
+from stateft.models.config import RUN_KEYS
 
 RUN_CONFIG = "run_config.json"  # written by train.py beside the adapter: the dataset (and everything else) it used
 MAX_RUN_CONFIG_BYTES = 16 * MiB
@@ -198,7 +199,7 @@ def dataset_near(near: Path) -> DatasetSpec:
 
 
 # -- the base model -----------------------------------------------------------------------------------------------
-MODEL_DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # stateft.models.loading.DTYPES
+MODEL_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # stateft.models.loading.DTYPES
 SCAN_IMPLS = ("auto", "ref", "triton", "mamba_ssm")
 _ARCH_BOUNDS = {  # sane maxima, well above the largest Mamba checkpoints (d_model 2560, 64 layers, d_state 128)
     "d_model": 16384,
@@ -218,16 +219,30 @@ _PYTHIA_BOUNDS = {
     "rotary_emb_base": 1 << 30,
     "max_position_embeddings": 1 << 20,
 }  # GPT-NeoX (stateft/models/pythia.py)
-_PYTHIA_KEYS = (*_PYTHIA_BOUNDS, "rotary_pct", "layer_norm_eps", "use_parallel_residual", "tie_embeddings")
-_MODEL_KEYS = ("name", "name_or_path", "pretrained", "dtype", "scan_impl", "recompute", "tokenizer", "seed")
-_ARCH_KEYS = ("arch", *_ARCH_BOUNDS, "dt_rank", "init_std", *_PYTHIA_KEYS)
+_BOOLS = (  # the true-or-false fields of a base-model record
+    "pretrained", "recompute", "tie_embeddings", "use_parallel_residual", "conv_bias", "bias", "rmsnorm",
+    "norm_before_gate",
+)  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _arch_keys() -> tuple[str, ...]:
+    """Every architecture field of every backbone's config (``stateft.models.config.architecture_fields``): what a
+    base-model record may hold besides ``RUN_KEYS``."""
+    from stateft.models.config import MambaConfig, architecture_fields
+    from stateft.models.pythia import PythiaConfig
+
+    keys = architecture_fields(MambaConfig)
+    return keys + tuple(k for k in architecture_fields(PythiaConfig) if k not in keys)
 
 
 def _check_model_value(key: str, value: Any, where: str) -> Any:
+    """One value of a base-model record, type- and range-checked; a field with no check here is refused (a test
+    asserts that every architecture field has one)."""
     at = f"{where}.{key}"
     if key in ("name", "name_or_path", "tokenizer"):
         return want_str(value, at, nullable=key != "name")
-    if key in ("pretrained", "recompute", "use_parallel_residual", "tie_embeddings"):
+    if key in _BOOLS:
         return want_bool(value, at)
     if key == "dtype":
         return want_str(value, at, choices=MODEL_DTYPES)
@@ -243,23 +258,38 @@ def _check_model_value(key: str, value: Any, where: str) -> Any:
         return want_float(value, at, 0.0, 10.0, open_lo=True)
     if key == "rotary_pct":
         return want_float(value, at, 0.0, 1.0)
-    if key == "layer_norm_eps":
+    if key in ("layer_norm_eps", "rms_norm_eps"):
         return want_float(value, at, 0.0, 1.0, open_lo=True)
+    if key in ("dt_min", "dt_max", "dt_init_floor"):
+        return want_float(value, at, 0.0, 10.0, open_lo=True)
+    if key == "dt_limit":  # (low, high) clamp of Mamba-2's dt
+        if not isinstance(value, list) or len(value) != 2:
+            raise UserError(f"{at} must be a list of two numbers, got {short(value)}")
+        low, high = (want_float(v, at, 0.0, 1e6) for v in value)
+        if low > high:
+            raise UserError(f"{at}={value} must be [low, high] with low <= high")
+        return value
     if key in _PYTHIA_BOUNDS:
         return want_int(value, at, 1, _PYTHIA_BOUNDS[key], nullable=key == "intermediate_size")
-    return want_int(value, at, 1, _ARCH_BOUNDS[key])
+    if key in _ARCH_BOUNDS:
+        return want_int(value, at, 1, _ARCH_BOUNDS[key])
+    raise UserError(f"{at}: a model field stateft cannot check yet; pass model=<name> to choose the base model")
 
 
-def _architecture(node: dict[str, Any]) -> tuple:
-    """The numbers that make two model configs the same network (stateft.models.loading.config_from_model_cfg)."""
+def _architecture(node: dict[str, Any]) -> dict[str, Any]:
+    """The numbers that make two model configs the same network: every architecture field the node carries into its
+    config (``stateft.models.loading.config_from_model_cfg``); on a Mamba ``dt_rank`` and the vocabulary padding as
+    the sizes they give, without ``chunk_size`` (cost and rounding only) and, on Mamba-1, the Mamba-2 fields."""
+    from stateft.models.config import MAMBA2_FIELDS
     from stateft.models.loading import config_from_model_cfg
 
     c = config_from_model_cfg(node)
+    numbers = c.to_dict()
     if c.arch == "gpt_neox":
-        return tuple(sorted(c.to_dict().items())) + (c.padded_vocab_size, c.d_ff)
-    out = (c.arch, c.d_model, c.n_layer, c.vocab_size, c.padded_vocab_size, c.d_state, c.d_conv, c.expand)
-    out += (c.dt_rank_value, c.init_std)
-    return out + ((c.headdim, c.ngroups) if c.arch == "mamba2" else ())
+        return {**numbers, "padded_vocab_size": c.padded_vocab_size, "d_ff": c.d_ff}
+    dropped = ("dt_rank", "pad_vocab_size_multiple", "chunk_size", *(MAMBA2_FIELDS if c.arch == "mamba1" else ()))
+    numbers = {k: v for k, v in numbers.items() if k not in dropped}
+    return {**numbers, "dt_rank": c.dt_rank_value, "padded_vocab_size": c.padded_vocab_size}
 
 
 def _same_or_local(key: str, value: Any, ours: Any, name: str, where: str) -> Any:
@@ -279,7 +309,7 @@ def base_model_node(record: Any, where: str) -> DictConfig:
     """The model config to build an adapter's base model from its ``base_model`` record (module docstring); every
     size is checked before anything is built."""
     record = want_dict(record, where)
-    unknown = sorted(set(record) - set(_MODEL_KEYS) - set(_ARCH_KEYS))
+    unknown = sorted(set(record) - set(RUN_KEYS) - set(_arch_keys()))
     if unknown:
         raise UserError(f"{where}: unknown key {unknown[0][:60]!r}; pass model=<name> to choose the base model")
     if "name" not in record:
@@ -288,12 +318,13 @@ def base_model_node(record: Any, where: str) -> DictConfig:
     name = checked["name"]
     if name in group_options("model"):
         node = our_config("model", name)
-        theirs = {**node, **{k: v for k, v in checked.items() if k in _ARCH_KEYS}}
-        if _architecture(theirs) != _architecture(node):
-            diff = [k for k in _ARCH_KEYS if k in checked and checked[k] != node.get(k)]
+        theirs = _architecture({**node, **{k: v for k, v in checked.items() if k in _arch_keys()}})
+        mine = _architecture(node)
+        if theirs != mine:
+            diff = [k for k in {**mine, **theirs} if theirs.get(k) != mine.get(k)]
             raise UserError(
-                f"{where}: model {name} with {', '.join(f'{k}={checked[k]}' for k in diff) or 'other sizes'}, "
-                f"but conf/model/{name}.yaml says {', '.join(f'{k}={node.get(k)}' for k in diff)}; "
+                f"{where}: model {name} with {', '.join(f'{k}={theirs.get(k)}' for k in diff)}, "
+                f"but conf/model/{name}.yaml says {', '.join(f'{k}={mine.get(k)}' for k in diff)}; "
                 "pass model=<name> to choose the base model"
             )
         for key in ("dtype", "pretrained", "seed"):

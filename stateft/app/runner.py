@@ -33,11 +33,11 @@ def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
     return None
 
 
-def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]]) -> float | None:
-    """Run ``task(cfg)``. A single run prints a user-caused failure (a UserError, a full disk, a damaged or
-    non-UTF-8 file: ``stateft.app.failures``) as one ``error:`` line and exits with code 2; a bug keeps its
-    traceback. In a multirun any failure is written to ``<job>/error.txt``, reported in one line, and the sweep
-    goes on."""
+def run_job(cfg: DictConfig, job: Callable[[DictConfig], dict[str, Any]]) -> float | None:
+    """Run ``job(cfg)`` (``train`` or ``evaluate``). A single run prints a user-caused failure (a UserError, a full
+    disk, a damaged or non-UTF-8 file: ``stateft.app.failures``) as one ``error:`` line and exits with code 2; a bug
+    keeps its traceback. In a multirun any failure is written to ``<job folder>/error.txt``, reported in one line, and
+    the sweep goes on."""
     multirun = _is_multirun()
     out = Path(cfg.output_dir)
     try:
@@ -53,7 +53,7 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]]) -> fl
             print(f"job on GPU {gpu}")
         if not cfg.get("dry_run"):
             lightning_info_to_stdout()
-        return metric_value(task(cfg), cfg.get("optimized_metric"))
+        return metric_value(job(cfg), cfg.get("optimized_metric"))
     except UserError as err:
         if not multirun:
             _exit_with(str(err))
@@ -72,7 +72,7 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]]) -> fl
 def lightning_info_to_stdout() -> None:
     """Lightning's console lines (seed, devices, "Trainer.fit stopped") go to stdout with the rest of the run's
     progress, so stderr holds warnings and errors only: a failure reads as one ``error:`` line there."""
-    import lightning  # noqa: F401  (its import adds the console handlers moved here; the task imports it anyway)
+    import lightning  # noqa: F401  (its import adds the console handlers moved here; the job imports it anyway)
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         for handler in logging.getLogger(name).handlers:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stateft.app.checks import to_container
 from stateft.app.exact import resolve_exact
+from stateft.app.fast_path import resolve_fast_path
 from stateft.app.precision import PURE_BF16, cast_trainable_to_bf16, lightning_precision
 from stateft.app.protocol import protocol_record
 from stateft.errors import UserError
@@ -27,14 +28,6 @@ class _NoAdverts(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Tip:" not in str(record.msg)
-
-
-def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """The checkpoint to resume from: ``+resume=`` / ``+ckpt_path=`` (a .ckpt file or a run directory)."""
-    from stateft.app.resume import checkpoint_path
-
-    path = checkpoint_path(cfg)
-    return None if path is None else str(path)
 
 
 def dry_run(cfg: DictConfig) -> dict[str, Any]:
@@ -82,6 +75,7 @@ def load_adapter_weights(directory: Path, model: Any, names: list[str]) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune, test the best epoch, write the results; returns the metrics (also in ``metrics.json``)."""
     cfg = resolve_exact(cfg)  # paper.exact applied; under bf16-true model.dtype is bfloat16
+    cfg, fast_path_lines = resolve_fast_path(cfg)  # model.dtype and cuda_graph: auto settled for this machine
     if cfg.dry_run:
         return dry_run(cfg)
     import lightning as L
@@ -114,6 +108,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cast_trainable_to_bf16(model)
     print(f"{config_summary(cfg)}; outputs in {_short(out)}")
     print(format_parameter_summary(model))
+    for line in fast_path_lines:
+        print(line)
     n_trainable, n_total = count_parameters(model)
     counts = {
         "params/trainable": n_trainable,
@@ -184,7 +180,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _callbacks(cfg: DictConfig, out: Path, best: Any, loggers: list[Any], tokenizer: Any) -> list[Any]:
-    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 
     from stateft.app import callbacks as cb
     from stateft.app.resume import run_identity
@@ -192,17 +188,21 @@ def _callbacks(cfg: DictConfig, out: Path, best: Any, loggers: list[Any], tokeni
     callbacks: list[Any] = [
         best,
         cb.ValidationPredictions(out / "predictions_validation.jsonl"),
-        cb.Throughput(),
+        cb.Throughput(cfg.trainer.get("log_every_n_steps") or 10),
         cb.LastCheckpoint(out / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_train_steps, run_identity(cfg)),
     ]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if cfg.trainer.get("enable_progress_bar", True):
+        # a refresh reads the step's loss from the device (a synchronisation): refresh as often as the loggers read
+        callbacks.append(TQDMProgressBar(refresh_rate=cfg.trainer.get("log_every_n_steps") or 10))
     wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
     return callbacks + [cb.SampleTable(lg, tokenizer, cfg.samples_per_validation) for lg in wandb_loggers]
 
 
 def _write_results(out: Path, metrics: dict[str, Any], module: Any) -> None:
-    from stateft.app.files import write_json_atomic, write_predictions
+    from stateft.app.files import write_json_atomic
+    from stateft.data.predictions import write_predictions
 
     write_json_atomic(out / "metrics.json", metrics)
     if module.predictions.get("test"):

@@ -1,12 +1,12 @@
 """On-disk cache of tokenised splits, keyed by everything that changes them; safe to share between processes.
 
-The key hashes the data options (dataset, task, path, protocol, split, seed, subset, max length, ...), the tokenizer
-file, a fingerprint of the local data files (path, size, mtime) and the source code of ``stateft/data/`` (so a change
-to a prompt string invalidates the cache). A split is one file, ``<key>.npz``: the token ids (concatenated), the
-prompt and target lengths, the per-example metadata as JSON lines (UTF-8 bytes) and a SHA-256 of all of them. No
+The key hashes the data options (dataset, GLUE task, path, protocol, split, seed, subset, max length, ...), the
+tokenizer file, a fingerprint of the local data files (path, size, mtime) and the source code of ``stateft/data/`` (so
+a change to a prompt string invalidates the cache). A split is one file, ``<key>.npz``: the token ids (concatenated),
+the prompt and target lengths, the per-example metadata as JSON lines (UTF-8 bytes) and a SHA-256 of all of them. No
 pickle, so a shared cache folder cannot run code; one file written under a temporary name and renamed into place, so
 a reader never sees half an entry; a truncated, altered or unreadable file is reported in one warning, removed and
-rebuilt (``stateft.data.atomic``).
+rebuilt (``stateft.atomic``, ``stateft.data.shared_cache``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from stateft.data.atomic import build_lock, discard, replacing
+from stateft.atomic import replacing
+from stateft.data.shared_cache import build_lock, discard, writable
 from stateft.errors import UserError
 
 DATA_SOURCES = Path(__file__).parent
@@ -152,6 +153,7 @@ def read(path: Path) -> Items | None:
 def save(cache_dir: str | Path, key: str, items: Items) -> None:
     """Write items (``prompt_ids``, ``target_ids``, ``example``) as one file, renamed into place when complete."""
     path = entry_path(cache_dir, key)
+    writable(path.parent)
     try:
         with replacing(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **encode(items))

@@ -3,9 +3,9 @@
 A database folder may hold scripts instead of ``.sqlite`` files (the test fixtures do). They are built into
 ``<cache>/spider_db_<digest>/``, keyed by the scripts (names and text) and the databases linked beside them. Each
 database is built under a temporary name, marked complete (``PRAGMA application_id``, set last) and renamed into
-place; one process builds at a time (a lock, ``stateft.data.atomic``) and the others find the files built. A built
-file that does not open, fails ``PRAGMA quick_check`` or lacks the mark is reported in one warning line, removed and
-rebuilt. A script runs with ATTACH disabled (so no ``VACUUM INTO`` either): it can write its own database only.
+place; one process builds at a time (a lock, ``stateft.data.shared_cache``) and the others find the files built. A
+built file that does not open, fails ``PRAGMA quick_check`` or lacks the mark is reported in one warning line, removed
+and rebuilt. A script runs with ATTACH disabled (so no ``VACUUM INTO`` either): it can write its own database only.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import urllib.parse
 from contextlib import closing
 from pathlib import Path
 
-from stateft.data.atomic import build_lock, discard, replace_symlink, replacing
+from stateft.atomic import replace_symlink, replacing
+from stateft.data.shared_cache import build_lock, discard, writable
 from stateft.errors import UserError
 
 BUILT_MARK = 0x53544654  # "STFT" as the database's application_id: a file carrying it was built to the end
@@ -49,6 +50,7 @@ def build_database(
 ) -> None:
     """Run ``script`` into a new database file and rename it to ``target`` once complete. A script is data from
     whoever wrote the folder: it writes only this file, for at most ``max_seconds``, up to ``max_bytes``."""
+    writable(target.parent)
     try:
         sql = script.read_text(encoding="utf-8")
         with replacing(target) as tmp, closing(sqlite3.connect(tmp, isolation_level=None)) as conn:
@@ -108,5 +110,6 @@ def materialize_databases(db_dir: Path, out_dir: Path) -> Path:
             build_database(script, target)
         for link, source in links.items():
             if not links_to(link, source):
+                writable(link.parent)
                 replace_symlink(link, source)
     return root

@@ -53,14 +53,19 @@ def read_predictions(path: str | Path) -> dict[int, str]:
     return out
 
 
-def write_predictions(path: str | Path, examples: list[dict[str, Any]], predictions: list[str],
-                      prompts: list[str] | None = None) -> None:  # fmt: skip
-    """Write the JSONL format above for aligned ``examples`` (batch metadata) and decoded ``predictions``."""
-    with open(Path(path).expanduser(), "w", encoding="utf-8") as f:
-        for i, (ex, pred) in enumerate(zip(examples, predictions)):
-            record: dict[str, Any] = {"index": ex["index"], "prediction": pred}
-            if prompts is not None:
-                record["prompt"] = prompts[i]
+def write_predictions(path: str | Path, records: list[dict[str, Any]], tokenizer: Any = None) -> Path:
+    """Write the JSONL format above through a temporary file and a rename (``stateft.atomic``). ``records`` are the
+    training module's: ``example`` (batch metadata), ``prediction`` (decoded text) and ``prompt_ids``, which
+    ``tokenizer``, when given, decodes into ``prompt``."""
+    from stateft.atomic import replacing
+
+    path = Path(path).expanduser()
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            ex = r["example"]
+            record: dict[str, Any] = {"index": ex["index"], "prediction": r["prediction"]}
+            if tokenizer is not None:
+                record["prompt"] = tokenizer.decode(r["prompt_ids"])
             if "references" in ex:
                 record["references"] = ex["references"]
             elif "query" in ex:
@@ -68,6 +73,7 @@ def write_predictions(path: str | Path, examples: list[dict[str, Any]], predicti
             elif "label" in ex:
                 record["references"] = [str(ex["label"])]
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
 
 
 def score_predictions_file(datamodule: Any, path: str | Path, split: str = "test") -> dict[str, float]:

@@ -45,6 +45,7 @@ from torch import nn
 from stateft.errors import UserError
 from stateft.methods.base import MethodSpec, freeze_all, init_generator, new_parameter, trainable_names
 from stateft.methods.configs import AdditionalScanConfig
+from stateft.models.backbone import device_of
 
 DEFAULT_N = {"mamba1": 8, "mamba2": 32}  # SST's released Mamba-1 runs; the State-offset paper's Mamba-2 runs
 
@@ -89,7 +90,7 @@ def apply(model: nn.Module, cfg: AdditionalScanConfig) -> list[str]:
         )
     n = DEFAULT_N[arch] if cfg.n is None else cfg.n
     freeze_all(model)
-    generator = init_generator()
+    generator, device = init_generator(), device_of(model)
     for mixer in model.mixers():
         E = mixer.d_inner
         if arch == "mamba1":
@@ -101,7 +102,7 @@ def apply(model: nn.Module, cfg: AdditionalScanConfig) -> list[str]:
         else:  # n rows per group, read from x, on the head's own decay
             rows = mixer.ngroups * n
             extra = ExtraStates(_random_rows(rows, E, generator), torch.zeros(rows, E))
-        mixer.extra_states = extra.to(mixer.D.device)
+        mixer.extra_states = extra.to(device)
     return trainable_names(model)
 
 

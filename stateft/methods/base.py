@@ -3,7 +3,7 @@ returns the names of the trainable parameters. That list drives the optimiser, t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +21,12 @@ class MethodSpec:
     config: type[MethodConfig]
     apply: ApplyFn
     needs_data: bool = False
+
+    @property
+    def archs(self) -> frozenset[str]:
+        """The architectures (``model.arch``) the method applies to, as its config class declares them: that class
+        is torch-free, so the start-up check reads the same declaration (``stateft.methods.configs``)."""
+        return self.config.archs
 
 
 def freeze_all(model: nn.Module) -> None:
@@ -58,18 +64,3 @@ def new_parameter(tensor: torch.Tensor, *, no_weight_decay: bool = False) -> nn.
     if no_weight_decay:
         p._no_weight_decay = True
     return p
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def batches_cycle(batches: Iterable) -> Iterable:
-    """Repeat an iterable of batches for as many steps as asked."""
-    while True:
-        empty = True
-        for batch in batches:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("no training batches for the warm-up run")

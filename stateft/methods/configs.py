@@ -2,18 +2,33 @@
 
 ``conf/method/<name>.yaml`` is checked against ``METHOD_CONFIGS[name]`` at start-up: a misspelt key, a wrong type or
 an unknown method name fails with one line naming the valid choices.
+
+Each config class also says which architectures (``model.arch``) its method applies to, ``archs``: the one place this
+is decided. ``apply_method`` (``stateft.methods.registry``, through ``MethodSpec.archs``), the start-up check
+(``stateft.app.checks``) and the tests read it; ``methods_for(arch)`` lists the methods of an architecture and
+``refusal`` is the one line that refuses a method on another.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 from stateft.errors import UserError
+from stateft.models.backbone import MAMBA_ARCHS, TRANSFORMER_ARCHS  # torch-free
+
+ARCHS = (*MAMBA_ARCHS, *TRANSFORMER_ARCHS)  # every model.arch a method may name
+MAMBA = frozenset(MAMBA_ARCHS)
+MAMBA1 = frozenset({"mamba1"})
+MAMBA2 = frozenset({"mamba2"})
+# lora, prefix and prompt also apply to a Transformer, as HF peft's methods (stateft.methods.peft_methods)
+WITH_PEFT = frozenset(TRANSFORMER_ARCHS)
 
 
 @dataclass
 class MethodConfig:
+    # the architectures (model.arch) the method applies to: a class attribute, not an option
+    archs: ClassVar[frozenset[str]] = frozenset()
     name: str = ""
     # each method owns its learning rate (PEFT methods differ by orders of magnitude); None when a sweep sets optim.lr
     lr: float | None = 1e-3
@@ -21,26 +36,27 @@ class MethodConfig:
 
 @dataclass
 class FullConfig(MethodConfig):
-    pass
+    archs = MAMBA
 
 
 @dataclass
 class FullS6Config(MethodConfig):
-    pass
+    archs = MAMBA1  # the S6 parameters
 
 
 @dataclass
 class FullSSDConfig(MethodConfig):
-    pass
+    archs = MAMBA2  # the SSD parameters
 
 
 @dataclass
 class BitFitConfig(MethodConfig):
-    pass
+    archs = MAMBA  # the mixers' biases
 
 
 @dataclass
 class LoraConfig(MethodConfig):
+    archs = MAMBA | WITH_PEFT
     r: int | None = None  # rank; None = the papers' per architecture: 8 on Mamba-1, 16 on Mamba-2
     alpha: float | None = None  # the update is scaled by alpha / r; None = r (scale 1, as the papers)
     dropout: float = 0.1
@@ -52,12 +68,14 @@ class LoraConfig(MethodConfig):
 
 @dataclass
 class PromptConfig(MethodConfig):
+    archs = MAMBA | WITH_PEFT
     num_virtual_tokens: int = 16
     init: str = "vocab"  # vocab: copies of random vocabulary embeddings; normal: N(0, 1) scaled to their norm
 
 
 @dataclass
 class PrefixConfig(MethodConfig):
+    archs = MAMBA1 | WITH_PEFT  # Mamba-2's in_proj also emits B, C and dt: no affix there
     num_virtual_tokens: int = 3  # P vectors per layer, prepended to the in_proj output
 
 
@@ -66,6 +84,7 @@ ADDITIONAL_SCAN_A_INITS = ("continue", "sst", "sony", "copy")
 
 @dataclass
 class AdditionalScanConfig(MethodConfig):
+    archs = MAMBA
     # extra states; None = the papers' per architecture: 8 per channel on Mamba-1, 32 per group on Mamba-2
     n: int | None = None
     # Mamba-1 only (Mamba-2's extra states decay with their head's A). None = continue: A_log_new[:, j] = log(N+1+j);
@@ -88,6 +107,7 @@ class AdditionalScanConfig(MethodConfig):
 class SDTConfig(MethodConfig):
     """SDT as the State-offset paper ran it (stateft/methods/sdt.py): sparse deltas on S6 only, no LoRA."""
 
+    archs = MAMBA1  # S6's per-channel states (sdlora too)
     lr: float | None = 4e-2
     # warm-up (phase 1) that picks the dimensions: num_warmup_it + 1 optimizer updates (the SDT code's count;
     # its configs: 499, and 248 for RTE, whose first epoch ends before 500 updates)
@@ -127,17 +147,19 @@ class SDLoraConfig(SDTConfig):
 
 @dataclass
 class InitStateConfig(MethodConfig):
+    archs = MAMBA
     conv_state: bool = False  # also learn the causal conv's starting window P (E, K-1)
 
 
 @dataclass
 class StateOffsetHConfig(MethodConfig):
+    archs = MAMBA
     rank: int | None = None  # null = full h' (E, N); r = low-rank h' = U V with U (E, r) zero-init, V (r, N)
 
 
 @dataclass
 class StateOffsetYConfig(MethodConfig):
-    pass
+    archs = MAMBA
 
 
 METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
@@ -172,7 +194,7 @@ def validate_method_cfg(node: Any) -> MethodConfig:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(cls), raw)
     except OmegaConfBaseException as err:
-        valid = ", ".join(f.name for f in cls.__dataclass_fields__.values())
+        valid = ", ".join(f.name for f in fields(cls))
         key = getattr(err, "key", None) or getattr(err, "full_key", None)
         raise UserError(
             f"method {name}: bad option {key!r} ({str(err).splitlines()[0]}); valid options: {valid}"
@@ -180,4 +202,15 @@ def validate_method_cfg(node: Any) -> MethodConfig:
     return OmegaConf.to_object(merged)
 
 
-__all__ = ["METHOD_CONFIGS", "MethodConfig", "validate_method_cfg"]
+def methods_for(arch: str) -> list[str]:
+    """The methods that apply to a model of ``arch`` (``model.arch``), in registry order."""
+    return [name for name, cls in METHOD_CONFIGS.items() if arch in cls.archs]
+
+
+def refusal(name: str, arch: str) -> str:
+    """The one line that refuses method ``name`` on a model of ``arch``, naming the methods that apply there."""
+    archs = " and ".join(a for a in ARCHS if a in METHOD_CONFIGS[name].archs)
+    return f"{name} applies to {archs} models, not to {arch}; the methods for {arch}: {', '.join(methods_for(arch))}"
+
+
+__all__ = ["ARCHS", "METHOD_CONFIGS", "MethodConfig", "methods_for", "refusal", "validate_method_cfg"]

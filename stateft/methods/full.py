@@ -28,19 +28,11 @@ def apply_full(model: nn.Module, cfg: FullConfig) -> list[str]:
     return mark_trainable(model, lambda name: True)
 
 
-def _check_arch(model: nn.Module, arch: str, method: str) -> None:
-    if model.config.arch != arch:
-        other = {"mamba1": "full_s6", "mamba2": "full_ssd"}[model.config.arch]
-        raise NotImplementedError(f"{method} is for {arch} models; use {other} on {model.config.arch}")
-
-
 def apply_s6(model: nn.Module, cfg: FullS6Config) -> list[str]:
-    _check_arch(model, "mamba1", "full_s6")
     return mark_trainable(model, lambda name: name.endswith(_S6))
 
 
 def apply_ssd(model: nn.Module, cfg: FullSSDConfig) -> list[str]:
-    _check_arch(model, "mamba2", "full_ssd")
     return mark_trainable(model, lambda name: name.endswith(_SSD))
 
 

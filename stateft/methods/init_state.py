@@ -13,6 +13,7 @@ from torch import nn
 
 from stateft.methods.base import MethodSpec, freeze_all, new_parameter, trainable_names
 from stateft.methods.configs import InitStateConfig
+from stateft.models.backbone import device_of
 
 
 class InitialState(nn.Module):
@@ -26,9 +27,10 @@ class InitialState(nn.Module):
 
 def apply(model: nn.Module, cfg: InitStateConfig) -> list[str]:
     freeze_all(model)
+    device = device_of(model)
     for mixer in model.mixers():
         conv_shape = (mixer.conv_channels, mixer.d_conv - 1) if cfg.conv_state else None
-        mixer.init_state = InitialState(mixer.state_shape, conv_shape).to(mixer.D.device)
+        mixer.init_state = InitialState(mixer.state_shape, conv_shape).to(device)
     return trainable_names(model)
 
 

@@ -29,7 +29,11 @@ WHOLE = "w"  # block key of a LoRA on the whole linear
 
 
 class LoRALinear(nn.Module):
-    """A frozen linear plus one low-rank update per output row block: blocks = {key: (start, end)}."""
+    """A frozen linear plus one low-rank update per output row block: blocks = {key: (start, end)}.
+
+    In a Mamba-1 projection's place it offers ``channels_first`` (the mixer's fast path,
+    ``stateft.models.mamba1.Projection``), not ``remakeable``: its dropout draws, so its output is kept for the
+    backward rather than remade."""
 
     def __init__(
         self,

@@ -133,7 +133,8 @@ def read_peft_adapter_config(directory: str | Path) -> dict[str, Any]:
     """The checked record (``stateft_adapter.json``) of a peft-format adapter; its keys include those of
     ``stateft.adapters.read_adapter_config`` (method, base_model, architecture, trainable, stateft_version)."""
     from stateft.adapters import check_method
-    from stateft.models.backbone import PEFT_METHODS
+    from stateft.methods.configs import METHOD_CONFIGS
+    from stateft.models.backbone import TRANSFORMER_ARCHS
 
     path = Path(directory) / RECORD_NAME
     _regular_file(path, "adapter record", MAX_RECORD_BYTES)
@@ -148,8 +149,9 @@ def read_peft_adapter_config(directory: str | Path) -> dict[str, Any]:
         if not isinstance(record[key], kind):
             raise UserError(f"{path}: {key} must be a JSON {kind.__name__}")
     name = record["method"].get("name")
-    if name not in PEFT_METHODS:
-        raise UserError(f"{path}: method {str(name)[:60]!r} is not one of the peft methods {', '.join(PEFT_METHODS)}")
+    peft_methods = [m for m, cls in METHOD_CONFIGS.items() if cls.archs & set(TRANSFORMER_ARCHS)]
+    if name not in peft_methods:
+        raise UserError(f"{path}: method {str(name)[:60]!r} is not one of the peft methods {', '.join(peft_methods)}")
     check_method(record["method"], None, f"{path}: method")  # every option's type and range (stateft.adapters)
     if not all(isinstance(n, str) for n in record["trainable"]):
         raise UserError(f"{path}: trainable must be a list of parameter names")

@@ -13,6 +13,7 @@ from torch import nn
 
 from stateft.methods.base import MethodSpec, freeze_all, init_generator, new_parameter, trainable_names
 from stateft.methods.configs import PrefixConfig
+from stateft.models.backbone import device_of
 
 
 class Prefix(nn.Module):
@@ -22,12 +23,10 @@ class Prefix(nn.Module):
 
 
 def apply(model: nn.Module, cfg: PrefixConfig) -> list[str]:
-    if model.config.arch != "mamba1":
-        raise NotImplementedError("prefix is implemented for Mamba-1 only (Mamba-2's in_proj also emits B, C, dt)")
     freeze_all(model)
-    generator = init_generator()
+    generator, device = init_generator(), device_of(model)
     for mixer in model.mixers():
-        mixer.prefix = Prefix(cfg.num_virtual_tokens, 2 * mixer.d_inner, generator).to(mixer.D.device)
+        mixer.prefix = Prefix(cfg.num_virtual_tokens, 2 * mixer.d_inner, generator).to(device)
     return trainable_names(model)
 
 

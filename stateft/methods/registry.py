@@ -22,7 +22,7 @@ from stateft.methods import (
     state_offset,
 )
 from stateft.methods.base import MethodSpec
-from stateft.methods.configs import validate_method_cfg
+from stateft.methods.configs import refusal, validate_method_cfg
 from stateft.models.backbone import is_transformer
 
 METHODS: dict[str, MethodSpec] = {
@@ -55,14 +55,17 @@ def apply_method(name: str, model: nn.Module, cfg: Any = None, train_batches: It
     batches for methods with a data-driven set-up (sdt's warm-up). The resolved config (with derived fields such as
     sdt's selection) is recorded as ``model.peft_config`` for the adapter checkpoint.
 
-    The backbone's family picks the implementation (``stateft.models.backbone``): stateft's own methods on a Mamba,
-    HF peft's ``lora``/``prefix``/``prompt`` on a Transformer (``peft_methods``; any other method is refused there
-    with one line naming those three).
+    A method applies to the architectures its spec declares (``MethodSpec.archs``); on any other model it is refused
+    with one line naming the methods that apply there (NotImplementedError: a choice the user can change). The
+    backbone's family picks the implementation (``stateft.models.backbone``): stateft's own methods on a Mamba, HF
+    peft's on a Transformer (``peft_methods``).
     """
     cfg = validate_method_cfg({"name": name} if cfg is None else cfg)
     if cfg.name != name:
         raise ValueError(f"apply_method({name!r}) got the config of {cfg.name!r}")
     spec = get_method(name)
+    if model.config.arch not in spec.archs:
+        raise NotImplementedError(refusal(name, model.config.arch))
     if is_transformer(model):
         from stateft.methods import peft_methods
 

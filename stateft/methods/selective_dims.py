@@ -27,9 +27,10 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from stateft.errors import UserError
-from stateft.methods.base import freeze_all, init_generator, model_device, new_parameter
+from stateft.methods.base import freeze_all, init_generator, new_parameter
 from stateft.methods.configs import LoraConfig, SDTConfig
 from stateft.methods.lora import wrap_targets
+from stateft.models.backbone import device_of
 
 GRAD_CLIP = 1.0  # the papers' grad-norm clip, as in the run itself
 
@@ -62,14 +63,6 @@ class SparseDelta(nn.Module):
 
     def forward(self, weight: Tensor) -> Tensor:
         return weight.index_put((self.rows, self.cols), self.values.to(weight.dtype), accumulate=True)
-
-
-def require_mamba1(model: nn.Module, name: str) -> None:
-    if model.config.arch != "mamba1":
-        raise UserError(
-            f"method {name} works on Mamba-1 models only (it selects S6 channels and states of A_log, W_B, W_C); "
-            f"this model is {model.config.arch}: choose model=mamba-* or another method"
-        )
 
 
 def select_dimensions(delta: Tensor, n_channels: int, n_states: int) -> list:
@@ -105,7 +98,7 @@ def _warmup_device(model: nn.Module) -> torch.device:
     """The warm-up runs before Lightning moves the model: on this process's GPU when there is one."""
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return model_device(model)
+    return device_of(model)
 
 
 def warmup_deltas(
@@ -162,7 +155,7 @@ def resolve_selection(
     channels and states, since a count does not depend on which dimensions the warm-up would pick."""
     n_channels = kept(model.config.d_inner, cfg.freeze_channels)
     n_states = kept(model.config.d_state, cfg.freeze_states)
-    if cfg.selection is None and model_device(model).type == "meta":
+    if cfg.selection is None and device_of(model).type == "meta":
         cfg.selection = [[list(range(n_channels)), [list(range(n_states))] * n_channels]] * model.config.n_layer
     if cfg.selection is None:
         if train_batches is None:
@@ -175,7 +168,7 @@ def resolve_selection(
 
 def add_sparse_deltas(mixer: nn.Module, channels: list[int], states: list[list[int]]) -> None:
     """Sparse trainable deltas on A_log (kept channel x kept state) and on W_B, W_C (all N rows x kept channels)."""
-    device = mixer.D.device
+    device = device_of(mixer)
     ch = torch.tensor(channels, dtype=torch.long, device=device)  # (c,)
     st = torch.tensor(states, dtype=torch.long, device=device)  # (c, s)
     a_rows = ch[:, None].expand_as(st).reshape(-1)
@@ -191,7 +184,6 @@ def apply_selective(
     model: nn.Module, cfg: SDTConfig, train_batches: Iterable | None, lora: LoraConfig | None = None
 ) -> None:
     """Resolve the selection (warm-up with ``lora`` on out_proj if given), freeze the model, add the sparse deltas."""
-    require_mamba1(model, cfg.name)
     selection = resolve_selection(model, cfg, train_batches, lora)
     freeze_all(model)
     for mixer, (channels, states) in zip(model.mixers(), selection):

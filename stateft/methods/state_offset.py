@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from stateft.methods.base import MethodSpec, freeze_all, new_parameter, trainable_names
 from stateft.methods.configs import StateOffsetHConfig, StateOffsetYConfig
+from stateft.models.backbone import device_of
 
 
 class StateOffset(nn.Module):
@@ -47,8 +48,8 @@ class StateOffset(nn.Module):
 
 def _apply(model: nn.Module, target: str, rank: int | None) -> list[str]:
     freeze_all(model)
+    device = device_of(model)
     for mixer in model.mixers():
-        device = mixer.D.device
         mixer.state_offset = StateOffset(mixer.state_shape, mixer.d_inner, target, rank).to(device)
     return trainable_names(model)
 

@@ -68,10 +68,3 @@ def score(
     result["out_of_class_rate"] = out_rate
     result["num_examples"] = float(len(gold))
     return result
-
-
-def glue_average(task_scores: dict[str, float]) -> float:
-    """The GLUE average: the plain mean of the per-task scores (accuracy; MCC for CoLA) over the tasks given."""
-    if not task_scores:
-        raise ValueError("no task scores")
-    return sum(task_scores.values()) / len(task_scores)

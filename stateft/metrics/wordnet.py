@@ -18,9 +18,9 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
+from stateft.atomic import replacing_dir
 from stateft.errors import UserError
 
 DEBIAN_DIR = Path("/usr/share/wordnet")
@@ -124,22 +124,15 @@ def install_from_debian(run_apt: bool = True) -> bool:
 def copy_debian_files(source: Path, dest: Path) -> None:
     """Copy the WordNet 3.0 database files from ``source`` and write ``lexnames``: the layout nltk reads.
 
-    The folder is filled under a temporary name and renamed into place under a lock, so two installs at once, or one
-    interrupted, never leave nltk a partial folder."""
+    The folder is filled under a temporary name and swapped into place under a lock (``stateft.atomic``), so two
+    installs at once, or one interrupted, never leave nltk a partial folder."""
     from filelock import FileLock
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dest) + ".lock"):
-        tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.tmp"
-        tmp.mkdir()
-        try:
-            for name in WORDNET_FILES:
-                shutil.copyfile(source / name, tmp / name)
-            (tmp / "lexnames").write_text(lexnames_text(), encoding="ascii")
-            shutil.rmtree(dest, ignore_errors=True)
-            os.replace(tmp, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with FileLock(str(dest) + ".lock"), replacing_dir(dest) as tmp:
+        for name in WORDNET_FILES:
+            shutil.copyfile(source / name, tmp / name)
+        (tmp / "lexnames").write_text(lexnames_text(), encoding="ascii")
 
 
 def install(timeout: float = 20.0) -> str:

@@ -20,7 +20,6 @@ _WHERE = {
     "device_of": "backbone",
     "dtype_of": "backbone",
     "is_transformer": "backbone",
-    "methods_for": "backbone",
     "MambaConfig": "config",
     "MambaLM": "lm",
     "MambaCache": "cache",

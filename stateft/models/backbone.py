@@ -6,7 +6,8 @@ app changes. Implementations: ``stateft.models.lm.MambaLM`` (Mamba-1, Mamba-2), 
 
 Who uses what:
 
-- ``config`` (``ModelConfig``): ``arch`` picks the method family (``methods_for``) and the decoding branch;
+- ``config`` (``ModelConfig``): ``arch`` decides which methods apply (each method's ``archs``,
+  ``stateft.methods.configs``; ``methods_for(arch)`` lists them) and the decoding branch;
   ``vocab_size`` bounds the predicted tokens (``lit_module``, ``generation``); the sizes go into adapter records.
 - ``hidden_states(input_ids)`` (b l) -> (b l d): final-norm hidden states of the real tokens (virtual tokens of
   prompt tuning dropped). The loss (``stateft.loss.lm_loss``) multiplies the target positions only by
@@ -36,7 +37,7 @@ Who uses what:
 - Adapters: ``name_or_path`` (set by loading) and ``config`` go into the adapter record; Mamba adapters are
   stateft's format (``stateft.adapters``), a ``PeftBackbone``'s are peft's (``stateft.methods.peft_adapters``).
 
-This module imports neither torch nor transformers (annotations only), so start-up checks can ask ``methods_for``.
+This module imports neither torch nor transformers (annotations only), so start-up checks can read the arch names.
 """
 
 from __future__ import annotations
@@ -50,12 +51,10 @@ if TYPE_CHECKING:
 
     from stateft.ops.backend import Backend
 
-# arch -> family; a family decides which methods apply and how decoding runs
+# arch -> family; a family decides how methods are implemented (stateft's own on a Mamba, HF peft's on a Transformer)
+# and how decoding runs
 MAMBA_ARCHS = ("mamba1", "mamba2")
 TRANSFORMER_ARCHS = ("gpt_neox",)
-# the methods HF peft provides on a Transformer; the names are stateft's (conf/method/<name>.yaml), mapped in
-# stateft.methods.peft_methods
-PEFT_METHODS = ("lora", "prefix", "prompt")
 
 
 @runtime_checkable
@@ -135,11 +134,6 @@ def is_transformer(arch_or_model: Any) -> bool:
     return arch in TRANSFORMER_ARCHS
 
 
-def methods_for(arch: str, all_methods: tuple[str, ...] | list[str]) -> list[str]:
-    """The methods of ``all_methods`` that apply to a backbone of ``arch``."""
-    return [m for m in all_methods if m in PEFT_METHODS] if is_transformer(arch) else list(all_methods)
-
-
 def device_of(model: nn.Module) -> torch.device:
     """The device of a backbone's parameters (a model lives on one device)."""
     return next(model.parameters()).device
@@ -157,7 +151,6 @@ def _arch(obj: Any) -> str | None:
 
 __all__ = [
     "MAMBA_ARCHS",
-    "PEFT_METHODS",
     "TRANSFORMER_ARCHS",
     "Backbone",
     "DecodingCache",
@@ -167,5 +160,4 @@ __all__ = [
     "device_of",
     "dtype_of",
     "is_transformer",
-    "methods_for",
 ]

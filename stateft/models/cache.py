@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 
@@ -26,6 +27,18 @@ class MambaCache:
     @classmethod
     def empty(cls, n_layer: int) -> MambaCache:
         return cls(layers=[LayerCache() for _ in range(n_layer)])
+
+    @classmethod
+    def cat(cls, caches: list[MambaCache]) -> MambaCache:
+        """The rows of several started caches, one after the other (prompts prefilled in groups, decoded as one
+        batch)."""
+        layers = [
+            LayerCache(
+                conv=torch.cat([c.layers[i].conv for c in caches]), ssm=torch.cat([c.layers[i].ssm for c in caches])
+            )
+            for i in range(len(caches[0].layers))
+        ]
+        return cls(layers=layers, started=True)
 
     def reorder(self, index: Tensor) -> None:
         """Select batch rows (beam search): index (b',) into the batch dimension. With as many rows as before the

@@ -1,10 +1,32 @@
-"""Architecture numbers of a Mamba language model: enough to build it (also on ``meta``) without a download."""
+"""Architecture numbers of a Mamba language model: enough to build it (also on ``meta``) without a download.
+
+Also the one definition of which keys a ``conf/model`` node holds, for every backbone: its config class's fields
+(``architecture_fields``: ``MambaConfig`` here, ``PythiaConfig`` in ``stateft.models.pythia``) and ``RUN_KEYS``
+(where the weights come from and how they are stored and run). ``config_from_node`` carries every architecture field
+of a node into the config and refuses any other key, so a number is never silently dropped; loading
+(``stateft.models.loading``), the adapters (``stateft.adapters``: ``ADAPTER_ARCH_FIELDS``) and foreign base-model
+records (``stateft.app.run_config``) all read these lists.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
+
+from stateft.errors import UserError
+
+# the keys of a conf/model node that are not architecture numbers: what the model is called, where its weights and
+# tokenizer come from, how they are stored and run, the random-init seed
+RUN_KEYS = ("name", "name_or_path", "pretrained", "dtype", "scan_impl", "recompute", "tokenizer", "seed")
+# The numbers an adapter records (adapter_config.json "architecture") and must find equal on the model it is loaded
+# into: the shapes of the tensors a method attaches to a Mamba follow from them (the mixer width E = expand d_model,
+# the states N, the conv window, the layers; the vocabulary rows for tied weights). The other fields are either
+# checked through those shapes when the method is re-applied (headdim, ngroups, dt_rank) or do not change which
+# adapter fits (norms, init ranges, chunk size). Fixed: adapters saved with these keys must keep loading.
+ADAPTER_ARCH_FIELDS = ("arch", "d_model", "n_layer", "d_state", "d_conv", "expand", "padded_vocab_size")
+# the fields only a Mamba-2 reads (a Mamba-1 node may carry them; they do not change the Mamba-1 network)
+MAMBA2_FIELDS = ("headdim", "ngroups", "chunk_size", "norm_before_gate", "rmsnorm", "dt_limit")
 
 
 @dataclass
@@ -68,3 +90,32 @@ class MambaConfig:
         if unknown:
             raise ValueError(f"unknown model config keys {unknown}; valid keys: {sorted(names)}")
         return cls(**values)
+
+
+def architecture_fields(config_class: type) -> tuple[str, ...]:
+    """The architecture fields of a backbone's config class (``MambaConfig``, ``PythiaConfig``): its dataclass fields,
+    in declaration order. Every reader of a model node takes this list, never one of its own."""
+    return tuple(f.name for f in fields(config_class))
+
+
+def config_from_node(config_class: type, node: Any) -> Any:
+    """The config a ``conf/model`` node (a mapping) describes: every architecture field it sets (null: the field's
+    default; a list for a tuple field, as YAML and JSON give it). A key that is neither an architecture field of
+    ``config_class`` nor one of ``RUN_KEYS`` is refused with one line naming it: it would otherwise be dropped."""
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    known = architecture_fields(config_class)
+    for key in raw:
+        if key not in known and key not in RUN_KEYS:
+            raise UserError(
+                f"model.{key} is not a setting of a {raw.get('arch', 'mamba1')} model, so it would be ignored; "
+                f"remove it (architecture settings: {', '.join(known)}; others: {', '.join(RUN_KEYS)})"
+            )
+    defaults = {f.name: f.default for f in fields(config_class)}
+    values = {}
+    for key in known:
+        if raw.get(key) is not None:
+            value = raw[key]
+            values[key] = tuple(value) if isinstance(defaults[key], tuple) and isinstance(value, list) else value
+    return config_class(**values)

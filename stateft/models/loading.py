@@ -19,7 +19,7 @@ import torch
 
 from stateft.errors import UserError
 from stateft.models.backbone import is_transformer
-from stateft.models.config import MambaConfig
+from stateft.models.config import MambaConfig, config_from_node
 from stateft.models.lm import MambaLM
 from stateft.ops.backend import Backend
 
@@ -313,37 +313,24 @@ def save_pretrained(model: MambaLM, folder: str | Path) -> Path:
 
 
 # -- from a Hydra model config ------------------------------------------------------------------------------------
-_ARCH_KEYS = (
-    "arch",
-    "d_model",
-    "n_layer",
-    "vocab_size",
-    "d_state",
-    "d_conv",
-    "expand",
-    "dt_rank",
-    "headdim",
-    "ngroups",
-    "chunk_size",
-    "pad_vocab_size_multiple",
-    "init_std",
-)
-
-
 def config_from_model_cfg(cfg: Any) -> MambaConfig:
-    """The architecture part of a ``conf/model/*.yaml`` node (a ``PythiaConfig`` for ``arch: gpt_neox``)."""
+    """The architecture part of a ``conf/model/*.yaml`` node (a ``PythiaConfig`` for ``arch: gpt_neox``): every
+    field of the config class, any other key but ``RUN_KEYS`` refused (``stateft.models.config.config_from_node``)."""
     if is_transformer(str(cfg.get("arch"))):
         from stateft.models import pythia_loading
 
         return pythia_loading.config_from_model_cfg(cfg)
-    return MambaConfig(**{k: cfg[k] for k in _ARCH_KEYS if k in cfg and cfg[k] is not None})
+    return config_from_node(MambaConfig, cfg)
 
 
 def model_from_config(cfg: Any, *, device: str | torch.device = "cpu") -> MambaLM:
     """Build the model a ``conf/model/*.yaml`` node describes: pretrained weights, or random init when
     ``pretrained: false`` (or ``device="meta"``: shapes only, no download)."""
     config = config_from_model_cfg(cfg)
+    # auto: train.py and eval.py settle it for their device and precision (stateft.app.fast_path); a model built
+    # from a config node directly is stored in fp32
     dtype_name = cfg.get("dtype", "float32")
+    dtype_name = "float32" if dtype_name == "auto" else dtype_name
     if dtype_name not in DTYPES:
         raise UserError(f"model.dtype={dtype_name!r} is not one of {', '.join(DTYPES)}")
     dtype = DTYPES[dtype_name]

@@ -10,8 +10,9 @@ Slots (``None`` unless a PEFT method fills them; methods never subclass the mixe
 - ``state_offset``: module with ``h_prime() -> (E, N) | None`` and ``y_prime() -> (E,) | None`` (read-out offsets).
 - ``prefix``: module with ``xz`` (P, 2E): vectors prepended to the in_proj output at the start; their outputs dropped.
 - ``extra_states``: module with ``A_log`` (E, n), ``W_B`` (n, E), ``W_C`` (n, E): n more state dimensions.
-- the linears (``in_proj``, ``x_proj``, ``dt_proj``, ``out_proj``) are called as modules, x_proj and dt_proj on the
-  fast path through ``channels_first`` where a wrapper provides it, so wrappers (LoRA) run.
+- the linears (``in_proj``, ``x_proj``, ``dt_proj``, ``out_proj``) may be replaced by any module that maps like a
+  linear layer; the mixer calls them as modules and asks x_proj and dt_proj, ``Projection``s, for the views its fast
+  paths use (``Projection`` lists them). A module in their place that lacks a view runs as itself on that path.
 """
 
 from __future__ import annotations
@@ -31,6 +32,28 @@ from stateft.ops.recompute import recompute_saved
 from stateft.ops.split_grad import split_halves
 
 
+class Projection(nn.Linear):
+    """x_proj and dt_proj: a linear layer offering the views the mixer's fast paths ask for. The mixer asks the module
+    in the slot, never its type, so a module that takes a projection's place (a method's wrapper around it) joins a
+    fast path by offering the same members:
+
+    - ``channels_first(x)``: the map without the bias for x (b in l) -> (b out l), as W @ x with no transposes.
+    - ``without_bias(x)``: the map without the bias for x (..., in), where ``forward(x)`` = ``without_bias(x) + bias``:
+      the mixer then hands dt_proj's bias to the scan, which adds it in fp32 (added in bf16 it would be rounded by
+      ~0.03 at its -4..-7). A module without it runs its own ``forward``, bias included.
+    - ``remakeable``: True when running it again on the same input gives the same output (no random draw), so the
+      backward may remake its output rather than keep it (`stateft.ops.recompute`). Absent: kept.
+    """
+
+    remakeable = True
+
+    def without_bias(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.to(x.dtype))
+
+    def channels_first(self, x: Tensor) -> Tensor:
+        return matmul_channels_first(self.weight.to(x.dtype), x)
+
+
 class Mamba1Mixer(nn.Module):
     """One Mamba-1 mixer: (b l d) -> (b l d)."""
 
@@ -46,8 +69,8 @@ class Mamba1Mixer(nn.Module):
         self.backend = backend
         self.in_proj = nn.Linear(d, 2 * E, bias=config.bias)
         self.conv1d = nn.Conv1d(E, E, K, groups=E, bias=config.conv_bias)  # applied causally in forward
-        self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
-        self.dt_proj = nn.Linear(R, E, bias=True)
+        self.x_proj = Projection(E, R + 2 * N, bias=False)
+        self.dt_proj = Projection(R, E, bias=True)
         self.A_log = nn.Parameter(torch.empty(E, N))
         self.D = nn.Parameter(torch.empty(E))
         self.out_proj = nn.Linear(E, d, bias=config.bias)
@@ -80,10 +103,9 @@ class Mamba1Mixer(nn.Module):
         N' = N + extra states."""
         R, N = self.dt_rank, self.d_state
         dt_r, B, C = self.x_proj(u_t).split([R, N, N], dim=-1)
-        if type(self.dt_proj) is nn.Linear:
-            # the bias (about -4..-7) goes to the scan in fp32: added in bf16 it would be rounded by ~0.03
-            delta, delta_bias = F.linear(dt_r, self.dt_proj.weight.to(dt_r.dtype)), self.dt_proj.bias
-        else:  # a wrapper (LoRA) on dt_proj: its own forward adds the bias
+        if hasattr(self.dt_proj, "without_bias"):  # the bias goes to the scan in fp32 (`Projection`)
+            delta, delta_bias = self.dt_proj.without_bias(dt_r), self.dt_proj.bias
+        else:  # its own forward adds the bias
             delta, delta_bias = self.dt_proj(dt_r), None
         A = -torch.exp(self.A_log.float())
         if self.extra_states is not None:
@@ -93,16 +115,8 @@ class Mamba1Mixer(nn.Module):
             C = torch.cat([C, F.linear(u_t, es.W_C.to(u_t.dtype))], dim=-1)
         return delta, delta_bias, A, B, C
 
-    @staticmethod
-    def _channels_first(linear: nn.Module, x: Tensor) -> Tensor:
-        """linear's map without its bias for x (b in l) -> (b out l): W @ x for a plain linear; a wrapper (LoRA)
-        provides ``channels_first`` for the same."""
-        if type(linear) is nn.Linear:
-            return matmul_channels_first(linear.weight.to(x.dtype), x)
-        return linear.channels_first(x)
-
     def _projections_channels_first(self) -> bool:
-        ok = [type(m) is nn.Linear or hasattr(m, "channels_first") for m in (self.x_proj, self.dt_proj)]
+        ok = [hasattr(m, "channels_first") for m in (self.x_proj, self.dt_proj)]
         return all(ok) and self.x_proj.bias is None and self.extra_states is None
 
     def _ssm_params_channels_first(self, u: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor]:
@@ -110,8 +124,8 @@ class Mamba1Mixer(nn.Module):
         contiguous, as the scan reads them, and u is not transposed for x_proj (no copies). Also returns dt_proj's
         input (delta's recipe)."""
         R, N = self.dt_rank, self.d_state
-        dt_r, B, C = self._channels_first(self.x_proj, u).split([R, N, N], dim=1)
-        delta = self._channels_first(self.dt_proj, dt_r)  # its bias (fp32) is added inside the scan
+        dt_r, B, C = self.x_proj.channels_first(u).split([R, N, N], dim=1)
+        delta = self.dt_proj.channels_first(dt_r)  # its bias (fp32) is added inside the scan
         return delta, self.dt_proj.bias, -torch.exp(self.A_log.float()), B, C, dt_r
 
     def _recomputes(self) -> bool:
@@ -153,8 +167,8 @@ class Mamba1Mixer(nn.Module):
         with recompute_saved([(u, lambda: conv_silu(self, x, window))], enabled=self._recomputes()) as recipes:
             if self._projections_channels_first():
                 delta, delta_bias, A, B, C, dt_r = self._ssm_params_channels_first(u_p)
-                if type(self.dt_proj) is nn.Linear:  # a LoRA on it draws dropout: not remade the same
-                    recipes.add(delta, lambda: self._channels_first(self.dt_proj, dt_r))
+                if getattr(self.dt_proj, "remakeable", False):  # `Projection`
+                    recipes.add(delta, lambda: self.dt_proj.channels_first(dt_r))
             else:
                 delta, delta_bias, A, B, C = self._ssm_params(u_p.transpose(1, 2))
                 delta, B, C = delta.transpose(1, 2), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()

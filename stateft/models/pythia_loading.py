@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from stateft.errors import UserError
+from stateft.models.config import config_from_node
 from stateft.models.pythia import PythiaConfig, PythiaLM
 
 # hub ids of the checkpoints the configs in conf/model/ name (the final training step, 143000, is their main)
@@ -19,12 +20,11 @@ KNOWN_MODELS: dict[str, str] = {
     "pythia-410m": "EleutherAI/pythia-410m",
     "pythia-1.4b": "EleutherAI/pythia-1.4b",
 }
-ARCH_KEYS = tuple(f.name for f in PythiaConfig.__dataclass_fields__.values())
 
 
 def config_from_model_cfg(cfg: Any) -> PythiaConfig:
-    """The architecture part of a ``conf/model/pythia-*.yaml`` node."""
-    return PythiaConfig(**{k: cfg[k] for k in ARCH_KEYS if k in cfg and cfg[k] is not None})
+    """The architecture part of a ``conf/model/pythia-*.yaml`` node (``stateft.models.config.config_from_node``)."""
+    return config_from_node(PythiaConfig, cfg)
 
 
 def build_model(

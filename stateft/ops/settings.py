@@ -27,40 +27,36 @@ def _check_kernels(owner: str, kernels: str) -> None:
 @dataclass(frozen=True)
 class ScanSettings:
     """The Mamba-1 selective scan (`scan_triton`, `triton_scan_kernels`, `gluon_scan_kernels`); defaults chosen by
-    measurement on an H100 (benchmarks/NOTES.md).
+    measurement on an H100 (the numbers: benchmarks/NOTES.md, "Numbers moved here from the code's comments").
 
     BLOCK_D channels x all states x BLOCK_T steps per block; the forward stores the state every CHUNK steps (a multiple
-    of BLOCK_T) for the backward: 64, half the stored states of 32 at the same speed (H100, 2026-11-24: 1.4b step 128.1
-    vs 128.3 ms, 9.30 -> 8.56 GiB). BLOCK_T 8 since the backward no longer accumulates frozen parameters' gradients
-    (168 registers at BLOCK_T 4, 255 and no spills at 8; before, 8 spilled): 130m step 25.6 -> 23.5 ms, 1.4b 127.3 ->
-    115.8, 2.8b 237.7 -> 217.8. num_warps / bwd_BLOCK_D / bwd_num_warps: the same for the backward's main kernel.
+    of BLOCK_T) for the backward: 64 stores half the states of 32 at the same speed. BLOCK_T 8: the backward's main
+    kernel fits in 255 registers without spills at 8 (it accumulates no frozen parameter's gradient), and longer
+    blocks are faster at every model size. num_warps / bwd_BLOCK_D / bwd_num_warps: the same for the backward's main
+    kernel.
 
     rows: copy (b l d)-major inputs (the mixer's z and dy) to unit stride along the sequence first (each program's
-    loads are then rows, not scattered 16-byte pieces). Off, the measured default since the flipped, prefetching
-    backward (H100, 2026-11-24: 1.4b step 168.5 -> 162.4 ms, 130m 38.3 -> 36.8; and z, a view of in_proj's output that
-    the fused conv keeps anyway, costs no memory: 1.4b 13.9 -> 12.3 GiB).
+    loads are then rows, not scattered 16-byte pieces). Off by default: the backward reads them in place faster than
+    the copies cost, and z, a view of in_proj's output that the fused conv keeps anyway, then costs no memory.
 
     SEG: the sequence is cut into segments of SEG steps (a multiple of CHUNK; 0 = one segment) that run as separate
     programs: a first pass finds each segment's end state from zero, a sequential pass over the segment boundaries
     (`seg_carry_kernel`) gives the states entering them, a second pass writes y. The backward does the same for the
     adjoint: more programs in flight for about 1.5x the arithmetic. -1 = by the number of programs
-    (`scan_triton._n_segments`). bwd_SEG: the backward's (None: as SEG). At 2.8b (2,560 programs, ~2.4 waves of the
-    backward's 8 per SM) neither backward segments (512: 164.3 -> 166.4 ms, 256: 170.8) nor a register cap for more
-    programs per SM (200: 191.4; the forward's at 96 for one wave: 164.0) paid (H100, 2026-11-24, graphed,
-    results/cfg_ab_*).
+    (`scan_triton._n_segments`). bwd_SEG: the backward's (None: as SEG). With enough programs for the GPU (2.8b: ~2.4
+    waves of the backward) neither backward segments nor a register cap for more programs per SM pay.
 
     kernels: "gluon" runs the forward's and the backward's main kernels in Gluon (`gluon_scan_kernels`: explicit
     register layouts) where the launch shape allows it (`scan_triton._gluon_fits`) and not in the interpreter (it has
     none); "triton" always the Triton kernels (the segments' end states and carries are Triton kernels either way).
-    Gluon by measurement (H100, 2026-11-24, graphed step, same call): 130m state_offset_h 22.9 -> 18.6 ms, 1.4b 113.4
-    -> 96.5, 2.8b 214.1 -> 180.3.
+    Gluon is the default because it is faster at every model size measured.
 
     dBC_slots: the backward's dB and dC are added atomically (relaxed) into that many zeroed fp32 (2 n l) partials per
     sequence (channel block k into slot k % dBC_slots), or (0) left as one partial per channel block, summed after the
-    kernel: at 2.8b 640 partials, 335 MB per layer written and read again. Atomics into one slot by measurement (H100,
-    2026-11-24, graphed 2.8b state_offset_h, one call, results/cfg_ab_session8_*): 0: 166.4 and 169.1 ms, 1: 153.9,
-    8: 154.2, 32: 157.7. The order of the atomic sums varies from run to run: with torch's deterministic algorithms
-    switched on (`torch.use_deterministic_algorithms`) the partials are used whatever this says.
+    kernel: at 2.8b 640 partials, 335 MB per layer written and read again. One slot by measurement: the atomics cost
+    less than writing and summing the partials, and more slots gain nothing. The order of the atomic sums varies from
+    run to run: with torch's deterministic algorithms switched on (`torch.use_deterministic_algorithms`) the partials
+    are used whatever this says.
     """
 
     BLOCK_D: int = 8
@@ -111,7 +107,7 @@ class SSDSettings:
     BLOCK_Q steps per chunk (the (Q Q) tiles live in registers; fewer past 128 state lanes: `ssd_triton._launch_shape`),
     BLOCK_P head channels per program. PRECISION: "tf32" uses the tensor cores for fp32 dots (about 1e-3 relative
     error), "ieee" is exact fp32. The backward holds more tiles than the forward: with fp32 inputs and BLOCK_P 32 it
-    asks for 246-263 KB of shared memory on an H100 (limit 227 KB; H100, 2026-11-23), so it halves BLOCK_P until its
+    asks for more shared memory than an H100 has (benchmarks/NOTES.md, "Mamba-2"), so it halves BLOCK_P until its
     kernel fits. bwd_num_stages: software-pipelining depth of its chunk loop (1: none); benchmarks/mamba2_check.py.
     """
 

@@ -20,8 +20,10 @@ DATASETS = [d for d in group_options("dataset") if not d.endswith("_base")]
 
 
 def model_for(method: str) -> str:
-    """mamba-tiny, except for the Mamba-2-only method."""
-    return "mamba2-tiny" if method == "full_ssd" else "mamba-tiny"
+    """mamba-tiny, or mamba2-tiny for a method that does not apply to Mamba-1 (its registry entry's archs)."""
+    from stateft.methods.configs import METHOD_CONFIGS
+
+    return "mamba-tiny" if "mamba1" in METHOD_CONFIGS[method].archs else "mamba2-tiny"
 
 
 def debug_overrides(method: str, dataset: str, out: Path) -> list[str]:

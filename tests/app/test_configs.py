@@ -10,7 +10,7 @@ from hydra import compose
 
 from stateft.app.checks import group_options, validate_cfg
 from stateft.app.resolvers import lr_ladder
-from tests.app.conftest import DATASETS, METHODS, PYTHON, REPO, subprocess_env
+from tests.app.conftest import DATASETS, METHODS, PYTHON, REPO, model_for, subprocess_env
 
 
 def test_groups_have_the_required_options():
@@ -28,11 +28,22 @@ def test_groups_have_the_required_options():
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_composes_with_every_dataset(hydra_ctx, method):
     for dataset in DATASETS:
-        cfg = compose("train", overrides=[f"method={method}", f"dataset={dataset}", "output_dir=/tmp/x"])
+        overrides = [f"method={method}", f"dataset={dataset}", f"model={model_for(method)}", "output_dir=/tmp/x"]
+        cfg = compose("train", overrides=overrides)
         validate_cfg(cfg)
         assert cfg.method.name == method
         assert cfg.optim.lr == cfg.method.lr
         assert cfg.optimized_metric == f"val/{cfg.dataset.metric}"
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_the_dataset_tokenizes_with_the_models_tokenizer(hydra_ctx, dataset):
+    """Named once, on the model: every dataset config follows model.tokenizer."""
+    for model in ("mamba-tiny", "pythia-tiny"):
+        overrides = [f"dataset={dataset}", f"model={model}", "method=lora", "model.tokenizer=/data/tok"]
+        cfg = compose("train", overrides=overrides)
+        validate_cfg(cfg)
+        assert cfg.dataset.tokenizer == cfg.model.tokenizer == "/data/tok"
 
 
 @pytest.mark.parametrize("experiment", [e for e in group_options("experiment") if e != "paper/common"])
@@ -101,6 +112,10 @@ def _cli(*args: str, script: str = "train.py") -> subprocess.CompletedProcess:
     )
 
 
+METHOD_ON_PYTHIA = (
+    ["model=pythia-160m", "method=state_offset_h", "dry_run=true"],
+    ["method state_offset_h on pythia-160m: state_offset_h applies to mamba1 and mamba2", "lora, prompt, prefix"],
+)
 CONFIG_ERRORS = [
     (["method=lorra"], ["unknown method 'lorra'", "state_offset_h", "lora"]),
     (["dataset=glue_rtee"], ["unknown dataset 'glue_rtee'", "glue_rte", "spider"]),
@@ -145,6 +160,15 @@ CONFIG_ERRORS = [
     (["sweep=lr_grid", "lr_grid.epochs=0"], ["lr_grid.epochs must be an integer >= 1"]),
     (["seed=-1"], ["seed must be an integer >= 0"]),
     (["model=mamba-tiny", "model.d_state=0"], ["model.d_state must be an integer >= 1"]),
+    # the methods each architecture takes (each method config's archs, stateft/methods/configs.py)
+    METHOD_ON_PYTHIA,
+    (["model=mamba2-tiny", "method=prefix"], ["method prefix on mamba2-tiny", "the methods for mamba2: full,"]),
+    (["model=mamba-tiny", "method=full_ssd"], ["applies to mamba2 models, not to mamba1", "full_s6"]),
+    # the data's tokenizer is the model's
+    (
+        ["dataset=samsum", "dataset.tokenizer=/data/tok"],
+        ["dataset.tokenizer=/data/tok differs from model.tokenizer=EleutherAI/gpt-neox-20b", "model.tokenizer=..."],
+    ),
 ]
 
 
@@ -176,7 +200,7 @@ def test_value_ranges_accept_what_lightning_accepts(compose, args):
     validate_cfg(compose("train", [*args, "output_dir=/tmp/x"]))
 
 
-@pytest.mark.parametrize(("args", "expected"), [CONFIG_ERRORS[0], CONFIG_ERRORS[3]])
+@pytest.mark.parametrize(("args", "expected"), [CONFIG_ERRORS[0], CONFIG_ERRORS[3], METHOD_ON_PYTHIA])
 def test_cli_config_errors_are_one_line_and_exit_2(args, expected):
     result = _cli(*args)
     assert result.returncode == 2, result.stderr[-2000:]

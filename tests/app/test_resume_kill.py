@@ -30,7 +30,7 @@ from stateft.app.training import train
 from tests.app.conftest import PYTHON, REPO, debug_overrides, subprocess_env
 
 EPOCHS, BEST_EPOCH = 3, 1
-TEMP = re.compile(r"^\..+\.tmp-\d+$|^\.adapter\.")  # stateft.app.files' temporary names, save_adapter's
+TEMP = re.compile(r"^\..+\.tmp-\d+$|^\.adapter\.")  # stateft.atomic's temporary names, save_adapter's
 RESULT_FILES = ("predictions_validation.jsonl", "predictions_test.jsonl")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stateft.atomic import TEMP_NAME
 from stateft.data import cache
 from stateft.data.databases import BUILT_MARK, build_database, database_problem, materialize_databases
 from stateft.data.glue import GlueDataModule
@@ -63,8 +64,8 @@ def digest(items) -> str:
 
 
 def leftovers(root: Path) -> list[Path]:
-    """Temporary files (``.<name>.<random>.tmp``) and SQLite journals left under ``root``."""
-    return [p for p in root.rglob("*") if p.name.endswith((".tmp", "-journal", "-wal", "-shm"))]
+    """Temporary files (``.<name>.tmp-<pid>``) and SQLite journals left under ``root``."""
+    return [p for p in root.rglob("*") if TEMP_NAME.match(p.name) or p.name.endswith(("-journal", "-wal", "-shm"))]
 
 
 def warnings_naming(caplog, path: Path) -> list[str]:

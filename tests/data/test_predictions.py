@@ -37,7 +37,7 @@ def test_gold_predictions_score_perfectly(make_dm, tmp_path, name):
     dm = make_dm(cls, name=name, path=str(FIXTURES / name), **kwargs)
     examples = [it["example"] for it in dm.split_items("test")]
     path = tmp_path / "predictions.jsonl"
-    write_predictions(path, examples, [gold_answer(ex) for ex in examples])
+    write_predictions(path, [{"example": ex, "prediction": gold_answer(ex)} for ex in examples])
     record = json.loads(path.read_text().splitlines()[0])
     assert set(record) == {"index", "prediction", "references"}
     scores = score_predictions_file(dm, path)
@@ -64,7 +64,7 @@ def test_missing_and_unknown_indices(make_dm, tmp_path):
     dm = make_dm(GlueDataModule, task="rte", name="glue_rte", metric="accuracy", path=str(FIXTURES / "glue_rte"))
     examples = [it["example"] for it in dm.split_items("test")]
     path = tmp_path / "p.jsonl"
-    write_predictions(path, examples[:4], [str(ex["label"]) for ex in examples[:4]])
+    write_predictions(path, [{"example": ex, "prediction": str(ex["label"])} for ex in examples[:4]])
     scores = score_predictions_file(dm, path)
     assert scores["missing"] == len(examples) - 4
     assert scores["accuracy"] == pytest.approx(4 / len(examples))  # a missing prediction is wrong
@@ -77,3 +77,20 @@ def test_missing_and_unknown_indices(make_dm, tmp_path):
     path.write_text('{"index": 0, "prediction": "0"}\n{"index": 0, "prediction": "1"}\n')
     with pytest.raises(UserError, match="duplicate"):
         read_predictions(path)
+
+
+class _JoinIds:
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(map(str, ids))
+
+
+def test_prompts_are_decoded_and_a_failed_write_keeps_the_file(tmp_path):
+    path = tmp_path / "p.jsonl"
+    write_predictions(
+        path, [{"example": {"index": 3, "label": 1}, "prediction": "1", "prompt_ids": [5, 6]}], _JoinIds()
+    )
+    assert json.loads(path.read_text()) == {"index": 3, "prediction": "1", "prompt": "5 6", "references": ["1"]}
+    with pytest.raises(KeyError):  # a record without prompt_ids, half-way through the file
+        write_predictions(path, [{"example": {"index": 4}, "prediction": "x", "prompt_ids": [1]}, {}], _JoinIds())
+    assert read_predictions(path) == {3: "1"}
+    assert [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]

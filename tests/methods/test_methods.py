@@ -12,14 +12,14 @@ from safetensors.torch import load_file
 from stateft.adapters import WEIGHTS_NAME, load_adapter, save_adapter
 from stateft.loss import lm_loss
 from stateft.methods import METHODS, apply_method
+from stateft.methods.configs import ARCHS, METHOD_CONFIGS, methods_for
 from stateft.models.loading import build_model
 from tests.conftest import TINY, TINY2
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {"mamba1": TINY, "mamba2": TINY2}
-NOT_ON = {"mamba1": {"full_ssd"}, "mamba2": {"full_s6", "prefix", "sdt", "sdlora"}}
-# (arch, method, extra options): every method on Mamba-1, the ones that fit on Mamba-2, and low-rank h'
-CASES = [(arch, m, {}) for arch in CONFIGS for m in METHODS if m not in NOT_ON[arch]]
+# (arch, method, extra options): every method on each Mamba its registry entry names, and low-rank h'
+CASES = [(arch, m, {}) for arch in CONFIGS for m in METHODS if arch in METHODS[m].archs]
 CASES += [(arch, "state_offset_h", {"rank": 2}) for arch in CONFIGS]
 IDS = [f"{arch}-{m}" + "".join(f"-{k}{v}" for k, v in extra.items()) for arch, m, extra in CASES]
 # methods whose parameters start at values that leave the model's function unchanged
@@ -153,6 +153,30 @@ def test_a_few_steps_lower_the_loss(arch, name, extra):
 
 def test_registry_matches_config_files():
     assert set(METHODS) == {p.stem for p in (REPO / "conf" / "method").glob("*.yaml")}
+    assert list(METHODS) == list(METHOD_CONFIGS)
+    assert all(METHODS[m].config is METHOD_CONFIGS[m] for m in METHODS)
+
+
+def test_every_method_applies_to_known_architectures():
+    for name, spec in METHODS.items():
+        assert spec.archs, f"{name} declares no architecture"
+        assert spec.archs <= set(ARCHS), f"{name}: unknown architectures {set(spec.archs) - set(ARCHS)}"
+    assert {m for arch in ARCHS for m in methods_for(arch)} == set(METHODS)
+
+
+REFUSED = [(arch, m) for arch in CONFIGS for m in METHODS if arch not in METHODS[m].archs]
+
+
+@pytest.mark.parametrize(("arch", "name"), REFUSED, ids=[f"{arch}-{m}" for arch, m in REFUSED])
+def test_a_method_is_refused_on_other_architectures_in_one_line(arch, name):
+    model = build_model(CONFIGS[arch], seed=0)
+    with pytest.raises(NotImplementedError) as err:
+        apply_method(name, model, method_cfg(name), train_batches=[batch(5)])
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{name} applies to ")
+    assert message.endswith(f"the methods for {arch}: {', '.join(methods_for(arch))}")
+    assert all(p.requires_grad for p in model.parameters()), "refused before the model was touched"
 
 
 def test_method_configs_validate_and_reject_typos():

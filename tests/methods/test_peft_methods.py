@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stateft.app.checks import compose_checked
+from stateft.app.checks import compose_checked, validate_cfg
 from stateft.app.training import dry_run
 from stateft.errors import UserError
 from stateft.methods import METHODS, apply_method
-from stateft.methods.configs import validate_method_cfg
+from stateft.methods.configs import methods_for, validate_method_cfg
 from stateft.methods.peft_adapters import (
     CONFIG_NAME,
     RECORD_NAME,
@@ -23,13 +23,12 @@ from stateft.methods.peft_adapters import (
     save_peft_adapter,
 )
 from stateft.methods.peft_methods import peft_config_for
-from stateft.models.backbone import PEFT_METHODS
 from stateft.models.pythia import PythiaConfig
 from tests.models.tiny_pythia import PEFT, TINY_PYTHIA, tiny_pythia
 
 # pythia-160m: lora r 8 on query_key_value: 12 x (768 x 8 + 8 x 2304); prefix P=3: 12 x 2 x 768 x 3; prompt 16 x 768
 COUNTS_160M = {"lora": 294_912, "prefix": 55_296, "prompt": 12_288}
-STATE_METHODS = [m for m in METHODS if m not in PEFT_METHODS]
+STATE_METHODS = [m for m in METHODS if "gpt_neox" not in METHODS[m].archs]
 
 
 @pytest.mark.parametrize("method", PEFT)
@@ -78,16 +77,28 @@ def test_state_methods_are_refused_in_one_line(method):
         apply_method(method, tiny_pythia(), {"name": method})
     message = str(info.value)
     assert "\n" not in message
-    assert method in message
-    assert "lora, prefix, prompt" in message
+    assert message.startswith(f"{method} applies to ")
+    assert message.endswith(f"the methods for gpt_neox: {', '.join(PEFT)}")
+
+
+def test_every_method_for_a_transformer_maps_to_peft():
+    """The registry's Transformer methods are exactly the ones peft_methods can map (and the README's three)."""
+    assert sorted(PEFT) == ["lora", "prefix", "prompt"]
+    for method in PEFT:
+        assert peft_config_for(validate_method_cfg({"name": method})) is not None
+    for method in STATE_METHODS:
+        with pytest.raises(NotImplementedError, match="no HF peft counterpart"):
+            peft_config_for(validate_method_cfg({"name": method}))
 
 
 def test_the_app_refuses_a_state_method_on_pythia_with_one_error_line():
     cfg = compose_checked("train", ["model=pythia-160m", "method=state_offset_h", "dry_run=true"])
-    with pytest.raises(UserError) as info:
-        dry_run(cfg)
-    assert str(info.value).startswith("method state_offset_h on pythia-160m: ")
-    assert "\n" not in str(info.value)
+    for check in (validate_cfg, dry_run):  # at start-up, and where the method is applied
+        with pytest.raises(UserError) as info:
+            check(cfg)
+        assert str(info.value).startswith("method state_offset_h on pythia-160m: ")
+        assert str(info.value).endswith(f"the methods for gpt_neox: {', '.join(methods_for('gpt_neox'))}")
+        assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("method", PEFT)

@@ -198,15 +198,15 @@ def test_config_rejects_impossible_values(bad):
 
 @pytest.mark.parametrize("name", ["sdt", "sdlora"])
 def test_mamba2_is_refused_with_one_line_naming_mamba1(name, tmp_path):
-    with pytest.raises(UserError) as err:
+    with pytest.raises(NotImplementedError, match=f"{name} applies to mamba1 models, not to mamba2") as err:
         apply_method(name, build_model(TINY2), cfg(name), train_batches=batches())
     assert "\n" not in str(err.value)
-    assert "Mamba-1" in str(err.value)
 
-    from stateft.app.checks import compose_checked
+    from stateft.app.checks import compose_checked, validate_cfg
     from stateft.app.training import dry_run
 
     run = compose_checked("train", [f"method={name}", "model=mamba2-130m", "dry_run=true", f"output_dir={tmp_path}"])
-    with pytest.raises(UserError, match="Mamba-1") as err:
-        dry_run(run)
-    assert "\n" not in str(err.value)
+    for check in (validate_cfg, dry_run):  # at start-up, and where the method is applied
+        with pytest.raises(UserError, match=f"method {name} on mamba2-130m: {name} applies to mamba1") as err:
+            check(run)
+        assert "\n" not in str(err.value)

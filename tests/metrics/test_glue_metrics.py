@@ -51,10 +51,6 @@ def test_out_of_class_is_wrong_for_mcc():
     assert glue.score(["0", "1", "0", "?"], labels, 2, ("mcc",))["mcc"] < 1.0
 
 
-def test_glue_average():
-    assert glue.glue_average({"rte": 0.7, "cola": 0.5}) == pytest.approx(0.6)
-
-
 def test_only_the_bare_digit_tokens_are_classes():
     """Decoded-string matching equals the reference's token-id table (only the digit tokens map to a class)."""
     from stateft.tokenizer import load_tokenizer

@@ -19,7 +19,6 @@ from stateft.models import (
     device_of,
     dtype_of,
     is_transformer,
-    methods_for,
 )
 from stateft.models.loading import build_model
 from tests.conftest import REPO, TINY, TINY2
@@ -105,12 +104,6 @@ def test_meta_device_builds_every_backbone_without_memory():
         model = build_model(config, device="meta")
         assert device_of(model) == torch.device("meta")
         assert isinstance(model, Backbone)
-
-
-def test_methods_for_each_family():
-    every = ["full", "lora", "prefix", "prompt", "state_offset_h"]
-    assert methods_for("mamba1", every) == every
-    assert methods_for("gpt_neox", every) == ["lora", "prefix", "prompt"]
 
 
 def test_the_contract_imports_neither_torch_nor_transformers():

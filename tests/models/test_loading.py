@@ -136,3 +136,45 @@ def test_model_config_backend_reaches_the_mixers():
     conf.recompute = "yes"
     with pytest.raises(UserError, match="model.recompute"):
         model_from_config(conf)
+
+
+def _other(value):
+    """A value of the same kind that is not ``value`` (a tuple as the list YAML gives)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, tuple):
+        return [0.001, 0.5]
+    return 3 if value == "auto" else value * 2
+
+
+@pytest.mark.parametrize("config", ["TINY", "TINY2", "TINY_PYTHIA"])
+def test_a_model_node_carries_every_architecture_field(config):
+    """Every field of the backbone's config class, set to a value other than its default in a conf/model node
+    (YAML gives a tuple as a list), reaches the config: none is dropped (stateft.models.config.config_from_node)."""
+    from dataclasses import fields
+
+    from omegaconf import OmegaConf
+
+    from stateft.models.loading import config_from_model_cfg
+    from tests import conftest
+    from tests.models.tiny_pythia import TINY_PYTHIA
+
+    base = TINY_PYTHIA if config == "TINY_PYTHIA" else getattr(conftest, config)
+    changed = {f.name: _other(getattr(base, f.name)) for f in fields(base) if f.name != "arch"}
+    node = OmegaConf.create({"name": "x", "pretrained": False, "dtype": "float32", **base.to_dict(), **changed})
+    expected = {**base.to_dict(), **{k: tuple(v) if isinstance(v, list) else v for k, v in changed.items()}}
+    assert config_from_model_cfg(node).to_dict() == expected
+
+
+def test_a_model_node_key_that_is_no_setting_is_refused_in_one_line():
+    from omegaconf import OmegaConf
+
+    from stateft.models.loading import config_from_model_cfg, model_from_config
+    from tests.conftest import REPO
+
+    conf = OmegaConf.load(REPO / "conf" / "model" / "mamba-tiny.yaml")
+    conf.n_head = 4  # a Pythia setting: a Mamba has none
+    for build in (config_from_model_cfg, model_from_config):
+        with pytest.raises(UserError, match=r"^model\.n_head is not a setting of a mamba1 model") as err:
+            build(conf)
+        assert "\n" not in str(err.value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from stateft.methods import apply_method
+from stateft.methods.configs import methods_for
 from stateft.models.pythia import PythiaConfig
 from stateft.models.pythia_loading import build_model
 
@@ -21,7 +22,7 @@ TINY_PYTHIA = PythiaConfig(
     max_position_embeddings=128,
     init_std=0.5,
 )
-PEFT = ["lora", "prefix", "prompt"]
+PEFT = methods_for("gpt_neox")  # the registry's methods for a Transformer: HF peft's
 SMALL = {"lora": {"dropout": 0.0, "r": 4}, "prefix": {"num_virtual_tokens": 3}, "prompt": {"num_virtual_tokens": 3}}
 
 

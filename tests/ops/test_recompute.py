@@ -77,12 +77,13 @@ def test_one_remake_serves_every_saved_copy_and_derived_tensors():
     torch.testing.assert_close(w1, w2)
 
 
-@pytest.mark.parametrize("method", ["state_offset_h", "lora", "full"])
+@pytest.mark.parametrize("method", ["state_offset_h", "lora", "full", "sdt"])
 def test_mamba1_mixer_recipes_change_no_gradient(method, monkeypatch):
     """Triton path (interpreter on the CPU): the same gradients with and without recomputation (LoRA with its
     dropout on); the recipes run in the backward, u once for all its users: u and delta for the scan; with LoRA u
     (for the scan and for its dropout output, which A's product keeps; delta is dt_proj's LoRA output, not remade);
-    with full fine-tuning u (the scan and x_proj's weight gradient) and delta."""
+    with full fine-tuning u (the scan and x_proj's weight gradient) and delta; with sdt (x_proj's weight a
+    parametrisation) u and delta."""
     pytest.importorskip("triton")
     from stateft.methods import apply_method
     from stateft.models.loading import build_model
@@ -99,14 +100,16 @@ def test_mamba1_mixer_recipes_change_no_gradient(method, monkeypatch):
     grads = []
     for on in (True, False):
         model = build_model(TINY, seed=0)
-        apply_method(method, model, {"name": method})
+        # sdt: a stored selection (no warm-up), 16 of 32 channels x 1 of 4 states
+        selection = [[list(range(0, 32, 2)), [[1]] * 16]] * TINY.n_layer if method == "sdt" else None
+        apply_method(method, model, {"name": method, **({"selection": selection} if selection else {})})
         model.set_backend(impl="triton", recompute=on, settings=SETTINGS)
         assert all(mixer.backend.recomputes == on for mixer in model.mixers())
         ids = torch.randint(0, TINY.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
         torch.manual_seed(2)  # the same dropout masks in both runs
         model(ids).float().pow(2).mean().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    per_layer = {"state_offset_h": 2, "lora": 1, "full": 2}[method]  # u remade once for all its users
+    per_layer = {"state_offset_h": 2, "lora": 1, "full": 2, "sdt": 2}[method]  # u remade once for all its users
     assert len(ran) == per_layer * TINY.n_layer
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:

@@ -3,6 +3,7 @@ what the method makes on the base model and the digest written at save time; eve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -353,19 +354,47 @@ def test_a_method_the_architecture_cannot_take_is_one_line(tmp_path):
     adapter = tiny_adapter(tmp_path, "prefix")
     edit_config(adapter, lambda meta: meta.__setitem__("architecture", {**meta["architecture"], "arch": "mamba2"}))
     mamba2 = TINY2.__class__(**{**TINY2.to_dict(), "d_model": 16, "d_state": 4, "expand": 2})
-    refuses(adapter, "Mamba-1 only", config=mamba2)
+    refuses(adapter, "prefix applies to mamba1 and gpt_neox models, not to mamba2", config=mamba2)
 
 
 def test_every_method_option_has_a_bound():
     checks = _method_checks()
     for name, cls in METHOD_CONFIGS.items():
-        missing = set(cls.__dataclass_fields__) - set(checks) - {"name"}
+        missing = {f.name for f in dataclasses.fields(cls)} - set(checks) - {"name"}
         assert not missing, f"{name}: add a check for {missing} to stateft/adapters.py _method_checks"
+
+
+def test_the_same_adapter_is_written_as_the_same_bytes(tmp_path):
+    """Saved twice (safetensors' own writer orders __metadata__ differently each time): equal files, the header's
+    metadata keys and tensors sorted, readable by safetensors itself."""
+    first = tiny_adapter(tmp_path / "a", "lora").joinpath(WEIGHTS_NAME).read_bytes()
+    second = tiny_adapter(tmp_path / "b", "lora").joinpath(WEIGHTS_NAME).read_bytes()
+    assert first == second
+    size = int.from_bytes(first[:8], "little")
+    header = json.loads(first[8 : 8 + size])
+    assert size % 8 == 0
+    assert list(header["__metadata__"]) == sorted(header["__metadata__"])
+    assert list(header) == ["__metadata__", *sorted(load_file(tmp_path / "a" / "adapter" / WEIGHTS_NAME))]
+
+
+def test_an_adapter_written_by_safetensors_itself_still_loads(tmp_path):
+    """The reader takes safetensors' own layout too (tensors ordered by dtype alignment, metadata in any order)."""
+    adapter = tiny_adapter(tmp_path, "lora")
+    weights = adapter / WEIGHTS_NAME
+    with open(weights, "rb") as handle:
+        metadata = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))["__metadata__"]
+    tensors = load_file(weights)
+    save_file(tensors, str(weights), metadata=metadata)
+    fresh = build_model(TINY, seed=1)
+    names = load_adapter(adapter, fresh)
+    params = dict(fresh.named_parameters())
+    assert names
+    assert all(torch.equal(params[n].detach(), tensors[n]) for n in names)
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_CONFIGS))
 def test_every_method_round_trips(tmp_path, method):
-    config = TINY2 if method == "full_ssd" else TINY
+    config = TINY if "mamba1" in METHOD_CONFIGS[method].archs else TINY2
     adapter = tiny_adapter(tmp_path, method, config=config)
     assert read_adapter_config(adapter)["method"]["name"] == method
     fresh = build_model(config, seed=1)
@@ -403,6 +432,35 @@ def test_the_base_model_record_is_checked_before_building(run, tmp_path, fields,
     evaluate_refuses(eval_overrides(tmp_path, adapter=run / "adapter"), expected)
     assert time.perf_counter() - start < 30
     assert not (tmp_path / "eval").exists()
+
+
+def test_every_architecture_field_of_a_base_model_record_is_checked():
+    """A base-model record may carry every field of every backbone's config (stateft.models.config): each one has a
+    type and range check, accepting a sound value (the default where JSON can hold it) and refusing a string."""
+    from dataclasses import fields
+
+    from stateft.app import run_config
+    from stateft.models.config import MambaConfig
+    from stateft.models.pythia import PythiaConfig
+
+    defaults = {f.name: f.default for cls in (PythiaConfig, MambaConfig) for f in fields(cls)}
+    defaults.update(d_model=16, n_layer=2, n_head=4, arch="mamba1", dt_rank=4, intermediate_size=64, dt_limit=(0, 9.5))
+    assert set(run_config._arch_keys()) == set(defaults)
+    for key, value in defaults.items():
+        value = list(value) if isinstance(value, tuple) else value
+        assert run_config._check_model_value(key, value, "x") == value
+        with pytest.raises(UserError, match=f"x.{key}"):
+            run_config._check_model_value(key, "$" + "{oc.env:HOME}", "x")
+
+
+def test_a_base_model_record_of_ours_must_agree_on_every_field():
+    """A record naming one of our models with another norm epsilon is another network: refused, not dropped."""
+    ours = {"name": "mamba-130m", "name_or_path": "state-spaces/mamba-130m", "d_model": 768, "n_layer": 24}
+    assert base_model_node({**ours, "rms_norm_eps": 1e-5, "dt_rank": 48}, "x").d_model == 768  # the same numbers
+    with pytest.raises(UserError, match="rms_norm_eps=1e-06, but conf/model/mamba-130m.yaml says rms_norm_eps=1e-05"):
+        base_model_node({**ours, "rms_norm_eps": 1e-6}, "x")
+    with pytest.raises(UserError, match="not a setting of a mamba1 model"):
+        base_model_node({**ours, "n_head": 12}, "x")
 
 
 def test_base_model_locations_must_be_ours_or_local(tmp_path):

@@ -1,16 +1,15 @@
-"""Cache files that other processes may read or build at the same time.
+"""Cache folders that other processes may read or build at the same time.
 
-A file is written under a unique temporary name next to its target, synced to disk and renamed over the target
-(``os.replace``, atomic on one file system): a reader sees the old file, the new one or none, never half of one.
-Two builders of the same entry take its lock (``filelock``: an OS lock that dies with its holder, so a crash leaves
-no stale lock) and the second one finds the entry built. A corrupt entry is reported in one warning line and removed.
+Entries are written through ``stateft.atomic`` (a temporary name, then a rename: a reader sees the old file, the new
+one or none, never half of one). Two builders of the same entry take its lock (``filelock``: an OS lock that dies
+with its holder, so a crash leaves no stale lock) and the second one finds the entry built. A corrupt entry is
+reported in one warning line and removed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,42 +20,6 @@ from stateft.errors import UserError
 
 log = logging.getLogger(__name__)
 LOCK_DIR = ".locks"  # per-entry lock files, inside the cache folder they protect
-
-
-def temp_name(target: Path) -> Path:
-    """A hidden name next to ``target`` that no other process or globbing reader (``*.sqlite``, ``*.npz``) uses."""
-    return target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-
-
-@contextmanager
-def replacing(target: Path) -> Iterator[Path]:
-    """Yield a fresh empty temporary file next to ``target``; when the block ends normally the file is synced and
-    renamed onto ``target``, otherwise (error, interrupt) it is removed."""
-    writable(target.parent)
-    tmp = temp_name(target)
-    # O_EXCL: this name is ours alone; 0o666 less the umask, as any other new file (tempfile's would be 0o600,
-    # unreadable to the other users of a shared cache)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:  # on disk before the rename, so a power cut cannot leave an empty target
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def replace_symlink(link: Path, source: Path) -> None:
-    """Point ``link`` at ``source`` (a new link under a temporary name, renamed over whatever ``link`` was)."""
-    writable(link.parent)
-    tmp = temp_name(link)
-    os.symlink(source, tmp)
-    try:
-        os.replace(tmp, link)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def writable(folder: Path) -> None:

@@ -1,0 +1,123 @@
+"""Batched decoding (`stateft.generation.generate_batch`) against the one-prompt path, token for token: ragged prompt
+lengths, examples finishing at different steps, every method that touches the state, greedy and beam search."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from stateft.decode_graph import RowStep, kept_recordings
+from stateft.generation import generate, generate_batch
+from tests.conftest import TINY, TINY2
+from tests.test_generation import METHODS_1, METHODS_2, _model
+
+CASES = [(TINY, m) for m in [None, *METHODS_1]] + [(TINY2, m) for m in [None, *METHODS_2]]
+IDS = [f"{c.arch}-{m}" for c, m in CASES]
+LENGTHS = [3, 7, 7, 1, 12, 5, 7, 2]
+
+
+def _prompts(seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(1, 64, (n,), generator=g).tolist() for n in LENGTHS]
+
+
+def _eos_that_splits(model, prompts, num_beams: int) -> int:
+    """An EOS token under which the examples finish at different steps (some before the limit, not all at once)."""
+    outputs = [generate(model, p, max_new_tokens=8, num_beams=num_beams, eos_id=None) for p in prompts]
+    counts = Counter(t for out in outputs for t in set(out))
+    for token in [t for t, _ in counts.most_common()] + list(range(64)):
+        lengths = {len(generate(model, p, max_new_tokens=8, num_beams=num_beams, eos_id=token)) for p in prompts}
+        if len(lengths) > 1:
+            return token
+    raise AssertionError("no token splits the examples' lengths")
+
+
+@pytest.mark.parametrize(("config", "method"), CASES, ids=IDS)
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_batch_equals_one_prompt_at_a_time(config, method, num_beams):
+    model = _model(config, method)
+    prompts = _prompts()
+    eos = _eos_that_splits(model, prompts, num_beams)
+    single = [generate(model, p, max_new_tokens=8, num_beams=num_beams, eos_id=eos) for p in prompts]
+    assert generate_batch(model, prompts, max_new_tokens=8, num_beams=num_beams, eos_id=eos) == single
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_padded_buckets_give_the_same_tokens(num_beams, monkeypatch):
+    """The recorded path's row padding (buckets of rows_per_group x 2^j), run eagerly on the CPU: padding rows never
+    change a real row's tokens."""
+    model = _model(TINY, "state_offset_h")
+    prompts = _prompts(1)[:7]
+    seen: list[tuple[int, int]] = []  # (rows kept, rows in the cache) at every select
+    real_init, real_select = RowStep.__init__, RowStep.select
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.graphs_on, self.eager_steps = True, 10**9  # bucket sizes as on a GPU, the eager step for every size
+
+    def select(self, index):
+        real_select(self, index)
+        seen.append((len(index), self.cache.layers[0].ssm.shape[0]))
+
+    monkeypatch.setattr(RowStep, "__init__", init)
+    monkeypatch.setattr(RowStep, "select", select)
+    for eos in range(1, 64):  # an EOS under which some examples leave the batch early
+        seen.clear()
+        out = generate_batch(model, prompts, max_new_tokens=24, num_beams=num_beams, eos_id=eos)
+        if any(size > rows for rows, size in seen):
+            break
+    else:
+        raise AssertionError("no EOS token made a padded step")
+    assert all(size % num_beams == 0 and size >= rows for rows, size in seen)
+    assert out == [generate(model, p, max_new_tokens=24, num_beams=num_beams, eos_id=eos) for p in prompts]
+
+
+def test_bucket_sizes():
+    model = _model(TINY, None)
+    cache = model.new_cache()
+    model(torch.tensor([[1, 2]] * 40), cache)
+    step = RowStep(model, cache, 5)
+    step.graphs_on = True
+    assert [step._bucket(r) for r in (40, 36, 20, 16, 11, 10, 5, 3, 1)] == [40, 40, 20, 20, 20, 10, 5, 5, 5]
+
+
+def test_empty_and_zero_length_requests():
+    model = _model(TINY, None)
+    assert generate_batch(model, [], max_new_tokens=4) == []
+    assert generate_batch(model, [[1, 2], [3]], max_new_tokens=0) == [[], []]
+
+
+def test_kept_recordings_are_dropped_when_a_parameter_moves():
+    model = _model(TINY, "state_offset_h")
+    kept = kept_recordings(model)
+    kept[5] = "a recording"
+    assert kept_recordings(model) is kept  # the next batch finds it
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # in place: the recording reads the new values
+    assert kept_recordings(model) is kept
+    model.to(torch.float64)  # reallocated: the recording would read freed memory
+    assert kept_recordings(model) == {}
+
+
+@pytest.mark.gpu
+def test_recordings_kept_across_batches_gpu():
+    model = _model(TINY, "state_offset_h").cuda()
+    kw = dict(max_new_tokens=20, num_beams=3, eos_id=None)
+    for seed in (3, 4):  # the second batch replays the first one's recordings with its own states
+        prompts = _prompts(seed)
+        assert generate_batch(model, prompts, **kw) == [generate(model, p, cuda_graph=False, **kw) for p in prompts]
+    assert kept_recordings(model)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("config", "method"), [(TINY, "state_offset_h"), (TINY, "prefix"), (TINY2, "init_state")])
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_batch_with_recorded_steps_equals_one_prompt_gpu(config, method, num_beams):
+    model = _model(config, method).cuda()
+    prompts = _prompts(2)
+    eos = _eos_that_splits(model, prompts, num_beams)
+    kw = dict(max_new_tokens=24, num_beams=num_beams, eos_id=eos)
+    single = [generate(model, p, cuda_graph=False, **kw) for p in prompts]
+    assert generate_batch(model, prompts, cuda_graph=True, **kw) == single
