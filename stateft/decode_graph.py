@@ -171,9 +171,11 @@ class RowStep:
         if size > len(tokens):
             tokens = torch.cat([tokens, tokens[-1:].expand(size - len(tokens))])
         self.calls += 1
-        if not self.graphs_on or self.calls <= self.eager_steps:
-            return self.model.step(tokens, self.cache)[: self.rows]
         graph = self.graphs.get(size)
+        # a size recorded for an earlier batch replays at once; a new one after eager_steps calls (short answers
+        # never pay for a recording)
+        if not self.graphs_on or (graph is None and self.calls <= self.eager_steps):
+            return self.model.step(tokens, self.cache)[: self.rows]
         if graph is None:
             graph = self.graphs[size] = GraphedStep(self.model, self.cache, size)
         graph.adopt(self.cache)

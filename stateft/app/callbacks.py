@@ -92,6 +92,9 @@ class Throughput(L.Callback):
     starts at its first batch's end.
     """
 
+    # what this callback logs: measurements of the run's windows, not results (a resumed run's windows differ)
+    KEYS = ("train/samples_per_sec", "train/tokens_per_sec", "train/longest_batch", "train/peak_gib")
+
     def __init__(self, every: int = 10) -> None:
         self.every = max(int(every), 1)
         self._start: float | None = None
@@ -129,6 +132,12 @@ class Throughput(L.Callback):
             rates["train/peak_gib"] = _peak_gib(ids.device)
         pl_module.log_dict(rates, on_step=True, on_epoch=False)
         self._start, self._samples, self._tokens, self._batches, self._longest = now, 0, 0, 0, 0
+
+
+def is_measurement(key: str) -> bool:
+    """A logged key that measures the run (speed, memory) rather than its result: it differs between runs of one
+    config, and between a resumed run and an uninterrupted one."""
+    return key in Throughput.KEYS or key.endswith("/examples_per_sec")
 
 
 def _peak_gib(device: Any) -> float:

@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from stateft.app.callbacks import AtomicCheckpointIO
+from stateft.app.callbacks import AtomicCheckpointIO, is_measurement
 from stateft.app.checkpoint import read_checkpoint
 from stateft.app.files import remove_leftovers
 from stateft.app.log_resume import tensorboard_kwargs, wandb_kwargs
@@ -70,8 +70,8 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(compose, tmp_path):
     assert last_b["global_step"] == last_a["global_step"] == STEPS_PER_EPOCH * EPOCHS
     assert all(torch.equal(last_b["state_dict"][k], v) for k, v in last_a["state_dict"].items())
     assert resumed["best_epoch"] == full["best_epoch"]
-    assert {k: v for k, v in resumed.items() if "per_sec" not in k} == {
-        k: v for k, v in full.items() if "per_sec" not in k
+    assert {k: v for k, v in resumed.items() if not is_measurement(k)} == {
+        k: v for k, v in full.items() if not is_measurement(k)
     }
 
 

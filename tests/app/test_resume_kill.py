@@ -25,6 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from stateft.app.callbacks import is_measurement
 from stateft.app.checks import compose_checked
 from stateft.app.training import train
 from tests.app.conftest import PYTHON, REPO, debug_overrides, subprocess_env
@@ -63,11 +64,11 @@ def _loss_lines(stdout: str) -> list[str]:
 
 def _csv_rows(run: Path) -> list[dict[str, str]]:
     with open(run / "csv" / "metrics.csv", newline="") as handle:  # throughput is timing, not a result
-        return [{k: v for k, v in row.items() if "per_sec" not in k} for row in csv.DictReader(handle)]
+        return [{k: v for k, v in row.items() if not is_measurement(k)} for row in csv.DictReader(handle)]
 
 
 def _metrics(run: Path) -> dict:
-    return {k: v for k, v in json.loads((run / "metrics.json").read_text()).items() if "per_sec" not in k}
+    return {k: v for k, v in json.loads((run / "metrics.json").read_text()).items() if not is_measurement(k)}
 
 
 def _leftovers(*runs: Path) -> list[str]:
