@@ -56,11 +56,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise UserError("pass adapter=PATH (an adapter directory) or predictions=PATH (a predictions JSONL)")
     if cfg.split not in ("test", "validation"):
         raise UserError(f"split must be test or validation, got {cfg.split!r}")
-    adapter = Path(str(cfg.adapter)).expanduser()
+    # hf://owner/name[@rev] (or owner/name with no such local folder): pulled and checked (stateft/hub.py)
+    from stateft.hub import resolve_adapter
+
+    adapter, source = resolve_adapter(str(cfg.adapter))
     config = adapter / "adapter_config.json"
     if not config.exists() and not config.is_symlink():  # answer before torch and Lightning are imported
         raise UserError(f"{adapter} is not an adapter directory (no adapter_config.json): pass <run>/adapter")
     records, metrics, tokenizer = _run_adapter(cfg, adapter)
+    metrics["adapter"] = source  # a hub adapter as hf://owner/name@<commit>
     out = _output_dir(cfg)
     write_json_atomic(out / "metrics.json", metrics)
     from stateft.data.predictions import write_predictions  # stateft.data imports torch: not before the checks

@@ -21,6 +21,7 @@ from stateft.app.fast_path import resolve_fast_path
 from stateft.app.precision import PURE_BF16, cast_trainable_to_bf16, lightning_precision
 from stateft.app.protocol import protocol_record
 from stateft.errors import UserError
+from stateft.hub import check_push_config, push_run
 
 
 class _NoAdverts(logging.Filter):
@@ -75,6 +76,7 @@ def load_adapter_weights(directory: Path, model: Any, names: list[str]) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune, test the best epoch, write the results; returns the metrics (also in ``metrics.json``)."""
     cfg = resolve_exact(cfg)  # paper.exact applied; under bf16-true model.dtype is bfloat16
+    check_push_config(cfg)  # hub.push_to: a bad repo id ends the run now, not after training (stateft/hub.py)
     cfg, fast_path_lines = resolve_fast_path(cfg)  # model.dtype and cuda_graph: auto settled for this machine
     if cfg.dry_run:
         return dry_run(cfg)
@@ -174,6 +176,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             lines = finish_wandb(loggers, best.directory, f"adapter-{cfg.method.name}-{cfg.dataset.name}")
             _write_results(out, metrics, module)
             _print_report(cfg, out, metrics, module.epoch_losses, lines)
+            for line in push_run(cfg, best.directory):  # hub.push_to: the best adapter and a model card
+                print(line)
         return metrics
     finally:
         close_wandb()
