@@ -7,7 +7,9 @@
 
 Slots (``None`` unless a PEFT method fills them; methods never subclass the mixer):
 - ``init_state``: module with ``h0`` (E, N) and optionally ``conv`` (E, K-1): the starting SSM and conv state.
-- ``state_offset``: module with ``h_prime() -> (E, N) | None`` and ``y_prime() -> (E,) | None`` (read-out offsets).
+- ``state_offset``: module with ``h_prime() -> (E, N) | None`` and ``y_prime() -> (E,) | None`` (read-out offsets);
+  in ``step`` also one per row, (b, E, N) and (b, E) (the reference step broadcasts them): a batch whose rows use
+  different adapters (`stateft.serve`).
 - ``prefix``: module with ``xz`` (P, 2E): vectors prepended to the in_proj output at the start; their outputs dropped.
 - ``extra_states``: module with ``A_log`` (E, n), ``W_B`` (n, E), ``W_C`` (n, E): n more state dimensions.
 - the linears (``in_proj``, ``x_proj``, ``dt_proj``, ``out_proj``) may be replaced by any module that maps like a

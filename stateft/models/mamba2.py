@@ -10,6 +10,8 @@ Slots (``None`` unless a PEFT method fills them; methods never subclass the mixe
   passed to the chunked scan as its initial state (so dL/dh0 comes out of the scan's backward).
 - ``state_offset``: module with ``h_prime() -> (H, P, N) | None`` and ``y_prime() -> (E,) | None``, added to the
   scan output before the gated norm: y[b,l,h,p] += sum_n C[b,l,g(h),n] h'[h,p,n]; y += y'. The cache never holds h'.
+  They may also come one per row, (b, H, P, N) and (b, E): a batch whose rows use different adapters
+  (`stateft.serve`, which gives per-row offsets to ``step`` only).
 - ``extra_states``: module with ``W_B`` (G n, E) and ``W_C`` (G n, E): n more states per group. Their B and C rows
   are read from the conv output x (``W_B x``, ``W_C x``, appended to each group's B and C) and they decay with their
   head's A and dt, so the scan is SSD over N+n states and the cache holds (H, P, N+n).
@@ -138,11 +140,19 @@ class Mamba2Mixer(nn.Module):
             h_prime, y_prime = self.state_offset.h_prime(), self.state_offset.y_prime()
             if h_prime is not None:  # C_t h': the offset is read out like the state, by the head's group
                 G = self.ngroups
-                h_g = h_prime.float().unflatten(0, (G, self.nheads // G))  # (G H/G P N)
-                off = torch.einsum("...gn,gkpn->...gkp", C.float(), h_g).flatten(-3, -2)  # (..., H, P)
+                if h_prime.dim() == 4:  # (b H P N): one h' per row
+                    h_g = h_prime.float().unflatten(1, (G, self.nheads // G))  # (b G H/G P N)
+                    off = torch.einsum("b...gn,bgkpn->b...gkp", C.float(), h_g).flatten(-3, -2)  # (b ..., H, P)
+                else:
+                    h_g = h_prime.float().unflatten(0, (G, self.nheads // G))  # (G H/G P N)
+                    off = torch.einsum("...gn,gkpn->...gkp", C.float(), h_g).flatten(-3, -2)  # (..., H, P)
                 y = y + off.to(y.dtype)
             if y_prime is not None:
-                y = y + y_prime.to(y.dtype).view(self.nheads, self.headdim)
+                if y_prime.dim() == 2:  # (b E): one y' per row; y is (b H P) or (b l H P)
+                    shape = (y_prime.shape[0], *[1] * (y.dim() - 3), self.nheads, self.headdim)
+                else:
+                    shape = (self.nheads, self.headdim)
+                y = y + y_prime.to(y.dtype).view(shape)
         y = y.flatten(-2)  # (..., E)
         y = self.norm(y, z) if self.norm is not None else y * F.silu(z)
         return self.out_proj(y)

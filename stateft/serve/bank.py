@@ -1,0 +1,172 @@
+"""Several adapters of the state methods over one base model, decoded together row by row.
+
+``AdapterBank(model)`` puts routed modules (`stateft.serve.routing`) into the base model's ``state_offset`` and
+``init_state`` slots; ``load(name, directory)`` reads an adapter as data (`stateft.adapters.read_adapter`: config,
+architecture, method options, safetensors header and digests, all checked against this model's config), computes
+what it puts in each slot of each layer with the method's own modules, and stacks it into the banks;
+``generate(prompts, adapters)`` decodes a batch whose rows name different adapters (or none: the base model).
+
+Served methods: State-offset Tuning (``state_offset_h``, full or low-rank h'; ``state_offset_y``) and Initial State
+Tuning (``init_state``, with or without the conv window), mixed freely in one bank: each adds per-sequence tensors to
+the state path, which a row can carry without touching the shared weights. Methods that change weights (LoRA,
+BitFit, ...) or the token sequence (prompt, prefix) are refused at load.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from stateft.adapters import VerifiedAdapter, read_adapter
+from stateft.errors import UserError
+from stateft.foreign import short
+from stateft.models.backbone import device_of
+from stateft.serve.routing import NO_ADAPTER, RoutedInitialState, RoutedStateOffset, Routing
+
+SERVED_METHODS = ("state_offset_h", "state_offset_y", "init_state")
+SLOTS = {"h_bank": "state_offset", "y_bank": "state_offset", "h0_bank": "init_state", "conv_bank": "init_state"}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def slot_values(adapter: VerifiedAdapter, model: nn.Module) -> dict[str, list[Tensor]]:
+    """``{bank name: one fp32 tensor per layer}`` for the slots ``adapter`` fills on ``model``'s architecture.
+
+    The method is applied to a shell of the model on the meta device (nothing allocated), the adapter's tensors
+    assigned into it on ``model``'s device, and the slot modules asked as the mixers ask them (``h_prime()``,
+    ``y_prime()``, ``h0``, ``conv``): a low-rank h' = U V is the same product, on the same device, as when the
+    adapter alone is applied. fp32 holds a bf16 or f16 adapter's values exactly.
+    """
+    from stateft.methods import apply_method
+    from stateft.models.loading import build_model
+
+    device = device_of(model)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        shell = build_model(model.config, device="meta")
+        apply_method(adapter.method.name, shell, copy.deepcopy(adapter.method))
+    shell.load_state_dict({k: v.to(device) for k, v in adapter.tensors.items()}, strict=False, assign=True)
+    values: dict[str, list[Tensor]] = {}
+    with torch.no_grad():
+        for mixer in shell.mixers():
+            found = {}
+            if mixer.state_offset is not None:
+                found["h_bank"], found["y_bank"] = mixer.state_offset.h_prime(), mixer.state_offset.y_prime()
+            if mixer.init_state is not None:
+                found["h0_bank"], found["conv_bank"] = mixer.init_state.h0, mixer.init_state.conv
+            for name, tensor in found.items():
+                if tensor is not None:
+                    values.setdefault(name, []).append(tensor.detach().float())
+    return values
+
+
+class AdapterBank:
+    """Adapters of the state methods loaded over one base ``model`` (a fresh one: no method applied), decoded per
+    row. The model keeps working as the base model when no adapter is routed (``generation.generate`` on it).
+    Load the adapters before decoding starts: ``load`` and ``generate`` are not meant to run at the same time."""
+
+    def __init__(self, model: nn.Module) -> None:
+        if getattr(model, "peft_config", None) is not None or getattr(model, "prompt", None) is not None:
+            raise ValueError("AdapterBank needs the base model itself: a method has been applied to this one")
+        for mixer in model.mixers():
+            filled = [s for s in ("init_state", "state_offset", "prefix", "extra_states") if getattr(mixer, s, None)]
+            if filled:
+                raise ValueError(f"AdapterBank needs the base model itself: its mixers' {filled[0]} slot is filled")
+        self.model, self.routing = model, Routing()
+        self.names: list[str] = []
+        self.directories: list[Path] = []
+        self.methods: list[str] = []
+        self._values: list[dict[str, list[Tensor]]] = []
+
+    # -- loading ------------------------------------------------------------------------------------------------
+    def load(self, name: str, directory: str | Path) -> int:
+        """Read, check and add the adapter in ``directory`` under ``name``; returns its index. One UserError for an
+        adapter of another base model or size, a method that cannot be served per row, a damaged file, a bad or
+        taken name; the bank is unchanged then."""
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise UserError(f"adapter name {short(name)} must be 1-64 letters, digits, '.', '_' or '-'")
+        if name in self.names:
+            raise UserError(f"adapter name {name!r} is taken (by {self.directories[self.names.index(name)]})")
+        adapter = read_adapter(directory, self.model.config)
+        method = adapter.method.name
+        if method not in SERVED_METHODS:
+            raise UserError(
+                f"adapter {directory}: method {method} cannot be decoded per row beside other adapters; a served "
+                f"adapter's method is one of: {', '.join(SERVED_METHODS)}"
+            )
+        self._values.append(slot_values(adapter, self.model))
+        self.names.append(name)
+        self.directories.append(Path(directory))
+        self.methods.append(method)
+        self._stack()
+        return len(self.names) - 1
+
+    def _stack(self) -> None:
+        """Rebuild every layer's banks: (adapters + 1, ...) with each adapter's tensor or zeros, then the zero row."""
+        zeros_like = {}
+        for values in self._values:
+            for name, layers in values.items():
+                zeros_like.setdefault(name, [torch.zeros_like(t) for t in layers])
+        for i, mixer in enumerate(self.model.mixers()):
+            for name, slot in SLOTS.items():
+                if name not in zeros_like:
+                    continue
+                module = getattr(mixer, slot)
+                if module is None:
+                    module = (
+                        RoutedStateOffset(self.routing) if slot == "state_offset" else RoutedInitialState(self.routing)
+                    )
+                    setattr(mixer, slot, module)
+                zero = zeros_like[name][i]
+                rows = [values[name][i] if name in values else zero for values in self._values]
+                has = [name in values for values in self._values] + [False]
+                module.set_bank(name, torch.stack([*rows, zero]), has)
+
+    # -- requests -----------------------------------------------------------------------------------------------
+    def index(self, adapter: str | None) -> int:
+        """The bank index of ``adapter`` (None: no adapter, the base model). UserError naming the loaded ones."""
+        if adapter is None:
+            return NO_ADAPTER
+        if isinstance(adapter, str) and adapter in self.names:
+            return self.names.index(adapter)
+        loaded = ", ".join(self.names) if self.names else "none"
+        shown = repr(adapter[:64]) if isinstance(adapter, str) else short(adapter)
+        raise UserError(f"adapter {shown} is not loaded; loaded adapters: {loaded}")
+
+    def check_prompt(self, prompt: list[int]) -> list[int]:
+        """A prompt as decoding takes it: a non-empty list of token ids in the model's vocabulary."""
+        vocab = self.model.config.vocab_size
+        if not isinstance(prompt, list) or not prompt:
+            raise UserError(f"a prompt must be a non-empty list of token ids, got {short(prompt)}")
+        for token in prompt:
+            if not isinstance(token, int) or isinstance(token, bool) or not 0 <= token < vocab:
+                raise UserError(f"token id {short(token)} is not in this model's vocabulary [0, {vocab})")
+        return prompt
+
+    def generate(
+        self,
+        prompts: list[list[int]],
+        adapters: list[str | None],
+        max_new_tokens: int = 1024,
+        num_beams: int = 1,
+        eos_id: int | None = 0,
+        length_penalty: float = 1.0,
+    ) -> list[list[int]]:
+        """Decode ``prompts`` as one batch, row i with adapter ``adapters[i]`` (None: the base model); each row's
+        tokens as ``generation.generate`` gives them on the base model with that adapter alone applied."""
+        from stateft.serve.decode import generate_routed
+
+        if len(prompts) != len(adapters):
+            raise UserError(f"{len(prompts)} prompts but {len(adapters)} adapter names: give one per prompt")
+        rows = [self.index(a) for a in adapters]
+        for prompt in prompts:
+            self.check_prompt(prompt)
+        if not isinstance(num_beams, int) or num_beams < 1:
+            raise UserError(f"num_beams must be an integer >= 1, got {short(num_beams)}")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise UserError(f"max_new_tokens must be an integer >= 0, got {short(max_new_tokens)}")
+        return generate_routed(
+            self.model, self.routing, prompts, rows, max_new_tokens, num_beams, eos_id, length_penalty
+        )

@@ -1,0 +1,130 @@
+"""Batched greedy and beam decoding where every row carries its own adapter index (`stateft.serve.routing`).
+
+The same decoding as `stateft.generation.generate_batch`, with two changes, so that each row's tokens are what
+``generation.generate`` gives for it on the base model with its adapter alone applied:
+
+- prefill: the prompts of one adapter go through the parallel forward together (``generation._prefill``, which
+  groups them by length again), the routing set to that adapter: the forward reads one unbatched offset or initial
+  state per call, as every scan implementation takes it. The rows' caches are then put back in request order.
+- steps: ``RoutedRowStep`` keeps each row's adapter index beside its cache row: whenever rows are kept, dropped or
+  reordered (an example finishing, beams reordered, k beams made from one prompt) the index is selected with the same
+  index tensor, so the beams of an example always carry that example's adapter; every step runs with the index set,
+  and the routed modules gather each row's offsets.
+
+The steps run eagerly: a recorded CUDA graph (`stateft.decode_graph`) would have to read the row index from a fixed
+buffer as well, which these recordings do not.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from stateft.decode_graph import RowStep
+from stateft.generation import Beams, _greedy_batch, _log_probs, _prefill
+from stateft.models.cache import MambaCache
+from stateft.serve.routing import Routing
+
+
+class RoutedRowStep(RowStep):
+    """``RowStep`` (eager) whose rows carry their adapter index ``adapters`` (rows,)."""
+
+    def __init__(self, model, cache: MambaCache, rows_per_group: int, routing: Routing, adapters: Tensor) -> None:
+        super().__init__(model, cache, rows_per_group, cuda_graph=False)
+        self.routing, self.adapters = routing, adapters
+
+    def select(self, index: Tensor) -> None:
+        super().select(index)
+        self.adapters = self.adapters.index_select(0, index)
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        with self.routing.use(self.adapters):
+            return super().__call__(tokens)
+
+
+def prefill_by_adapter(
+    model, routing: Routing, prompts: list[list[int]], adapters: list[int]
+) -> tuple[MambaCache, Tensor]:
+    """Every prompt through the parallel forward, the prompts of one adapter together: (cache with a row per prompt
+    in the given order, last-position logits (b V))."""
+    groups: dict[int, list[int]] = {}
+    for row, adapter in enumerate(adapters):
+        groups.setdefault(adapter, []).append(row)
+    caches, logits, order = [], [], []
+    for adapter, rows in groups.items():
+        with routing.use(adapter):
+            cache, group_logits = _prefill(model, [prompts[r] for r in rows])
+        caches.append(cache)
+        logits.append(group_logits)
+        order += rows
+    device = logits[0].device
+    position = torch.empty(len(prompts), dtype=torch.long, device=device)
+    position[torch.tensor(order, device=device)] = torch.arange(len(prompts), device=device)
+    cache = MambaCache.cat(caches)
+    cache.reorder(position)
+    return cache, torch.cat(logits)[position]
+
+
+@torch.no_grad()
+def generate_routed(
+    model,
+    routing: Routing,
+    prompts: list[list[int]],
+    adapters: list[int],
+    max_new_tokens: int,
+    num_beams: int = 1,
+    eos_id: int | None = 0,
+    length_penalty: float = 1.0,
+) -> list[list[int]]:
+    """Continue every prompt, row i with bank index ``adapters[i]`` (-1: none); returns the new tokens per row
+    without the EOS token, as ``generation.generate_batch`` does."""
+    if not prompts:
+        return []
+    if max_new_tokens < 1:
+        return [[] for _ in prompts]
+    cache, logits = prefill_by_adapter(model, routing, prompts, adapters)
+    vocab = model.config.vocab_size
+    rows = torch.tensor(adapters, dtype=torch.long, device=logits.device)
+    if num_beams == 1:
+        return _greedy_batch(RoutedRowStep(model, cache, 1, routing, rows), logits, max_new_tokens, eos_id, vocab)
+    step = RoutedRowStep(model, cache, num_beams, routing, rows)
+    return _beam_batch(step, logits, max_new_tokens, num_beams, eos_id, length_penalty, vocab)
+
+
+def _beam_batch(
+    step: RoutedRowStep,
+    logits: Tensor,
+    max_new_tokens: int,
+    num_beams: int,
+    eos_id: int | None,
+    length_penalty: float,
+    vocab: int,
+) -> list[list[int]]:
+    """``generation.generate_batch``'s beam search over ``step``: k rows per example, reordered after every step,
+    an example's rows dropped once it is done."""
+    device = logits.device
+    examples = logits.shape[0]
+    searches = [Beams(num_beams, eos_id, length_penalty) for _ in range(examples)]
+    step.select(torch.arange(examples, device=device).repeat_interleave(num_beams))  # k copies of every prompt
+    logprobs = _log_probs(logits, vocab)[:, None].expand(-1, num_beams, -1)  # (examples k V)
+    active = list(range(examples))
+    for i in range(max_new_tokens):
+        scores = torch.tensor([searches[e].scores for e in active], device=device)  # (examples k)
+        candidates = (scores[:, :, None] + logprobs).flatten(1)
+        top_scores, top_index = (t.tolist() for t in candidates.topk(2 * num_beams, dim=1))
+        rows: list[int] = []
+        tokens: list[int] = []
+        still = []
+        for slot, e in enumerate(active):
+            if searches[e].advance(top_scores[slot], top_index[slot], vocab, i + 1):
+                continue
+            still.append(e)
+            rows += [slot * num_beams + r for r in searches[e].rows]
+            tokens += searches[e].tokens
+        active = still
+        if not active or i + 1 == max_new_tokens:
+            break
+        step.select(torch.tensor(rows, device=device))
+        logits = step(torch.tensor(tokens, device=device))
+        logprobs = _log_probs(logits, vocab).view(len(active), num_beams, -1)
+    return [search.best() for search in searches]

@@ -1,0 +1,133 @@
+"""A batch whose rows use different adapters (and none) against each row decoded alone with its own adapter applied,
+token for token: every served method on Mamba-1 and Mamba-2, greedy and beam search, rows finishing at different
+steps; and what the bank refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from stateft.errors import UserError
+from stateft.generation import generate
+from stateft.models.loading import build_model
+from stateft.serve import AdapterBank
+from tests.conftest import TINY, TINY2
+from tests.serve.helpers import alone, eos_that_splits, prompts, save_random_adapter
+
+METHODS = [
+    ("state_offset_h", {}),
+    ("state_offset_h", {"rank": 2}),
+    ("state_offset_y", {}),
+    ("init_state", {}),
+    ("init_state", {"conv_state": True}),
+]
+CASES = [(config, method, options) for config in (TINY, TINY2) for method, options in METHODS]
+IDS = [f"{c.arch}-{m}{'-' + '-'.join(map(str, o.values())) if o else ''}" for c, m, o in CASES]
+# the first three rows share one prompt (adapters A, none, B: their outputs must differ); lengths ragged
+ROW_ADAPTERS = ["A", None, "B", "A", "B", None, "A", "B", "A"]
+LENGTHS = [6, 6, 6, 3, 7, 5, 1, 12, 7]
+MAX_NEW = 8
+
+
+def _rows():
+    rows = prompts(LENGTHS)
+    rows[1] = rows[2] = rows[0]
+    return rows
+
+
+def _check_mixed(config, directories: dict, row_adapters: list, num_beams: int) -> None:
+    bank = AdapterBank(build_model(config, seed=0).eval())
+    for name, directory in directories.items():
+        bank.load(name, directory)
+    references = {name: alone(config, directories.get(name)) for name in set(row_adapters)}
+    models = [references[a] for a in row_adapters]
+    rows = _rows()
+    free = [generate(m, rows[0], max_new_tokens=MAX_NEW, num_beams=num_beams, eos_id=None) for m in models[:3]]
+    assert len({tuple(f) for f in free}) == 3, "adapters A, B and none give the same output: the test shows nothing"
+    eos = eos_that_splits(models, rows, num_beams, MAX_NEW)
+    single = [generate(m, p, max_new_tokens=MAX_NEW, num_beams=num_beams, eos_id=eos) for m, p in zip(models, rows)]
+    mixed = bank.generate(rows, row_adapters, max_new_tokens=MAX_NEW, num_beams=num_beams, eos_id=eos)
+    assert mixed == single
+    # the bank's model is the base model again once the batch is done
+    assert generate(bank.model, rows[0], max_new_tokens=MAX_NEW, num_beams=num_beams, eos_id=eos) == single[1]
+
+
+@pytest.mark.parametrize(("config", "method", "options"), CASES, ids=IDS)
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_mixed_batch_equals_each_row_alone(config, method, options, num_beams, tmp_path):
+    directories = {
+        "A": save_random_adapter(config, method, options, 1, tmp_path / "A"),
+        "B": save_random_adapter(config, method, options, 2, tmp_path / "B"),
+    }
+    _check_mixed(config, directories, ROW_ADAPTERS, num_beams)
+
+
+@pytest.mark.parametrize("config", [TINY, TINY2], ids=["mamba1", "mamba2"])
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_mixed_methods_in_one_batch(config, num_beams, tmp_path):
+    directories = {
+        "A": save_random_adapter(config, "state_offset_h", {}, 1, tmp_path / "A"),
+        "B": save_random_adapter(config, "init_state", {"conv_state": True}, 2, tmp_path / "B"),
+        "C": save_random_adapter(config, "state_offset_y", {}, 3, tmp_path / "C"),
+        "D": save_random_adapter(config, "state_offset_h", {"rank": 1}, 4, tmp_path / "D"),
+    }
+    _check_mixed(config, directories, ["A", None, "B", "C", "D", "B", "A", "C", "D"], num_beams)
+
+
+@pytest.fixture
+def bank_and_dirs(tmp_path):
+    directory = save_random_adapter(TINY, "state_offset_h", {}, 1, tmp_path / "A")
+    bank = AdapterBank(build_model(TINY, seed=0).eval())
+    bank.load("A", directory)
+    return bank, tmp_path
+
+
+def test_an_unloaded_adapter_is_one_error(bank_and_dirs):
+    bank, _ = bank_and_dirs
+    with pytest.raises(UserError, match=r"^adapter 'B' is not loaded; loaded adapters: A$"):
+        bank.generate([[1, 2, 3], [4, 5]], ["A", "B"], max_new_tokens=2)
+
+
+def test_bad_requests_are_one_error(bank_and_dirs):
+    bank, _ = bank_and_dirs
+    with pytest.raises(UserError, match="one per prompt"):
+        bank.generate([[1, 2]], ["A", None], max_new_tokens=2)
+    with pytest.raises(UserError, match="non-empty list of token ids"):
+        bank.generate([[]], ["A"], max_new_tokens=2)
+    with pytest.raises(UserError, match=r"token id 64 .*vocabulary \[0, 64\)"):
+        bank.generate([[1, 64]], [None], max_new_tokens=2)
+    with pytest.raises(UserError, match="num_beams"):
+        bank.generate([[1, 2]], [None], max_new_tokens=2, num_beams=0)
+
+
+@pytest.mark.parametrize(
+    ("config", "method", "options", "message"),
+    [
+        (TINY.__class__(**{**TINY.to_dict(), "d_state": 8}), "state_offset_h", {}, "another base model.*d_state"),
+        (TINY2, "state_offset_h", {}, "another base model.*arch"),
+        (TINY, "lora", {"dropout": 0.0}, "method lora cannot be decoded per row"),
+        (TINY, "prompt", {}, "method prompt cannot be decoded per row"),
+    ],
+    ids=["other-size", "other-arch", "lora", "prompt"],
+)
+def test_an_adapter_of_another_base_or_method_is_refused_at_load(bank_and_dirs, config, method, options, message):
+    bank, tmp_path = bank_and_dirs
+    directory = save_random_adapter(config, method, options, 5, tmp_path / "other")
+    with pytest.raises(UserError, match=message):
+        bank.load("other", directory)
+    assert bank.names == ["A"]
+    expected = generate(alone(TINY, tmp_path / "A"), [1, 2, 3], max_new_tokens=3)
+    assert bank.generate([[1, 2, 3]], ["A"], max_new_tokens=3) == [expected]
+
+
+def test_names_are_checked(bank_and_dirs):
+    bank, tmp_path = bank_and_dirs
+    with pytest.raises(UserError, match="is taken"):
+        bank.load("A", tmp_path / "A")
+    with pytest.raises(UserError, match="adapter name"):
+        bank.load("a b", tmp_path / "A")
+
+
+def test_a_model_with_a_method_applied_is_refused(tmp_path):
+    model = alone(TINY, save_random_adapter(TINY, "state_offset_h", {}, 1, tmp_path / "A"))
+    with pytest.raises(ValueError, match="base model itself"):
+        AdapterBank(model)
