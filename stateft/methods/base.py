@@ -12,21 +12,33 @@ from torch import nn
 from stateft.methods.configs import MethodConfig
 
 ApplyFn = Callable[..., list[str]]
+FoldFn = Callable[[nn.Module], None]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its typed config and its ``apply``. ``needs_data``: apply takes ``train_batches``."""
+    """A registered method: its typed config and its ``apply``. ``needs_data``: apply takes ``train_batches``.
+
+    ``fold``: for a method whose trained model is a plain model of the base architecture, the function that turns the
+    applied model (eval mode, tensors loaded) into that plain model in place: updates added into the base weights,
+    wrappers and parametrisations removed, the same outputs (``stateft.merge``). None: the method adds something
+    the base weights cannot hold (a slot), so it is shared as an adapter only."""
 
     config: type[MethodConfig]
     apply: ApplyFn
     needs_data: bool = False
+    fold: FoldFn | None = None
 
     @property
     def archs(self) -> frozenset[str]:
         """The architectures (``model.arch``) the method applies to, as its config class declares them: that class
         is torch-free, so the start-up check reads the same declaration (``stateft.methods.configs``)."""
         return self.config.archs
+
+
+def fold_nothing(model: nn.Module) -> None:
+    """The ``fold`` of a method that trains existing weights (full, full_s6, full_ssd, bitfit): they already are the
+    merged model."""
 
 
 def freeze_all(model: nn.Module) -> None:

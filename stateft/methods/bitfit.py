@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from stateft.methods.base import MethodSpec, mark_trainable
+from stateft.methods.base import MethodSpec, fold_nothing, mark_trainable
 from stateft.methods.configs import BitFitConfig
 
 _BIASES = (".mixer.conv1d.bias", ".mixer.dt_proj.bias", ".mixer.dt_bias")
@@ -18,4 +18,4 @@ def apply(model: nn.Module, cfg: BitFitConfig) -> list[str]:
     return mark_trainable(model, lambda name: name.endswith(_BIASES))
 
 
-SPEC = MethodSpec(BitFitConfig, apply)
+SPEC = MethodSpec(BitFitConfig, apply, fold=fold_nothing)

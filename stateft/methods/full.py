@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from stateft.methods.base import MethodSpec, mark_trainable
+from stateft.methods.base import MethodSpec, fold_nothing, mark_trainable
 from stateft.methods.configs import FullConfig, FullS6Config, FullSSDConfig
 
 _S6 = (
@@ -36,6 +36,6 @@ def apply_ssd(model: nn.Module, cfg: FullSSDConfig) -> list[str]:
     return mark_trainable(model, lambda name: name.endswith(_SSD))
 
 
-SPEC = MethodSpec(FullConfig, apply_full)
-SPEC_S6 = MethodSpec(FullS6Config, apply_s6)
-SPEC_SSD = MethodSpec(FullSSDConfig, apply_ssd)
+SPEC = MethodSpec(FullConfig, apply_full, fold=fold_nothing)
+SPEC_S6 = MethodSpec(FullS6Config, apply_s6, fold=fold_nothing)
+SPEC_SSD = MethodSpec(FullSSDConfig, apply_ssd, fold=fold_nothing)

@@ -3,7 +3,8 @@
 A linear is replaced by a ``LoRALinear`` that wraps it (``mixer.x_proj.base`` holds the frozen layer). A row block of
 a linear can get its own LoRA: by default on Mamba-1 the dt, B and C blocks of ``x_proj`` each get one (as the
 reference did), plus ``dt_proj``; on Mamba-2 ``in_proj`` and ``out_proj``. Trainable per target: A (r, in)
-Kaiming-uniform(a=sqrt 5), B (out_block, r) zeros, so the model is unchanged at init.
+Kaiming-uniform(a=sqrt 5), B (out_block, r) zeros, so the model is unchanged at init. ``fold`` adds s B A into W
+and puts the base linear back (``stateft.merge``).
 """
 
 from __future__ import annotations
@@ -172,4 +173,21 @@ def apply(model: nn.Module, cfg: LoraConfig) -> list[str]:
     return trainable_names(model)
 
 
-SPEC = MethodSpec(LoraConfig, apply)
+@torch.no_grad()
+def merged_weight(layer: LoRALinear) -> Tensor:
+    """W + s B A in W's dtype (summed in fp32): the map ``layer`` computes in eval mode, where dropout is off."""
+    A, B = layer.update_factors()
+    W = layer.base.weight
+    return (W.float() + layer.scaling * (B.float() @ A.float())).to(W.dtype)
+
+
+def fold(model: nn.Module) -> None:
+    """Replace every ``LoRALinear`` of the mixers by its base linear holding W + s B A (``MethodSpec.fold``)."""
+    for mixer in model.mixers():
+        for name, child in list(mixer.named_children()):
+            if isinstance(child, LoRALinear):
+                child.base.weight = nn.Parameter(merged_weight(child), requires_grad=False)
+                setattr(mixer, name, child.base)
+
+
+SPEC = MethodSpec(LoraConfig, apply, fold=fold)

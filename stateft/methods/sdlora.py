@@ -18,8 +18,9 @@ from torch import nn
 
 from stateft.methods.base import MethodSpec, init_generator, trainable_names
 from stateft.methods.configs import LoraConfig, SDLoraConfig
+from stateft.methods.lora import fold as fold_lora
 from stateft.methods.lora import wrap_targets
-from stateft.methods.selective_dims import apply_selective
+from stateft.methods.selective_dims import apply_selective, fold_selective
 
 
 def out_proj_lora(cfg: SDLoraConfig) -> LoraConfig:
@@ -35,4 +36,10 @@ def apply(model: nn.Module, cfg: SDLoraConfig, train_batches: Iterable | None = 
     return trainable_names(model)
 
 
-SPEC = MethodSpec(SDLoraConfig, apply, needs_data=True)
+def fold(model: nn.Module) -> None:
+    """The sparse deltas and the out_proj LoRA, both added into the weights they update (``MethodSpec.fold``)."""
+    fold_selective(model)
+    fold_lora(model)
+
+
+SPEC = MethodSpec(SDLoraConfig, apply, needs_data=True, fold=fold)

@@ -20,7 +20,7 @@ from torch import nn
 
 from stateft.methods.base import MethodSpec, trainable_names
 from stateft.methods.configs import SDTConfig
-from stateft.methods.selective_dims import apply_selective
+from stateft.methods.selective_dims import apply_selective, fold_selective
 
 
 def apply(model: nn.Module, cfg: SDTConfig, train_batches: Iterable | None = None) -> list[str]:
@@ -28,4 +28,4 @@ def apply(model: nn.Module, cfg: SDTConfig, train_batches: Iterable | None = Non
     return trainable_names(model)
 
 
-SPEC = MethodSpec(SDTConfig, apply, needs_data=True)
+SPEC = MethodSpec(SDTConfig, apply, needs_data=True, fold=fold_selective)

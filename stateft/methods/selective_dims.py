@@ -180,6 +180,14 @@ def add_sparse_deltas(mixer: nn.Module, channels: list[int], states: list[list[i
     parametrize.register_parametrization(mixer.x_proj, "weight", SparseDelta(rows, cols))
 
 
+def fold_selective(model: nn.Module) -> None:
+    """Add the sparse deltas into A_log and x_proj's weight and remove the parametrisations (the mixer and x_proj
+    get their own classes back): W + delta exactly, as the forward computes it."""
+    for mixer in model.mixers():
+        parametrize.remove_parametrizations(mixer, "A_log", leave_parametrized=True)
+        parametrize.remove_parametrizations(mixer.x_proj, "weight", leave_parametrized=True)
+
+
 def apply_selective(
     model: nn.Module, cfg: SDTConfig, train_batches: Iterable | None, lora: LoraConfig | None = None
 ) -> None:

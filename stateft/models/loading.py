@@ -5,7 +5,8 @@ Layouts:
   ``pytorch_model.bin`` (or safetensors); keys ``backbone.embedding.weight``, ``backbone.layers.{i}.mixer.*``,
   ``backbone.norm_f.weight``.
 - transformers (``state-spaces/mamba-130m-hf``): ``config.json`` with ``model_type: mamba``, ``hidden_size``...;
-  keys ``backbone.embeddings.weight``, otherwise the same names.
+  keys ``backbone.embeddings.weight``, otherwise the same names (``stateft.models.transformers_layout`` holds the
+  config keys and the rename, both ways).
 Our parameter names are mamba_ssm's, so only the embedding key is renamed.
 """
 
@@ -21,6 +22,7 @@ from stateft.errors import UserError
 from stateft.models.backbone import is_transformer
 from stateft.models.config import MambaConfig, config_from_node
 from stateft.models.lm import MambaLM
+from stateft.models.transformers_layout import config_from_transformers, to_ours
 from stateft.ops.backend import Backend
 
 # hub ids of the checkpoints the configs in conf/model/ name
@@ -97,26 +99,8 @@ def cast_model(model: MambaLM, dtype: torch.dtype) -> MambaLM:
 # -- layouts ----------------------------------------------------------------------------------------------------
 def config_from_json(raw: dict[str, Any]) -> tuple[MambaConfig, str]:
     """(config, layout) from a checkpoint's config.json; layout is ``mamba_ssm`` or ``transformers``."""
-    model_type = raw.get("model_type")
-    if model_type in ("mamba", "mamba2"):
-        if model_type == "mamba2":
-            from stateft.models.mamba2_loading import mamba2_config_from_hf
-
-            return mamba2_config_from_hf(raw), "transformers"
-        return MambaConfig(
-            d_model=raw["hidden_size"],
-            n_layer=raw["num_hidden_layers"],
-            vocab_size=raw["vocab_size"],
-            d_state=raw.get("state_size", 16),
-            d_conv=raw.get("conv_kernel", 4),
-            expand=raw.get("expand", 2),
-            dt_rank=raw.get("time_step_rank", "auto"),
-            pad_vocab_size_multiple=1,
-            rms_norm_eps=raw.get("layer_norm_epsilon", 1e-5),
-            conv_bias=raw.get("use_conv_bias", True),
-            bias=raw.get("use_bias", False),
-            tie_embeddings=raw.get("tie_word_embeddings", True),
-        ), "transformers"
+    if raw.get("model_type") in ("mamba", "mamba2"):
+        return config_from_transformers(raw), "transformers"
     if "d_model" in raw and "n_layer" in raw:
         ssm_cfg = dict(raw.get("ssm_cfg") or {})
         if ssm_cfg.get("layer") == "Mamba2":  # Mamba-2 defaults differ (d_state 128, headdim 64...)
@@ -138,10 +122,6 @@ def config_from_json(raw: dict[str, Any]) -> tuple[MambaConfig, str]:
         "config.json is neither a mamba_ssm config (d_model, n_layer) nor a transformers Mamba config "
         "(model_type: mamba/mamba2)"
     )
-
-
-def _rename_transformers_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k.replace("backbone.embeddings.", "backbone.embedding.", 1): v for k, v in state.items()}
 
 
 # -- files ------------------------------------------------------------------------------------------------------
@@ -230,7 +210,7 @@ def load_pretrained(
         _check_expected(config, expected, name_or_path)
     state = _read_weights(folder)
     if layout == "transformers":
-        state = _rename_transformers_keys(state)
+        state = to_ours(state)
     model = build_model(config, device="meta", backend=backend)
     _check_state(model, state, folder)
     if config.tie_embeddings:
@@ -294,6 +274,7 @@ def save_pretrained(model: MambaLM, folder: str | Path) -> Path:
             "norm_before_gate": c.norm_before_gate,
             "dt_limit": list(c.dt_limit),
         }
+    ssm_cfg.update(conv_bias=c.conv_bias, bias=c.bias)  # mamba_ssm's Mamba and Mamba2 take both
     raw = {
         "d_model": c.d_model,
         "n_layer": c.n_layer,

@@ -1,10 +1,10 @@
-"""Mamba-2 configs from either checkpoint layout (the weights need no renaming beyond the shared embedding key).
+"""Mamba-2 configs from mamba_ssm's checkpoint layout (transformers' layout: ``stateft.models.transformers_layout``).
 
 - mamba_ssm (``state-spaces/mamba2-130m`` ... ``-2.7b``): ``config.json`` with ``d_model``, ``n_layer``,
   ``ssm_cfg: {"layer": "Mamba2", ...}`` and ``pad_vocab_size_multiple: 16``; omitted ``ssm_cfg`` keys take
   mamba_ssm's ``Mamba2`` defaults (d_state 128, headdim 64, ngroups 1, expand 2, chunk_size 256).
 - transformers (``Mamba2ForCausalLM``): ``model_type: mamba2``, ``hidden_size``, ``num_heads``, ``head_dim``,
-  ``n_groups``, ``state_size``... Its vocabulary is stored unpadded.
+  ``n_groups``, ``state_size``... Its vocabulary is stored unpadded; read in ``stateft.models.transformers_layout``.
 Parameter names agree in both (``in_proj``, ``conv1d``, ``dt_bias``, ``A_log``, ``D``, ``norm``, ``out_proj``).
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from stateft.errors import UserError
 from stateft.models.config import MambaConfig
+from stateft.models.transformers_layout import as_float
 
 # mamba_ssm Mamba2.__init__ defaults (the official checkpoints set only "layer")
 MAMBA2_DEFAULTS: dict[str, Any] = {
@@ -48,13 +49,6 @@ _MAPPED = {
 }
 
 
-def _as_float(value: Any) -> float:
-    """A float from config.json; transformers writes infinity as ``{"__float__": "Infinity"}``."""
-    if isinstance(value, dict) and "__float__" in value:
-        value = value["__float__"]
-    return float(value)
-
-
 def mamba2_config_from_mamba_ssm(raw: dict[str, Any]) -> MambaConfig:
     """MambaConfig from a mamba_ssm ``config.json`` whose ``ssm_cfg.layer`` is ``Mamba2``."""
     ssm_cfg = dict(raw.get("ssm_cfg") or {})
@@ -72,7 +66,7 @@ def mamba2_config_from_mamba_ssm(raw: dict[str, Any]) -> MambaConfig:
     if unknown:
         raise UserError(f"unknown Mamba-2 ssm_cfg keys {unknown}")
     values = {**MAMBA2_DEFAULTS, **{k: v for k, v in ssm_cfg.items() if k in _MAPPED}}
-    values["dt_limit"] = tuple(_as_float(v) for v in values["dt_limit"])
+    values["dt_limit"] = tuple(as_float(v) for v in values["dt_limit"])
     return MambaConfig(
         d_model=raw["d_model"],
         n_layer=raw["n_layer"],
@@ -82,38 +76,4 @@ def mamba2_config_from_mamba_ssm(raw: dict[str, Any]) -> MambaConfig:
         tie_embeddings=raw.get("tie_embeddings", True),
         rms_norm_eps=raw.get("norm_epsilon", 1e-5),
         **values,
-    )
-
-
-def mamba2_config_from_hf(raw: dict[str, Any]) -> MambaConfig:
-    """MambaConfig from a transformers ``Mamba2Config`` (``model_type: mamba2``) ``config.json``."""
-    d_model, expand = raw["hidden_size"], raw.get("expand", 2)
-    headdim, nheads = raw.get("head_dim", 64), raw.get("num_heads", 128)
-    if nheads * headdim != expand * d_model:
-        raise UserError(
-            f"config.json: num_heads * head_dim = {nheads * headdim} != expand * hidden_size = {expand * d_model}"
-        )
-    limit = raw.get("time_step_limit", (0.0, math.inf))
-    return MambaConfig(
-        d_model=d_model,
-        n_layer=raw["num_hidden_layers"],
-        vocab_size=raw["vocab_size"],
-        arch="mamba2",
-        d_state=raw.get("state_size", 128),
-        d_conv=raw.get("conv_kernel", 4),
-        expand=expand,
-        pad_vocab_size_multiple=1,
-        rms_norm_eps=raw.get("layer_norm_epsilon", 1e-5),
-        conv_bias=raw.get("use_conv_bias", True),
-        bias=raw.get("use_bias", False),
-        tie_embeddings=raw.get("tie_word_embeddings", False),
-        dt_min=raw.get("time_step_min", 0.001),
-        dt_max=raw.get("time_step_max", 0.1),
-        dt_init_floor=raw.get("time_step_floor", 1e-4),
-        headdim=headdim,
-        ngroups=raw.get("n_groups", 8),
-        chunk_size=raw.get("chunk_size", 256),
-        norm_before_gate=False,
-        rmsnorm=True,
-        dt_limit=(_as_float(limit[0]), _as_float(limit[1])),
     )

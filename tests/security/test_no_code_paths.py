@@ -13,7 +13,7 @@ from stateft.data.predictions import score_predictions_file
 from tests.security.conftest import REPO, payload_targets
 
 READERS = ["stateft/foreign.py", "stateft/adapters.py", "stateft/app/run_config.py", "stateft/data/predictions.py",
-           "stateft/app/evaluation.py"]  # fmt: skip
+           "stateft/app/evaluation.py", "stateft/export.py", "stateft/export_peft.py", "stateft/merge.py"]  # fmt: skip
 # calls that run or import code, or unpickle; json.loads and OmegaConf.load (our own conf/) are fine
 FORBIDDEN = {"pickle.load", "pickle.loads", "torch.load", "yaml.load", "yaml.unsafe_load", "eval", "exec",
              "importlib.import_module", "__import__", "get_class", "get_method", "get_object", "_locate",
