@@ -72,6 +72,7 @@ def build_app(args: argparse.Namespace) -> Any:
         from stateft.serve.app import create_app
     except ImportError as err:
         raise UserError(f"serving needs the serve extra ({err.name} is missing): pip install -e '.[serve]'") from None
+    from stateft.hub import resolve_adapter
     from stateft.serve.bank import AdapterBank
     from stateft.serve.batcher import Batcher, Limits
     from stateft.tokenizer import DEFAULT_NAME, load_tokenizer
@@ -80,8 +81,8 @@ def build_app(args: argparse.Namespace) -> Any:
         raise UserError("--max-batch must be >= 1 and --max-new-tokens >= 0")
     model, tokenizer_name = load_base(args.base, args.device)
     bank = AdapterBank(model)
-    for name, path in args.adapter:
-        bank.load(name, path)
+    for name, spec in args.adapter:  # a local folder or a hub adapter (hf://owner/name[@revision], stateft.hub)
+        bank.load(name, resolve_adapter(str(spec))[0])
     tokenizer = load_tokenizer(args.tokenizer or tokenizer_name or DEFAULT_NAME)
     if tokenizer.vocab_size > model.config.padded_vocab_size:
         raise UserError(
