@@ -73,15 +73,32 @@ def generate_batch(
     cache, logits = _prefill(model, prompts)
     vocab = model.config.vocab_size
     if num_beams == 1:
-        return _greedy_batch(RowStep(model, cache, 1, cuda_graph), logits, max_new_tokens, eos_id, vocab)
-    searches = [Beams(num_beams, eos_id, length_penalty) for _ in prompts]
-    step = RowStep(model, cache, num_beams, cuda_graph)
+        return greedy_batch(RowStep(model, cache, 1, cuda_graph), logits, max_new_tokens, eos_id, vocab)
+    return beam_batch(
+        RowStep(model, cache, num_beams, cuda_graph), logits, max_new_tokens, num_beams, eos_id, length_penalty, vocab
+    )
+
+
+def beam_batch(
+    step: RowStep,
+    logits: Tensor,
+    max_new_tokens: int,
+    num_beams: int,
+    eos_id: int | None,
+    length_penalty: float,
+    vocab: int,
+) -> list[list[int]]:
+    """Beam search for every row of ``logits`` (b V, after the prefill) over ``step``: k rows per example,
+    reordered after every step, an example's rows dropped once it is done (`stateft.serve` runs it over its own
+    step, whose rows carry their adapters)."""
+    device = logits.device
+    searches = [Beams(num_beams, eos_id, length_penalty) for _ in range(logits.shape[0])]
     # num_beams copies of every prompt's state, example after example
-    step.select(torch.arange(len(prompts), device=logits.device).repeat_interleave(num_beams))
+    step.select(torch.arange(logits.shape[0], device=device).repeat_interleave(num_beams))
     logprobs = _log_probs(logits, vocab)[:, None].expand(-1, num_beams, -1)  # (examples k V)
-    active = list(range(len(prompts)))
+    active = list(range(logits.shape[0]))
     for i in range(max_new_tokens):
-        scores = torch.tensor([searches[e].scores for e in active], device=logits.device)  # (examples k)
+        scores = torch.tensor([searches[e].scores for e in active], device=device)  # (examples k)
         candidates = (scores[:, :, None] + logprobs).flatten(1)
         top_scores, top_index = (t.tolist() for t in candidates.topk(2 * num_beams, dim=1))
         rows: list[int] = []
@@ -96,15 +113,13 @@ def generate_batch(
         active = still
         if not active or i + 1 == max_new_tokens:
             break
-        step.select(torch.tensor(rows, device=logits.device))
-        logits = step(torch.tensor(tokens, device=logits.device))
+        step.select(torch.tensor(rows, device=device))
+        logits = step(torch.tensor(tokens, device=device))
         logprobs = _log_probs(logits, vocab).view(len(active), num_beams, -1)
     return [search.best() for search in searches]
 
 
-def _greedy_batch(
-    step: RowStep, logits: Tensor, max_new_tokens: int, eos_id: int | None, vocab: int
-) -> list[list[int]]:
+def greedy_batch(step: RowStep, logits: Tensor, max_new_tokens: int, eos_id: int | None, vocab: int) -> list[list[int]]:
     """``_greedy`` for every row of ``logits`` (b V); a row leaves the batch at its EOS."""
     outputs: list[list[int]] = [[] for _ in range(logits.shape[0])]
     active = list(range(logits.shape[0]))
@@ -135,8 +150,15 @@ def _prefill(model: MambaLM, prompts: list[list[int]]) -> tuple[MambaCache, Tens
         logits.append(model(torch.tensor([prompts[r] for r in rows], device=device), cache)[:, -1])
         caches.append(cache)
         order += rows
-    position = torch.empty(len(prompts), dtype=torch.long, device=device)
-    position[torch.tensor(order, device=device)] = torch.arange(len(prompts), device=device)
+    return cat_in_order(caches, logits, order)
+
+
+def cat_in_order(caches: list[MambaCache], logits: list[Tensor], order: list[int]) -> tuple[MambaCache, Tensor]:
+    """Groups of prefilled rows as one cache and one logits tensor in the prompts' order: ``order`` lists, group
+    after group, which prompt each row is."""
+    device = logits[0].device
+    position = torch.empty(len(order), dtype=torch.long, device=device)
+    position[torch.tensor(order, device=device)] = torch.arange(len(order), device=device)
     cache = MambaCache.cat(caches)
     cache.reorder(position)
     return cache, torch.cat(logits)[position]

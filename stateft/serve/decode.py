@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from stateft.decode_graph import RowStep
-from stateft.generation import Beams, _greedy_batch, _log_probs, _prefill
+from stateft.generation import _prefill, beam_batch, cat_in_order, greedy_batch
 from stateft.models.cache import MambaCache
 from stateft.serve.routing import Routing
 
@@ -57,12 +57,7 @@ def prefill_by_adapter(
         caches.append(cache)
         logits.append(group_logits)
         order += rows
-    device = logits[0].device
-    position = torch.empty(len(prompts), dtype=torch.long, device=device)
-    position[torch.tensor(order, device=device)] = torch.arange(len(prompts), device=device)
-    cache = MambaCache.cat(caches)
-    cache.reorder(position)
-    return cache, torch.cat(logits)[position]
+    return cat_in_order(caches, logits, order)
 
 
 @torch.no_grad()
@@ -86,45 +81,6 @@ def generate_routed(
     vocab = model.config.vocab_size
     rows = torch.tensor(adapters, dtype=torch.long, device=logits.device)
     if num_beams == 1:
-        return _greedy_batch(RoutedRowStep(model, cache, 1, routing, rows), logits, max_new_tokens, eos_id, vocab)
+        return greedy_batch(RoutedRowStep(model, cache, 1, routing, rows), logits, max_new_tokens, eos_id, vocab)
     step = RoutedRowStep(model, cache, num_beams, routing, rows)
-    return _beam_batch(step, logits, max_new_tokens, num_beams, eos_id, length_penalty, vocab)
-
-
-def _beam_batch(
-    step: RoutedRowStep,
-    logits: Tensor,
-    max_new_tokens: int,
-    num_beams: int,
-    eos_id: int | None,
-    length_penalty: float,
-    vocab: int,
-) -> list[list[int]]:
-    """``generation.generate_batch``'s beam search over ``step``: k rows per example, reordered after every step,
-    an example's rows dropped once it is done."""
-    device = logits.device
-    examples = logits.shape[0]
-    searches = [Beams(num_beams, eos_id, length_penalty) for _ in range(examples)]
-    step.select(torch.arange(examples, device=device).repeat_interleave(num_beams))  # k copies of every prompt
-    logprobs = _log_probs(logits, vocab)[:, None].expand(-1, num_beams, -1)  # (examples k V)
-    active = list(range(examples))
-    for i in range(max_new_tokens):
-        scores = torch.tensor([searches[e].scores for e in active], device=device)  # (examples k)
-        candidates = (scores[:, :, None] + logprobs).flatten(1)
-        top_scores, top_index = (t.tolist() for t in candidates.topk(2 * num_beams, dim=1))
-        rows: list[int] = []
-        tokens: list[int] = []
-        still = []
-        for slot, e in enumerate(active):
-            if searches[e].advance(top_scores[slot], top_index[slot], vocab, i + 1):
-                continue
-            still.append(e)
-            rows += [slot * num_beams + r for r in searches[e].rows]
-            tokens += searches[e].tokens
-        active = still
-        if not active or i + 1 == max_new_tokens:
-            break
-        step.select(torch.tensor(rows, device=device))
-        logits = step(torch.tensor(tokens, device=device))
-        logprobs = _log_probs(logits, vocab).view(len(active), num_beams, -1)
-    return [search.best() for search in searches]
+    return beam_batch(step, logits, max_new_tokens, num_beams, eos_id, length_penalty, vocab)
