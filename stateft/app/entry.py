@@ -26,10 +26,11 @@ def _hydra_user_error(err: BaseException) -> bool:
 
 def run_main(main: Callable[[], Any]) -> None:
     """Call a ``@hydra.main`` function, turning user-caused failures into one line (exit 2)."""
-    full = show_traceback() or os.environ.get("HYDRA_FULL_ERROR", "") not in ("", "0")
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    full = show_traceback() or before not in (None, "", "0")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        main()
+        _call(main, before)
     except UserError as err:
         if full:
             raise
@@ -44,6 +45,18 @@ def run_main(main: Callable[[], Any]) -> None:
         if message is None:
             raise
         _exit(message)
+
+
+def _call(main: Callable[[], Any], before: str | None) -> None:
+    """``main()`` with HYDRA_FULL_ERROR set, put back as it was afterwards (an in-process call, as the tests make,
+    must not leave it set for the processes started after it)."""
+    try:
+        main()
+    finally:
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
 
 
 def _exit(message: str) -> None:
