@@ -70,7 +70,7 @@ def generate_batch(
         return []
     if max_new_tokens < 1:
         return [[] for _ in prompts]
-    cache, logits = _prefill(model, prompts)
+    cache, logits = prefill(model, prompts)
     vocab = model.config.vocab_size
     if num_beams == 1:
         return greedy_batch(RowStep(model, cache, 1, cuda_graph), logits, max_new_tokens, eos_id, vocab)
@@ -137,7 +137,7 @@ def greedy_batch(step: RowStep, logits: Tensor, max_new_tokens: int, eos_id: int
     return outputs
 
 
-def _prefill(model: MambaLM, prompts: list[list[int]]) -> tuple[MambaCache, Tensor]:
+def prefill(model: MambaLM, prompts: list[list[int]]) -> tuple[MambaCache, Tensor]:
     """Every prompt through the parallel forward, prompts of one length together: (cache with a row per prompt in
     the given order, last-position logits (b V))."""
     device = next(model.parameters()).device
@@ -229,38 +229,19 @@ def _beam_search(
     length_penalty: float,
     vocab: int,
 ) -> list[int]:
+    """One example's beam search: its k rows in ``cache``, reordered after every step (the bookkeeping is
+    ``Beams``', as in ``beam_batch``)."""
     device = logits.device
+    search = Beams(num_beams, eos_id, length_penalty)
     logprobs = _log_probs(logits, vocab).expand(num_beams, -1)  # (k V)
-    scores = torch.full((num_beams,), float("-inf"), device=device)
-    scores[0] = 0.0  # all beams start identical: expand only the first
-    beams: list[list[int]] = [[] for _ in range(num_beams)]
-    finished: list[tuple[float, list[int]]] = []
     for i in range(max_new_tokens):
-        candidates = (scores[:, None] + logprobs).flatten()
-        top_scores, top_index = candidates.topk(2 * num_beams)
-        next_beams, next_rows, next_tokens, next_scores = [], [], [], []
-        for rank, (score, index) in enumerate(zip(top_scores.tolist(), top_index.tolist())):
-            row, token = divmod(index, vocab)
-            if token == eos_id:
-                if rank < num_beams:  # as transformers: an EOS ranked below the beam width does not finish
-                    finished.append((score / (len(beams[row]) + 1) ** length_penalty, beams[row]))
-                continue
-            next_beams.append(beams[row] + [token])
-            next_rows.append(row)
-            next_tokens.append(token)
-            next_scores.append(score)
-            if len(next_beams) == num_beams:
-                break
-        if _done(finished, num_beams, top_scores[0].item(), i + 1, length_penalty):
-            return max(finished, key=lambda item: item[0])[1]
-        beams, scores = next_beams, torch.tensor(next_scores, device=device)
-        if i + 1 == max_new_tokens:
+        candidates = (torch.tensor(search.scores, device=device)[:, None] + logprobs).flatten()
+        top_scores, top_index = (t.tolist() for t in candidates.topk(2 * num_beams))
+        if search.advance(top_scores, top_index, vocab, i + 1) or i + 1 == max_new_tokens:
             break
-        cache.reorder(torch.tensor(next_rows, device=device))
-        logprobs = _log_probs(step(torch.tensor(next_tokens, device=device)), vocab)
-    for beam, score in zip(beams, scores.tolist()):
-        finished.append((score / max(len(beam), 1) ** length_penalty, beam))
-    return max(finished, key=lambda item: item[0])[1]
+        cache.reorder(torch.tensor(search.rows, device=device))
+        logprobs = _log_probs(step(torch.tensor(search.tokens, device=device)), vocab)
+    return search.best()
 
 
 def _done(finished: list, num_beams: int, best_running: float, length: int, length_penalty: float) -> bool:

@@ -53,6 +53,7 @@ class FineTuneModule(L.LightningModule):
         self.predictions: dict[str, list[dict[str, Any]]] = {"val": [], "test": []}
         self.metrics: dict[str, dict[str, float]] = {}
         self.examples_per_sec: dict[str, float] = {}  # the last evaluation loop's rate per stage (this device)
+        self._eval_clock = time.perf_counter()  # set again when an evaluation loop starts
         self._pending: list[dict[str, Any]] = []
         self.epoch_losses: list[float] = []  # mean training loss of each epoch (printed at the end of a run)
         self._loss_sum, self._loss_count = 0.0, 0
@@ -136,7 +137,7 @@ class FineTuneModule(L.LightningModule):
 
     def _score(self, stage: str) -> None:
         # the evaluation loop's rate (loss, decoding, gathering; not the scoring): examples per second, this device's
-        seconds = time.perf_counter() - getattr(self, "_eval_clock", time.perf_counter())
+        seconds = time.perf_counter() - self._eval_clock
         examples = len(self._pending)
         records = gather_records(self._pending)
         self._pending = []

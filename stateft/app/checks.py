@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from stateft.app import resolvers  # noqa: F401  (registers ${lr_ladder:...})
+from stateft.app.fast_path import accumulated_batches, several_devices
 from stateft.app.precision import PURE_BF16, requested_precision
 from stateft.app.ranges import check_ranges
 from stateft.errors import UserError
@@ -195,20 +196,15 @@ def check_tokenizers(model_tokenizer: Any, dataset_tokenizer: Any) -> None:
 def _check_cuda_graph(cfg: DictConfig) -> None:
     """cuda_graph=true replays recorded graphs on one CUDA GPU (stateft/train_graph.py)."""
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
-    devices = OmegaConf.select(cfg, "trainer.devices")
     if accelerator == "cpu" or (accelerator == "auto" and not _cuda_available()):
         raise UserError("cuda_graph=true needs a CUDA GPU (trainer=gpu); set cuda_graph=false on this machine")
-    strategy = str(OmegaConf.select(cfg, "trainer.strategy") or "auto")
-    one_device = devices in (1, "1") or (OmegaConf.is_list(devices) and len(devices) == 1)
-    if strategy not in ("auto", "single_device") or not one_device:
-        raise UserError(
-            f"cuda_graph=true is for one GPU (got trainer.devices={devices}, trainer.strategy={strategy}); "
-            "set trainer.devices=1 or cuda_graph=false"
-        )
+    several = several_devices(cfg)
+    if several is not None:
+        raise UserError(f"cuda_graph=true is for one GPU (got {several}); set trainer.devices=1 or cuda_graph=false")
     bucket = cfg.get("cuda_graph_bucket", 0)
     if not isinstance(bucket, int) or isinstance(bucket, bool) or bucket < 0:
         raise UserError(f"cuda_graph_bucket={bucket!r} must be an integer >= 0 (0: one shape, dataset.max_length)")
-    if (OmegaConf.select(cfg, "trainer.accumulate_grad_batches") or 1) != 1:
+    if accumulated_batches(cfg) != 1:
         # make_graphed_callables hands out its gradient buffers: the next replay would overwrite an accumulated one
         raise UserError("cuda_graph=true cannot accumulate gradients; set trainer.accumulate_grad_batches=1")
 

@@ -45,16 +45,30 @@ def base_dtype(cfg: DictConfig) -> str:
     return "bfloat16" if precision in BF16_COMPUTE and _on_cuda(cfg) else "float32"
 
 
+def several_devices(cfg: DictConfig) -> str | None:
+    """``trainer.devices=..., trainer.strategy=...`` when the trainer asks for more than one device (or a
+    multi-device strategy), else None."""
+    devices = OmegaConf.select(cfg, "trainer.devices")
+    strategy = str(OmegaConf.select(cfg, "trainer.strategy", default="auto") or "auto")
+    one_device = devices in (1, "1") or (OmegaConf.is_list(devices) and len(devices) == 1)
+    if strategy in ("auto", "single_device") and one_device:
+        return None
+    return f"trainer.devices={devices}, trainer.strategy={strategy}"
+
+
+def accumulated_batches(cfg: DictConfig) -> int:
+    """``trainer.accumulate_grad_batches`` (1 when unset)."""
+    return OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1) or 1
+
+
 def graph_fallback(cfg: DictConfig) -> str | None:
     """Why the training step cannot replay CUDA graphs in this run, or None when it can."""
     if not _on_cuda(cfg):
         return "no CUDA GPU"
-    devices = OmegaConf.select(cfg, "trainer.devices")
-    strategy = str(OmegaConf.select(cfg, "trainer.strategy", default="auto") or "auto")
-    one_device = devices in (1, "1") or (OmegaConf.is_list(devices) and len(devices) == 1)
-    if strategy not in ("auto", "single_device") or not one_device:
-        return f"several devices (trainer.devices={devices}, trainer.strategy={strategy})"
-    accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1) or 1
+    several = several_devices(cfg)
+    if several is not None:
+        return f"several devices ({several})"
+    accumulate = accumulated_batches(cfg)
     if accumulate != 1:
         return f"gradient accumulation (trainer.accumulate_grad_batches={accumulate})"
     if str(OmegaConf.select(cfg, "model.arch")) == "gpt_neox":

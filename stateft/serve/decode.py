@@ -3,7 +3,7 @@
 The same decoding as `stateft.generation.generate_batch`, with two changes, so that each row's tokens are what
 ``generation.generate`` gives for it on the base model with its adapter alone applied:
 
-- prefill: the prompts of one adapter go through the parallel forward together (``generation._prefill``, which
+- prefill: the prompts of one adapter go through the parallel forward together (``generation.prefill``, which
   groups them by length again), the routing set to that adapter: the forward reads one unbatched offset or initial
   state per call, as every scan implementation takes it. The rows' caches are then put back in request order.
 - steps: ``RoutedRowStep`` keeps each row's adapter index beside its cache row: whenever rows are kept, dropped or
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from stateft.decode_graph import RowStep
-from stateft.generation import _prefill, beam_batch, cat_in_order, greedy_batch
+from stateft.generation import beam_batch, cat_in_order, greedy_batch, prefill
 from stateft.models.cache import MambaCache
 from stateft.serve.routing import Routing
 
@@ -53,7 +53,7 @@ def prefill_by_adapter(
     caches, logits, order = [], [], []
     for adapter, rows in groups.items():
         with routing.use(adapter):
-            cache, group_logits = _prefill(model, [prompts[r] for r in rows])
+            cache, group_logits = prefill(model, [prompts[r] for r in rows])
         caches.append(cache)
         logits.append(group_logits)
         order += rows
