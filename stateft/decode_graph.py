@@ -19,6 +19,7 @@ from torch import Tensor
 
 from stateft.capture import autocast_for_capture
 from stateft.models.cache import MambaCache
+from stateft.ops.invariance import batch_invariant_active
 
 Step = Callable[[Tensor], Tensor]
 
@@ -110,12 +111,14 @@ def kept_recordings(model: torch.nn.Module) -> dict[int, GraphedStep]:
     """The decoding-step recordings kept on ``model`` across batches (a validation pass records each bucket once,
     not once per batch), by row count. A recording reads the parameters' memory and computes under the autocast
     state it was recorded in: when a parameter has been reallocated (moved, cast, replaced) or the autocast state
-    differs, the kept ones are dropped and recorded again. In-place updates (the optimiser's, an adapter loaded
+    differs, or the products' batch invariance (`stateft.generation.invariance`), the kept ones are dropped and recorded
+    again. In-place updates (the optimiser's, an adapter loaded
     into the parameters) are read by the next replay."""
     key = (
         tuple(p.data_ptr() for p in model.parameters()),
         torch.is_autocast_enabled("cuda"),
         torch.get_autocast_dtype("cuda"),
+        batch_invariant_active(),
     )
     kept = model.__dict__.get("_decode_recordings")
     if kept is None or kept[0] != key:

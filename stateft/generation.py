@@ -5,14 +5,16 @@
 with a KV cache, `stateft.models.pythia_generation`).
 
 The prompt goes through the parallel forward once (prefill; the start-of-sequence slots of prompt/prefix/initial-state
-methods apply there), then one ``step`` per new token. In a batch, prompts of one length are prefilled together and
-prompts of other lengths separately, so no padding ever enters a state or a conv window; the decoding steps then run
-over all rows at once, and an example's rows leave the batch when it finishes (`stateft.decode_graph.RowStep`).
+methods apply there), then one ``step`` per new token. In a batch, the prompts are prefilled together, right-padded
+to the longest, and the padding never enters a state or a conv window (`prefill`); the decoding steps then run over
+all rows at once, and an example's rows leave the batch when it finishes (`stateft.decode_graph.RowStep`).
 Beam search keeps ``num_beams`` rows per example and reorders them after every step; finished hypotheses are scored by
 sum log-prob / length**length_penalty (transformers' convention, length = generated tokens including EOS).
 """
 
 from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import Tensor
@@ -27,7 +29,17 @@ def _log_probs(logits: Tensor, vocab_size: int) -> Tensor:
     return torch.log_softmax(logits[..., :vocab_size].float(), dim=-1)
 
 
-@torch.no_grad()
+def invariance(model: torch.nn.Module, batch_invariant: bool | None) -> AbstractContextManager:
+    """The context decoding runs in: batch-invariant products (`stateft.ops.invariant_matmul`) when
+    ``batch_invariant``, or by default on a GPU, so that a batch decodes each example as it decodes alone."""
+    on = next(model.parameters()).is_cuda if batch_invariant is None else batch_invariant
+    if not on:
+        return nullcontext()
+    from stateft.ops.invariance import batch_invariant as mode
+
+    return mode()
+
+
 def generate(
     model: MambaLM,
     prompt_ids: list[int],
@@ -36,16 +48,21 @@ def generate(
     eos_id: int | None = 0,
     length_penalty: float = 1.0,
     cuda_graph: bool = True,
+    batch_invariant: bool | None = None,
 ) -> list[int]:
     """Continue ``prompt_ids``; returns the new tokens without the EOS token. On CUDA, ``cuda_graph`` replays a
-    recorded decoding step after the first few tokens (`stateft.decode_graph`; same tokens, fewer launches)."""
+    recorded decoding step after the first few tokens (`stateft.decode_graph`; same tokens, fewer launches).
+    ``batch_invariant`` (default: on a GPU): the products as `generate_batch` computes them (`invariance`)."""
     if is_transformer(model):
         return model.generate_batch([prompt_ids], max_new_tokens, num_beams, eos_id, length_penalty)[0]
+    with torch.no_grad(), invariance(model, batch_invariant):
+        return _generate(model, prompt_ids, max_new_tokens, num_beams, eos_id, length_penalty, cuda_graph)
+
+
+def _generate(model, prompt_ids, max_new_tokens, num_beams, eos_id, length_penalty, cuda_graph) -> list[int]:
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
-    cache = model.new_cache()
-    ids = torch.tensor([prompt_ids], device=device)
-    logits = model(ids, cache)[:, -1]  # (1 V)
+    cache, logits = prefill(model, [prompt_ids])  # (1 V)
     if num_beams == 1:
         return _greedy(make_step(model, cache, 1, cuda_graph), logits, max_new_tokens, eos_id, vocab)
     cache.reorder(torch.zeros(num_beams, dtype=torch.long, device=device))  # num_beams copies of the prompt's state
@@ -53,7 +70,6 @@ def generate(
     return _beam_search(step, cache, logits, max_new_tokens, num_beams, eos_id, length_penalty, vocab)
 
 
-@torch.no_grad()
 def generate_batch(
     model: torch.nn.Module,
     prompts: list[list[int]],
@@ -62,14 +78,22 @@ def generate_batch(
     eos_id: int | None = 0,
     length_penalty: float = 1.0,
     cuda_graph: bool = True,
+    batch_invariant: bool | None = None,
 ) -> list[list[int]]:
-    """``generate`` for every prompt, decoded as one batch; each row's tokens as ``generate`` gives them alone."""
+    """``generate`` for every prompt, decoded as one batch; each row's tokens as ``generate`` gives them alone
+    (on a GPU through batch-invariant products, ``invariance``; elsewhere the products' rounding does not depend on
+    the batch in practice, which the tests check)."""
     if is_transformer(model):
         return model.generate_batch(prompts, max_new_tokens, num_beams, eos_id, length_penalty)
     if not prompts:
         return []
     if max_new_tokens < 1:
         return [[] for _ in prompts]
+    with torch.no_grad(), invariance(model, batch_invariant):
+        return _generate_batch(model, prompts, max_new_tokens, num_beams, eos_id, length_penalty, cuda_graph)
+
+
+def _generate_batch(model, prompts, max_new_tokens, num_beams, eos_id, length_penalty, cuda_graph) -> list[list[int]]:
     cache, logits = prefill(model, prompts)
     vocab = model.config.vocab_size
     if num_beams == 1:
@@ -138,19 +162,22 @@ def greedy_batch(step: RowStep, logits: Tensor, max_new_tokens: int, eos_id: int
 
 
 def prefill(model: MambaLM, prompts: list[list[int]]) -> tuple[MambaCache, Tensor]:
-    """Every prompt through the parallel forward, prompts of one length together: (cache with a row per prompt in
-    the given order, last-position logits (b V))."""
+    """Every prompt through one parallel forward, right-padded to the longest: (cache with a row per prompt in the
+    given order, each row's state after its own tokens; the logits at each prompt's last token (b V_padded)).
+
+    The padding leaves the states alone (``MambaLM.hidden_states``' ``lengths``: delta / dt 0 past a row's end, the
+    conv window taken at its end), so a row's cache is its unpadded run's."""
     device = next(model.parameters()).device
-    groups: dict[int, list[int]] = {}
+    lengths = [len(p) for p in prompts]
+    ids = torch.zeros(len(prompts), max(lengths), dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        groups.setdefault(len(prompt), []).append(row)
-    caches, logits, order = [], [], []
-    for rows in groups.values():
-        cache = model.new_cache()
-        logits.append(model(torch.tensor([prompts[r] for r in rows], device=device), cache)[:, -1])
-        caches.append(cache)
-        order += rows
-    return cat_in_order(caches, logits, order)
+        ids[row, : len(prompt)] = torch.tensor(prompt, dtype=torch.long)
+    ends = torch.tensor(lengths, device=device)
+    cache = model.new_cache()
+    padded = len(set(lengths)) > 1
+    hidden = model.hidden_states(ids.to(device), cache, lengths=ends if padded else None)  # (b l d)
+    last = hidden[torch.arange(len(prompts), device=device), ends - 1]  # (b d)
+    return cache, model.lm_head(last)
 
 
 def cat_in_order(caches: list[MambaCache], logits: list[Tensor], order: list[int]) -> tuple[MambaCache, Tensor]:

@@ -4,12 +4,14 @@ lengths, examples finishing at different steps, every method that touches the st
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 
 import pytest
 import torch
 
 from stateft.decode_graph import RowStep, kept_recordings
-from stateft.generation import generate, generate_batch
+from stateft.generation import generate, generate_batch, prefill
+from stateft.ops.invariance import batch_invariant
 from tests.conftest import TINY, TINY2
 from tests.test_generation import METHODS_1, METHODS_2, _model
 
@@ -42,6 +44,40 @@ def test_batch_equals_one_prompt_at_a_time(config, method, num_beams):
     eos = _eos_that_splits(model, prompts, num_beams)
     single = [generate(model, p, max_new_tokens=8, num_beams=num_beams, eos_id=eos) for p in prompts]
     assert generate_batch(model, prompts, max_new_tokens=8, num_beams=num_beams, eos_id=eos) == single
+
+
+def _prefill_against_alone(model, prompts, same) -> None:
+    with torch.no_grad():
+        cache, logits = prefill(model, prompts)
+        for row, prompt in enumerate(prompts):
+            alone = model.new_cache()
+            assert same(logits[row], model(torch.tensor([prompt]), alone)[0, -1]) is not False, row
+            for layer, layer_alone in zip(cache.layers, alone.layers):
+                assert same(layer.conv[row], layer_alone.conv[0]) is not False, row
+                assert same(layer.ssm[row], layer_alone.ssm[0]) is not False, row
+
+
+@pytest.mark.parametrize(("config", "method"), CASES, ids=IDS)
+def test_padded_prefill_equals_each_prompt_alone(config, method):
+    """The right-padded prefill of ragged prompts leaves every row's conv window and SSM state as the prompt run
+    alone (the padding never enters a state), and gives its logits at its last token; up to the rounding of
+    products over other row counts (the next test removes that)."""
+    close = partial(torch.testing.assert_close, rtol=1e-4, atol=1e-5)
+    _prefill_against_alone(_model(config, method), _prompts(2), close)
+
+
+@pytest.mark.parametrize("method", [None, "init_state", "prefix", "additional_scan"])
+@pytest.mark.parametrize("impl", ["ref", "triton"])
+def test_padded_prefill_bit_for_bit_with_invariant_products(method, impl):
+    """With batch-invariant products (`stateft.ops.invariance`) nothing else in a Mamba-1 prefill depends on the
+    batch: every row's state, conv window and logits are the prompt's alone, bit for bit, on the reference ops and
+    on the Triton kernels (whose delta is -inf past a row's end). Mamba-2's step sizes go through the CPU's
+    vectorised softplus, which rounds a tensor's tail elements differently, so on the CPU it is not bit-exact (a GPU
+    computes every element alike: the GPU tests below)."""
+    model = _model(TINY, method)
+    model.set_backend(impl=impl)
+    with batch_invariant():
+        _prefill_against_alone(model, _prompts(2)[:5], torch.equal)
 
 
 @pytest.mark.parametrize("num_beams", [1, 2])
@@ -121,3 +157,47 @@ def test_batch_with_recorded_steps_equals_one_prompt_gpu(config, method, num_bea
     kw = dict(max_new_tokens=24, num_beams=num_beams, eos_id=eos)
     single = [generate(model, p, cuda_graph=False, **kw) for p in prompts]
     assert generate_batch(model, prompts, cuda_graph=True, **kw) == single
+
+
+MID = dict(d_model=256, n_layer=4, vocab_size=1024)  # shapes at which cuBLAS's kernel choice varies with the rows
+
+
+BF16_CASES = [("mamba1", "state_offset_h"), ("mamba1", "lora"), ("mamba2", "init_state")]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("arch", "method"), BF16_CASES)
+def test_bf16_batch_equals_one_prompt_at_a_time_gpu(arch, method):
+    """The default evaluation setting (bf16 frozen base under bf16 autocast, recorded steps): batched beam search
+    gives each example the tokens it gets alone, through batch-invariant products; near-uniform random logits make
+    ties common, so rounding that depended on the batch would show."""
+    from dataclasses import replace
+
+    config = replace(TINY if arch == "mamba1" else TINY2, **MID, **({"headdim": 32} if arch == "mamba2" else {}))
+    model = _model(config, method).cuda()
+    for p in model.parameters():
+        if not p.requires_grad:
+            p.data = p.data.bfloat16()
+    g = torch.Generator().manual_seed(5)
+    lengths = torch.randint(20, 90, (12,), generator=g).tolist()
+    prompts = [torch.randint(1, 1024, (n,), generator=g).tolist() for n in lengths]
+    kw = dict(max_new_tokens=24, num_beams=4, eos_id=None)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        single = [generate(model, p, **kw) for p in prompts]
+        assert generate_batch(model, prompts, **kw) == single
+
+
+@pytest.mark.gpu
+def test_invariant_matmul_rows_do_not_depend_on_the_batch_gpu():
+    """On the GPU's matrix units: a row's bits are the same alone and among any number of rows (the LM head's and
+    a projection's shapes), and the product agrees with cuBLAS's to bf16 rounding."""
+    from stateft.ops.invariant_matmul import invariant_matmul
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for n, k in ((50280, 768), (4096, 2048)):
+        a = torch.randn(200, k, device="cuda", generator=g).bfloat16()
+        w = torch.randn(n, k, device="cuda", generator=g).bfloat16() / k**0.5
+        full = invariant_matmul(a, w.t())
+        for rows in ([0], [5, 6, 7], list(range(80)), list(range(3, 200, 2))):
+            assert torch.equal(invariant_matmul(a[rows], w.t()), full[rows]), (n, rows[:3])
+        torch.testing.assert_close(full.float(), (a @ w.t()).float(), rtol=2e-2, atol=2e-2)

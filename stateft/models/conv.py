@@ -54,8 +54,20 @@ def conv_silu(
     )  # fmt: skip
 
 
-def next_window(x: Tensor, window: Tensor | None, d_conv: int) -> Tensor:
-    """The K-1 latest inputs of [window, x], the cached window for what comes next: (b c K-1)."""
+def next_window(x: Tensor, window: Tensor | None, d_conv: int, ends: Tensor | None = None) -> Tensor:
+    """The K-1 latest inputs of [window, x], the cached window for what comes next: (b c K-1). ``ends`` (b,): row i's
+    inputs end at position ends[i] of x (a right-padded batch): its window is the K-1 inputs before that."""
     if window is None:
         window = x.new_zeros(x.shape[0], x.shape[1], d_conv - 1)
+    if ends is not None:  # [window, x] position ends[i] + j is the j-th of the K-1 inputs before x's position ends[i]
+        full = torch.cat([window.to(x.dtype), x], dim=2)
+        index = ends[:, None] + torch.arange(d_conv - 1, device=x.device)  # (b K-1)
+        return full.gather(2, index[:, None, :].expand(-1, x.shape[1], -1))
     return torch.cat([window.to(x.dtype), x[:, :, max(x.shape[2] - (d_conv - 1), 0) :]], dim=2)[:, :, -(d_conv - 1) :]
+
+
+def past_the_end(lengths: Tensor | None, length: int) -> Tensor | None:
+    """(b 1 l) True at the positions of a right-padded row past its ``lengths`` (None when no row is padded)."""
+    if lengths is None:
+        return None
+    return (torch.arange(length, device=lengths.device)[None, :] >= lengths[:, None])[:, None, :]

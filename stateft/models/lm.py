@@ -110,10 +110,15 @@ class MambaLM(nn.Module):
         """An empty cache; the first ``forward``/``step`` with it applies the start-of-sequence slots."""
         return MambaCache.empty(self.config.n_layer)
 
-    def hidden_states(self, input_ids: Tensor, cache: MambaCache | None = None) -> Tensor:
+    def hidden_states(
+        self, input_ids: Tensor, cache: MambaCache | None = None, lengths: Tensor | None = None
+    ) -> Tensor:
         """input_ids (b l) -> final-norm hidden states (b l d) for the real tokens.
 
         With ``cache``: continue from it (or start a sequence if it has not started) and leave the end state in it.
+        ``lengths`` (b,): the rows are right-padded to l; row i's state in ``cache`` is the one after its first
+        lengths[i] tokens, as if it had run alone (the padding never enters a state or a conv window); hidden states
+        past a row's length mean nothing.
         """
         fresh = cache is None or not cache.started
         h = self.backbone.embedding(input_ids)  # (b l d)
@@ -123,11 +128,13 @@ class MambaLM(nn.Module):
             h = torch.cat([virtual, h], dim=1)
             n_virtual = virtual.shape[1]
         h = h.float()  # residual stream in fp32
+        if lengths is not None:
+            lengths = lengths + n_virtual
         y = None
         for i, layer in enumerate(self.backbone.layers):
             layer_cache = None if cache is None else cache.layers[i]
             h, x = self._add_norm(h, y, layer.norm)
-            y = layer.mixer(x, layer_cache, fresh)
+            y = layer.mixer(x, layer_cache, fresh) if lengths is None else layer.mixer(x, layer_cache, fresh, lengths)
         if cache is not None:
             cache.started = True
         return self._add_norm(h, y, self.backbone.norm_f)[1][:, n_virtual:]

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from stateft.models.cache import LayerCache
 from stateft.models.config import MambaConfig
-from stateft.models.conv import conv_silu, conv_start, next_window
+from stateft.models.conv import conv_silu, conv_start, next_window, past_the_end
 from stateft.models.init import dt_bias_init
 from stateft.ops import selective_scan, selective_step
 from stateft.ops.backend import Backend
@@ -143,8 +143,12 @@ class Mamba1Mixer(nn.Module):
         return self.state_offset.h_prime(), self.state_offset.y_prime()
 
     # -- parallel path -------------------------------------------------------------------------------------
-    def forward(self, hidden: Tensor, cache: LayerCache | None = None, fresh: bool = True) -> Tensor:
-        """hidden (b l d) -> (b l d). With ``cache``, start from it (unless ``fresh``) and leave the end state in it."""
+    def forward(
+        self, hidden: Tensor, cache: LayerCache | None = None, fresh: bool = True, lengths: Tensor | None = None
+    ) -> Tensor:
+        """hidden (b l d) -> (b l d). With ``cache``, start from it (unless ``fresh``) and leave the end state in it.
+        ``lengths`` (b,): right-padded rows; positions past a row's length leave its state as it was (delta 0 there:
+        dA = 1, dB u = 0) and its cached conv window ends at its last real input. Their outputs mean nothing."""
         b = hidden.shape[0]
         xz = self.in_proj(hidden)  # (b l 2E)
         n_prefix = 0
@@ -174,6 +178,9 @@ class Mamba1Mixer(nn.Module):
             else:
                 delta, delta_bias, A, B, C = self._ssm_params(u_p.transpose(1, 2))
                 delta, B, C = delta.transpose(1, 2), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
+            padded = past_the_end(None if lengths is None else lengths + n_prefix, delta.shape[2])
+            if padded is not None:  # softplus(-inf + bias) = 0 in every scan implementation
+                delta = delta.masked_fill(padded, float("-inf"))
             h_off, y_off = self._offsets()
             out = selective_scan(
                 u=u,
@@ -194,7 +201,7 @@ class Mamba1Mixer(nn.Module):
             )
         if cache is not None:
             y, cache.ssm = out
-            cache.conv = next_window(x, window, self.d_conv)
+            cache.conv = next_window(x, window, self.d_conv, None if lengths is None else lengths + n_prefix)
         else:
             y = out
         y = y[:, :, n_prefix:]  # drop the prefix positions

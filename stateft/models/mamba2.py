@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from stateft.models.cache import LayerCache
 from stateft.models.config import MambaConfig
-from stateft.models.conv import conv_silu, conv_start, next_window
+from stateft.models.conv import conv_silu, conv_start, next_window, past_the_end
 from stateft.models.init import dt_bias_init
 from stateft.ops import ssd_scan, ssd_step
 from stateft.ops.backend import Backend
@@ -158,10 +158,17 @@ class Mamba2Mixer(nn.Module):
         return self.out_proj(y)
 
     # -- parallel path -------------------------------------------------------------------------------------
-    def forward(self, hidden: Tensor, cache: LayerCache | None = None, fresh: bool = True) -> Tensor:
-        """hidden (b l d) -> (b l d). With ``cache``, start from it (unless ``fresh``) and leave the end state in it."""
+    def forward(
+        self, hidden: Tensor, cache: LayerCache | None = None, fresh: bool = True, lengths: Tensor | None = None
+    ) -> Tensor:
+        """hidden (b l d) -> (b l d). With ``cache``, start from it (unless ``fresh``) and leave the end state in it.
+        ``lengths`` (b,): right-padded rows; positions past a row's length leave its state as it was (dt 0 there:
+        dA = 1, dt x = 0) and its cached conv window ends at its last real input. Their outputs mean nothing."""
         b, length, _ = hidden.shape
         z, xbc, dt = self.in_proj(hidden).split([self.d_inner, self.conv_channels, self.nheads], dim=-1)
+        padded = past_the_end(lengths, length)
+        if padded is not None:  # softplus(-inf + dt_bias) = 0 in every scan implementation
+            dt = dt.masked_fill(padded.transpose(1, 2), float("-inf"))  # (b l H)
         xbc = xbc.transpose(1, 2)  # (b E+2GN l)
         window, h_start = conv_start(self, xbc, cache, fresh)  # (b E+2GN K-1) or None (zeros)
         if length == 0:
@@ -192,7 +199,7 @@ class Mamba2Mixer(nn.Module):
         )
         if cache is not None:
             y, cache.ssm = out
-            cache.conv = next_window(xbc, window, self.d_conv)
+            cache.conv = next_window(xbc, window, self.d_conv, lengths)
         else:
             y = out
         return self._gate_out(y, C, z)

@@ -109,7 +109,10 @@ def _ssd_scan(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, dt_limit, ini
 
     # 2. each chunk's end state from its own inputs
     decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b h c q)
-    chunk_states = torch.einsum("bcjhn,bhcj,bcjhp->bchpn", B32, decay_to_end, xdt)  # (b c h p n)
+    # two operands at a time, in a fixed order: a three-operand einsum picks its contraction order by the shapes,
+    # and a batch (or a padded row's extra chunks) would round differently from a row alone
+    xdt_to_end = xdt * decay_to_end.permute(0, 2, 3, 1)[..., None]  # (b c q h p)
+    chunk_states = torch.einsum("bcjhn,bcjhp->bchpn", B32, xdt_to_end)  # (b c h p n)
 
     # 3. pass states across chunks: h_start[c+1] = exp(a_Q[c]) h_start[c] + S_c
     chunk_decay = torch.exp(a_cum[..., -1])  # (b h c)
@@ -121,7 +124,8 @@ def _ssd_scan(x, dt, A, B, C, chunk_size, D, dt_bias, dt_softplus, dt_limit, ini
     start_states = torch.stack(starts, dim=1) if starts else chunk_states  # (b c h p n)
 
     # 4. read the start state out at every position, decayed to it: exp(a_i) h_start C_i
-    y = y + torch.einsum("bcihn,bchpn,bhci->bcihp", C32, start_states, torch.exp(a_cum))
+    C_decayed = C32 * torch.exp(a_cum).permute(0, 2, 3, 1)[..., None]  # (b c q h n)
+    y = y + torch.einsum("bcihn,bchpn->bcihp", C_decayed, start_states)
     y = y.reshape(b, nchunks * q, nheads, headdim)[:, :length]  # (b l h p)
     if D is not None:
         y = y + D.float()[:, None] * x32
