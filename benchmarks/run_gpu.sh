@@ -20,7 +20,8 @@
 #   gen, gen2  decoding, Mamba-1 and Mamba-2                                    -> results/generate.md
 #   m2check    Mamba-2 SSD scan against the reference                           -> results/mamba2_check.md
 #   m2train    train.py on mamba2-1.3b with the Spider fixture                  -> results/mamba2_check.md
-#   e2e        train.py and eval.py as a user runs them vs the step benchmark   -> results/e2e.md (E2E_SIZES)
+#   e2e        train.py and eval.py as a user runs them vs the step benchmark   -> results/e2e.md (E2E_SIZES,
+#              E2E_METHODS, E2E_EXAMPLES, E2E_STEPS)
 #   serve      32 requests over 8 state-offset adapters: one mixed batch vs adapter by adapter (SERVE_SIZE)
 #   graphtrain train.py with and without cuda_graph                             -> results/train_graph.md
 #   profile, profile14   where the GPU time goes, 130m / 1.4b                   -> results/profile.md
@@ -88,6 +89,7 @@ for phase in "$@"; do
         trainer.max_epochs=2 dataset.num_beams=1 dataset.max_new_tokens=16 hydra.run.dir="$OUT/m2train" 2>&1 \
         | tee "$OUT/m2train.log" | grep -v "━" | tail -25 ;;
     e2e) timeout 590 python3 benchmarks/e2e.py --out "$OUT" --sizes ${E2E_SIZES:-130m 1.4b} \
+        --methods ${E2E_METHODS:-state_offset_h lora} --examples ${E2E_EXAMPLES:-32} --steps ${E2E_STEPS:-80} \
         --wait-for "$state/peer_done" $([ -n "${NOPEER:-}" ] && echo --no-peer) 2>&1 | tee "$OUT/e2e.log" | grep -v "^{" ;;
     serve) timeout 300 python3 benchmarks/serve.py --size ${SERVE_SIZE:-130m} --out "$OUT" 2>&1 | tee "$OUT/serve.log" | tail -4 ;;
     graphtrain) HF_HUB_OFFLINE=1 OUT=$OUT bash benchmarks/train_graph_check.sh 2>&1 | tee "$OUT/train_graph_check.log" ;;
