@@ -9,7 +9,8 @@ The base model is the one the adapter records (built as ``eval.py`` builds it: `
 adapter is read and checked as data (`stateft.adapters.read_adapter`), applied in fp32, folded into the weights
 (`stateft.merge`) and written, atomically, as
 - ``transformers``: ``config.json`` (``model_type`` mamba / mamba2) and ``model.safetensors`` with transformers'
-  names, which ``MambaForCausalLM`` / ``Mamba2ForCausalLM.from_pretrained`` read;
+  names, which ``MambaForCausalLM`` / ``Mamba2ForCausalLM.from_pretrained`` read, and the tokenizer's files
+  (``tokenizer.json``, ``tokenizer_config.json``) for ``AutoTokenizer.from_pretrained``;
 - ``mamba_ssm``: mamba_ssm's ``config.json`` and its tensor names in ``model.safetensors`` (mamba_ssm itself reads
   ``pytorch_model.bin``: convert the file to use it there);
 - ``peft`` (LoRA only, not merged): ``adapter_config.json`` and ``adapter_model.safetensors`` for
@@ -177,6 +178,7 @@ def _write(model: Any, method: Any, folder: Path, info: dict[str, Any]) -> None:
     from stateft.merge import merge
     from stateft.models.loading import DTYPES as TORCH_DTYPES
     from stateft.models.loading import cast_model, save_pretrained
+    from stateft.tokenizer import write_transformers_tokenizer
 
     dtype = TORCH_DTYPES[info["dtype"]]
     if info["layout"] == "peft":
@@ -188,6 +190,7 @@ def _write(model: Any, method: Any, folder: Path, info: dict[str, Any]) -> None:
     if info["layout"] == "transformers":
         tokenizer = info["tokenizer"]
         write_transformers(model, folder, {**_token_ids(tokenizer), "dtype": info["dtype"], "tokenizer": tokenizer})
+        write_transformers_tokenizer(folder, tokenizer)  # AutoTokenizer.from_pretrained(out) as well
     else:
         save_pretrained(model, folder)
 

@@ -36,24 +36,42 @@ class Tokenizer:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
 
-@lru_cache(maxsize=4)
-def load_tokenizer(name_or_path: str = DEFAULT_NAME) -> Tokenizer:
-    """The bundled NeoX tokenizer for the default name; else a ``tokenizer.json`` from a folder, a file or the hub."""
-    from tokenizers import Tokenizer as Backend
-
+def tokenizer_file(name_or_path: str = DEFAULT_NAME) -> Path:
+    """The ``tokenizer.json`` of a tokenizer name: the bundled one for the default name; else from a folder, a file
+    or the hub (its cache)."""
     if name_or_path == DEFAULT_NAME:
-        return Tokenizer(Backend.from_file(str(BUNDLED)))
+        return BUNDLED
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         path = path / "tokenizer.json"
     if path.is_file():
-        return Tokenizer(Backend.from_file(str(path)))
+        return path
     try:
         from huggingface_hub import hf_hub_download
 
-        return Tokenizer(Backend.from_file(hf_hub_download(name_or_path, "tokenizer.json")))
+        return Path(hf_hub_download(name_or_path, "tokenizer.json"))
     except Exception as err:
         raise UserError(
             f"cannot load tokenizer {name_or_path!r} ({type(err).__name__}); pass a folder holding "
             f"tokenizer.json, or use the bundled {DEFAULT_NAME}"
         ) from None
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(name_or_path: str = DEFAULT_NAME) -> Tokenizer:
+    """The tokenizer of ``tokenizer_file(name_or_path)``."""
+    from tokenizers import Tokenizer as Backend
+
+    return Tokenizer(Backend.from_file(str(tokenizer_file(name_or_path))))
+
+
+def write_transformers_tokenizer(folder: Path, name_or_path: str = DEFAULT_NAME) -> None:
+    """``tokenizer.json`` and a ``tokenizer_config.json`` into ``folder``, so that transformers' ``AutoTokenizer``
+    loads the tokenizer from it (offline): the end-of-text token stands for bos, eos, unk and pad, as in NeoX's."""
+    import json
+    import shutil
+
+    shutil.copyfile(tokenizer_file(name_or_path), folder / "tokenizer.json")
+    special = {name: EOS_TOKEN for name in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", **special, "clean_up_tokenization_spaces": False}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from omegaconf import OmegaConf
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from stateft.adapters import save_adapter
 from stateft.app.run_config import our_config
@@ -18,6 +18,7 @@ from stateft.export import RECORD_NAME, main
 from stateft.methods import apply_method
 from stateft.models.config import MambaConfig
 from stateft.models.loading import build_model, load_pretrained, model_from_config, save_pretrained
+from stateft.tokenizer import load_tokenizer
 from tests.export.helpers import base_model, logits, make_adapter, rel_err
 
 CASES = [("mamba1", "lora"), ("mamba1", "bitfit"), ("mamba1", "full_s6"), ("mamba2", "lora"), ("mamba2", "bitfit")]
@@ -68,6 +69,11 @@ def test_the_export_names_its_tokenizer_and_origin(exported):
     ssm = json.loads((root / "mamba_ssm" / "config.json").read_text())
     assert {"d_model", "n_layer", "vocab_size", "ssm_cfg"} <= set(ssm)
     assert "model_type" not in ssm
+    # the transformers export carries the tokenizer itself: AutoTokenizer reads it offline, as stateft tokenises
+    tokenizer = AutoTokenizer.from_pretrained(root / "transformers")
+    text = "SELECT count(*) FROM singer -- 歌手"
+    assert tokenizer(text).input_ids == load_tokenizer().encode(text)
+    assert tokenizer.eos_token_id == 0
     record = json.loads((root / "mamba_ssm" / RECORD_NAME).read_text())
     assert record["tokenizer"] == "EleutherAI/gpt-neox-20b"
     assert record["layout"] == "mamba_ssm"
