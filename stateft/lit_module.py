@@ -132,6 +132,7 @@ class FineTuneModule(L.LightningModule):
             max_new_tokens=self.task.max_new_tokens,
             num_beams=self.task.num_beams,
             eos_id=self.tokenizer.eos_id,
+            batch_invariant=self.task.batch_invariant,
         )
         return [self.tokenizer.decode(tokens) for tokens in outputs]
 

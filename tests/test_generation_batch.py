@@ -168,9 +168,9 @@ BF16_CASES = [("mamba1", "state_offset_h"), ("mamba1", "lora"), ("mamba2", "init
 @pytest.mark.gpu
 @pytest.mark.parametrize(("arch", "method"), BF16_CASES)
 def test_bf16_batch_equals_one_prompt_at_a_time_gpu(arch, method):
-    """The default evaluation setting (bf16 frozen base under bf16 autocast, recorded steps): batched beam search
-    gives each example the tokens it gets alone, through batch-invariant products; near-uniform random logits make
-    ties common, so rounding that depended on the batch would show."""
+    """The GPU's evaluation setting (bf16 frozen base under bf16 autocast, recorded steps) with batch-invariant
+    products (``dataset.batch_invariant=true``): batched beam search gives each example the tokens it gets alone;
+    near-uniform random logits make ties common, so rounding that depended on the batch would show."""
     from dataclasses import replace
 
     config = replace(TINY if arch == "mamba1" else TINY2, **MID, **({"headdim": 32} if arch == "mamba2" else {}))
@@ -181,7 +181,7 @@ def test_bf16_batch_equals_one_prompt_at_a_time_gpu(arch, method):
     g = torch.Generator().manual_seed(5)
     lengths = torch.randint(20, 90, (12,), generator=g).tolist()
     prompts = [torch.randint(1, 1024, (n,), generator=g).tolist() for n in lengths]
-    kw = dict(max_new_tokens=24, num_beams=4, eos_id=None)
+    kw = dict(max_new_tokens=24, num_beams=4, eos_id=None, batch_invariant=True)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         single = [generate(model, p, **kw) for p in prompts]
         assert generate_batch(model, prompts, **kw) == single

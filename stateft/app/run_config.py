@@ -140,6 +140,7 @@ def _dataset_options() -> dict[str, Any]:
         "timeout": lambda v, w: want_float(v, w, 0.0, 86400.0, open_lo=True),
         "max_rows": lambda v, w: want_int(v, w, 1, 1 << 31),
         "max_memory_mb": lambda v, w: want_float(v, w, 0.0, float(1 << 20), open_lo=True),
+        "batch_invariant": want_bool,
     }
 
 

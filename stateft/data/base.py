@@ -7,6 +7,7 @@ Subclasses (one per benchmark family) set ``hub_id`` and implement ``load_rows``
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -68,6 +69,7 @@ class TextToTextDataModule(L.LightningDataModule):
         max_new_tokens: int = 1,
         max_eval_examples: int | None = None,
         prefix_tokenization: str = "separate",
+        batch_invariant: bool = False,
     ) -> None:
         super().__init__()
         if protocol not in PROTOCOLS:
@@ -84,6 +86,7 @@ class TextToTextDataModule(L.LightningDataModule):
         self.tokenizer_name, self._tokenizer = tokenizer, None
         self._tok_fp: tuple[Any, str | None] | None = None  # (tokenizer object, its fingerprint)
         self.task: Task = self.build_task(metric=metric, num_beams=num_beams, max_new_tokens=max_new_tokens)
+        self.task = replace(self.task, batch_invariant=batch_invariant)
         self.data: dict[str, list[dict[str, Any]]] = {}
         self.dropped: dict[str, int] = {}
 

@@ -26,7 +26,9 @@ class Task:
 
     ``generative`` False (GLUE): one decoding step, argmax over the whole vocabulary, decoded to a string.
     True (SAMSum, DART, Spider): beam search with ``num_beams`` up to ``max_new_tokens``. ``metric`` is the primary
-    metric name (logged as ``val/<metric>``, higher is better).
+    metric name (logged as ``val/<metric>``, higher is better). ``batch_invariant``: decoding's products computed
+    the same way whatever the number of rows, so ``eval_batch_size`` never changes a prediction (a GPU's own products
+    round by shape).
     """
 
     name: str
@@ -35,6 +37,8 @@ class Task:
     scorer: Scorer
     num_beams: int = 1
     max_new_tokens: int = 1
+    # decode with batch-invariant products (`stateft.generation.invariance`): the same tokens whatever the batch
+    batch_invariant: bool = False
 
     def score(self, predictions: list[str], examples: list[dict[str, Any]]) -> dict[str, float]:
         """All metric values for decoded predictions (EOS stripped) aligned with the batch ``examples`` dicts."""
