@@ -52,6 +52,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         write_json_atomic(out / "metrics.json", metrics)
         _print(metrics, out)
         return metrics
+    if cfg.get("harness") is not None:  # lm-evaluation-harness tasks (stateft/harness/tasks.py)
+        from stateft.harness.tasks import evaluate_harness
+
+        metrics = evaluate_harness(cfg)
+        out = _output_dir(cfg)
+        write_json_atomic(out / "metrics.json", metrics)
+        _print(metrics, out)
+        return metrics
     if not cfg.get("adapter"):
         raise UserError("pass adapter=PATH (an adapter directory) or predictions=PATH (a predictions JSONL)")
     if cfg.split not in ("test", "validation"):

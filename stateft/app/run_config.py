@@ -140,6 +140,10 @@ def _dataset_options() -> dict[str, Any]:
         "timeout": lambda v, w: want_float(v, w, 0.0, 86400.0, open_lo=True),
         "max_rows": lambda v, w: want_int(v, w, 1, 1 << 31),
         "max_memory_mb": lambda v, w: want_float(v, w, 0.0, float(1 << 20), open_lo=True),
+        "cutoff_len": lambda v, w: want_int(v, w, 2, 1 << 20),
+        "heldout_size": lambda v, w: want_int(v, w, 1, 1 << 40),
+        "heldout_seed": lambda v, w: want_int(v, w, 0, (1 << 63) - 1),
+        "train_on_inputs": want_bool,
         "batch_invariant": want_bool,
     }
 
