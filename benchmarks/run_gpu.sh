@@ -23,6 +23,7 @@
 #   e2e        train.py and eval.py as a user runs them vs the step benchmark   -> results/e2e.md (E2E_SIZES,
 #              E2E_METHODS, E2E_EXAMPLES, E2E_STEPS)
 #   serve      32 requests over 8 state-offset adapters: one mixed batch vs adapter by adapter (SERVE_SIZE)
+#   serve_lora, serve_continuous   the same with LoRA adapters in the mix; continuous against static batches
 #   graphtrain train.py with and without cuda_graph                             -> results/train_graph.md
 #   profile, profile14   where the GPU time goes, 130m / 1.4b                   -> results/profile.md
 #   cfgab      graphed 1.4b state_offset_h step per scan setting, side by side: CFGS='{"CHUNK": 32} {}' (JSON objects
@@ -92,6 +93,10 @@ for phase in "$@"; do
         --methods ${E2E_METHODS:-state_offset_h lora} --examples ${E2E_EXAMPLES:-32} --steps ${E2E_STEPS:-80} \
         --wait-for "$state/peer_done" $([ -n "${NOPEER:-}" ] && echo --no-peer) 2>&1 | tee "$OUT/e2e.log" | grep -v "^{" ;;
     serve) timeout 300 python3 benchmarks/serve.py --size ${SERVE_SIZE:-130m} --out "$OUT" 2>&1 | tee "$OUT/serve.log" | tail -4 ;;
+    serve_lora) timeout 300 python3 benchmarks/serve.py --size ${SERVE_SIZE:-130m} --methods state_offset_h,lora \
+        --out "$OUT" 2>&1 | tee "$OUT/serve_lora.log" | tail -4 ;;
+    serve_continuous) timeout 300 python3 benchmarks/serve.py --size ${SERVE_SIZE:-130m} --methods state_offset_h,lora \
+        --continuous --max-batch 8 --out "$OUT" 2>&1 | tee "$OUT/serve_continuous.log" | tail -4 ;;
     graphtrain) HF_HUB_OFFLINE=1 OUT=$OUT bash benchmarks/train_graph_check.sh 2>&1 | tee "$OUT/train_graph_check.log" ;;
     profile) timeout 120 python3 benchmarks/profile_step.py --size 130m --method state_offset_h 2>&1 \
         | tee "$OUT/profile_130m.log" | head -45 ;;

@@ -309,9 +309,36 @@ def _selection(value: Any, where: str, dims: Dims | None) -> Any:
     return value
 
 
+def _parts(value: Any, where: str, dims: Dims | None) -> Any:
+    """compose's list of method names (each one's options are checked under its own key)."""
+    if not isinstance(value, list) or not 1 <= len(value) <= 16:
+        raise UserError(f"{where} must be a list of 1 to 16 method names, got {short(value)}")
+    for part in value:
+        want_str(part, f"{where} entry")
+    return value
+
+
+def _part(value: Any, where: str, dims: Dims | None) -> Any:
+    """One part's options in a composition: null (not a part) or that method's own config, checked as such."""
+    if isinstance(value, dict) and value.get("name") == "compose":
+        raise UserError(f"{where}: a compose cannot hold a compose")
+    return None if value is None else _check_options(value, where, dims)
+
+
+def _learnable(value: Any, where: str, dims: Dims | None) -> Any:
+    """partial's list of parameter kinds."""
+    from stateft.methods.configs import PARTIAL_PARAMS
+
+    if not isinstance(value, list) or not 1 <= len(value) <= len(PARTIAL_PARAMS):
+        raise UserError(f"{where} must be a list of {', '.join(PARTIAL_PARAMS)}, got {short(value)}")
+    for kind in value:
+        want_str(kind, f"{where} entry", choices=PARTIAL_PARAMS)
+    return value
+
+
 def _method_checks() -> dict[str, Callable[[Any, str, Dims | None], Any]]:
     """One check per option name of ``stateft.methods.configs`` (a test asserts every option has one)."""
-    from stateft.methods.configs import ADDITIONAL_SCAN_A_INITS
+    from stateft.methods.configs import ADDITIONAL_SCAN_A_INITS, COMPOSABLE, PREFIX_POSITIONS
 
     return {
         "lr": _rate,
@@ -335,13 +362,29 @@ def _method_checks() -> dict[str, Callable[[Any, str, Dims | None], Any]]:
         "warmup_schedule_epochs": lambda v, w, d: want_int(v, w, 1, 1 << 20),
         "selection": _selection,
         "conv_state": lambda v, w, d: want_bool(v, w),
+        "reparam": lambda v, w, d: want_bool(v, w),
+        "position": lambda v, w, d: want_str(v, w, choices=PREFIX_POSITIONS),
+        "learnable": _learnable,
+        "parts": _parts,
+        **{part: _part for part in COMPOSABLE},
     }
 
 
 def check_method(raw: Any, model_config: Any, where: str) -> Any:
     """The typed method config of an adapter (``stateft.methods.configs``), every option type- and range-checked
     against ``model_config`` (a MambaConfig; None: the model-independent checks only). UserError otherwise."""
-    from stateft.methods.configs import METHOD_CONFIGS, validate_method_cfg
+    from stateft.methods.configs import validate_method_cfg
+
+    dims = None
+    if model_config is not None:
+        dims = (model_config.d_inner, model_config.d_state, model_config.n_layer)
+    raw = _check_options(raw, where, dims)
+    return validate_method_cfg(copy.deepcopy(raw))
+
+
+def _check_options(raw: Any, where: str, dims: Dims | None) -> dict[str, Any]:
+    """Every option of a method config (a dict) type- and range-checked; a composition's parts each in turn."""
+    from stateft.methods.configs import METHOD_CONFIGS
 
     raw = want_dict(raw, where)
     name = raw.get("name")
@@ -352,16 +395,13 @@ def check_method(raw: Any, model_config: Any, where: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise UserError(f"{where}: method {name} has no option {unknown[0][:60]!r}; valid: {', '.join(fields)}")
-    dims = None
-    if model_config is not None:
-        dims = (model_config.d_inner, model_config.d_state, model_config.n_layer)
     checks = _method_checks()
     for key, value in raw.items():
         if key != "name":
             checks[key](value, f"{where}.{key}", dims)
     if name in ("sdt", "sdlora") and raw.get("selection") is None:
         raise UserError(f"{where}: {name} adapter without its stored selection (the dimensions it tuned)")
-    return validate_method_cfg(copy.deepcopy(raw))
+    return raw
 
 
 # -- the safetensors file -----------------------------------------------------------------------------------------

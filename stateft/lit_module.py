@@ -7,6 +7,7 @@ prompt) for GLUE, beam search for generation tasks. Checkpoints keep only the tr
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -17,6 +18,8 @@ from torch import Tensor, nn
 
 from stateft.generation import generate_batch
 from stateft.loss import count_target_tokens, lm_loss
+from stateft.vision.classify import classification_loss, is_image_batch
+from stateft.vision.classify import evaluate_batch as evaluate_images
 
 
 class FineTuneModule(L.LightningModule):
@@ -62,15 +65,17 @@ class FineTuneModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         if self.graphed_loss is not None:
             loss = self.graphed_loss(batch["input_ids"], batch["labels"])
+        elif is_image_batch(batch):  # an image classifier (stateft.vision): cross-entropy of the class logits
+            loss = classification_loss(self.model, batch)
         else:
             loss = lm_loss(self.model, batch["input_ids"], batch["labels"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["input_ids"]))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["labels"]))
         # a tensor sum: no device-to-host sync per step
         self._loss_sum, self._loss_count = self._loss_sum + loss.detach(), self._loss_count + 1
         if self.trainer.world_size > 1:
             # DDP averages gradients over devices; weight each device by its share of the global target tokens so
             # the update equals one device's token-mean over the same global batch.
-            tokens = torch.tensor(count_target_tokens(batch["labels"]), device=loss.device, dtype=torch.float32)
+            tokens = torch.tensor(_count_targets(batch), device=loss.device, dtype=torch.float32)
             total = self.all_gather(tokens).sum()
             loss = loss * tokens * self.trainer.world_size / total.clamp(min=1)
         return loss
@@ -106,11 +111,17 @@ class FineTuneModule(L.LightningModule):
         self._score("test")
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
-        loss = lm_loss(self.model, batch["input_ids"], batch["labels"])
+        if is_image_batch(batch):  # an image classifier: the loss and the predicted classes from one forward
+            loss, predictions = evaluate_images(self.model, batch)
+            prompts = [None] * len(predictions)
+        else:
+            loss = lm_loss(self.model, batch["input_ids"], batch["labels"])
+            prompts, predictions = batch["prompt_ids"], None
         # weighted by target tokens, so the epoch value is the token mean (as in training), not a mean of batch means
-        tokens = max(count_target_tokens(batch["labels"]), 1)
+        tokens = max(_count_targets(batch), 1)
         self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=tokens)
-        for prompt, example, text in zip(batch["prompt_ids"], batch["examples"], self.predict(batch["prompt_ids"])):
+        predictions = self.predict(prompts) if predictions is None else predictions
+        for prompt, example, text in zip(prompts, batch["examples"], predictions):
             self._pending.append({"prediction": text, "example": example, "prompt_ids": prompt})
 
     @torch.no_grad()
@@ -154,13 +165,16 @@ class FineTuneModule(L.LightningModule):
 
     # ---- optimiser --------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
+        from stateft.methods.compose import lr_groups
+
         params = dict(self.model.named_parameters())
-        decay = [params[n] for n in self.trainable if not getattr(params[n], "_no_weight_decay", False)]
-        no_decay = [params[n] for n in self.trainable if getattr(params[n], "_no_weight_decay", False)]
-        groups = [
-            {"params": decay, "weight_decay": self.optim["weight_decay"]},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+        groups = []
+        # one learning rate per part of a composition (method=compose), else one for all; decay split inside each
+        for lr, names in lr_groups(self.model, self.trainable, self.optim["lr"]):
+            decay = [params[n] for n in names if not getattr(params[n], "_no_weight_decay", False)]
+            no_decay = [params[n] for n in names if getattr(params[n], "_no_weight_decay", False)]
+            groups.append({"params": decay, "weight_decay": self.optim["weight_decay"], "lr": lr})
+            groups.append({"params": no_decay, "weight_decay": 0.0, "lr": lr})
         # AdamW's moments take each parameter's dtype: fp32 adapters by default, bf16 under trainer.precision=bf16-true
         optimizer = torch.optim.AdamW(
             [g for g in groups if g["params"]],
@@ -170,12 +184,16 @@ class FineTuneModule(L.LightningModule):
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.optim.get("warmup_ratio", 0.0) * total)
-        linear = self.optim.get("schedule", "linear") == "linear"
+        schedule = self.optim.get("schedule", "linear")
+        floor = self.optim.get("min_lr_ratio", 0.0)  # cosine: the last step's rate, as a fraction of lr
 
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
-            return max(0.0, (total - step) / max(1, total - warmup)) if linear else 1.0
+            if schedule == "cosine":  # half a cosine from lr down to floor x lr (MambaPEFT's vision recipe)
+                progress = min(1.0, (step - warmup) / max(1, total - warmup))
+                return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+            return max(0.0, (total - step) / max(1, total - warmup)) if schedule == "linear" else 1.0
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -195,6 +213,11 @@ class FineTuneModule(L.LightningModule):
             torch.set_rng_state(states["torch"])
         if "cuda" in states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _count_targets(batch: dict[str, Any]) -> int:
+    """The batch's predicted targets: its label tokens, or its images."""
+    return len(batch["labels"]) if is_image_batch(batch) else count_target_tokens(batch["labels"])
 
 
 def gather_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

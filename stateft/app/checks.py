@@ -155,12 +155,19 @@ def validate_cfg(cfg: DictConfig) -> None:
         validate_method_cfg(cfg.method)
         _check_method_arch(cfg)
     check_tokenizers(OmegaConf.select(cfg, "model.tokenizer"), OmegaConf.select(cfg, "dataset.tokenizer"))
+    from stateft.vision.app import check_pairing  # torch-free
+
+    check_pairing(cfg)  # images with an image model, text with a language model
+    from stateft.s4.runner import check_config as check_s4_config  # torch-free
+
+    check_s4_config(cfg)  # a deep S4 with the SDT paper's S4 tasks only; its methods and data folder
     optim = cfg.get("optim")
     if optim is not None and not sweeping_lr:
         lr = optim.get("lr")
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
             raise UserError(f"optim.lr must be a finite number > 0, got {lr!r} (set method.lr=... or optim.lr=...)")
     check_ranges(cfg)
+    _check_part_ranges(cfg)
     graph = cfg.get("cuda_graph", False)
     if graph not in (True, False, "auto"):
         raise UserError(f"cuda_graph={graph!r} must be auto, true or false")
@@ -173,13 +180,32 @@ def validate_cfg(cfg: DictConfig) -> None:
 
 
 def _check_method_arch(cfg: DictConfig) -> None:
-    """The method applies to the model's architecture (its config's ``archs``: the declaration ``apply_method``
-    reads too), answered before the model is built."""
-    from stateft.methods.configs import METHOD_CONFIGS, refusal
+    """The method (a composition: each of its parts) applies to the model's architecture (its config's ``archs``:
+    the declaration ``apply_method`` reads too), answered before the model is built."""
+    from stateft.methods.configs import arch_refusal, validate_method_cfg
 
     name, arch = cfg.method.name, OmegaConf.select(cfg, "model.arch")
-    if arch is not None and arch not in METHOD_CONFIGS[name].archs:
-        raise UserError(f"method {name} on {OmegaConf.select(cfg, 'model.name')}: {refusal(name, arch)}")
+    reason = None if arch is None else arch_refusal(validate_method_cfg(cfg.method), arch)
+    if reason is not None:
+        raise UserError(f"method {name} on {OmegaConf.select(cfg, 'model.name')}: {reason}")
+
+
+def _check_part_ranges(cfg: DictConfig) -> None:
+    """method=compose: each part's options against the value ranges of the method's own keys, named as the part's
+    (``method.lora.r``); under sweep=lr_grid, a part with its own lr would ignore the swept optim.lr."""
+    if OmegaConf.select(cfg, "method.name") != "compose":
+        return
+    own = [part for part in cfg.method.parts if cfg.method[part].get("lr") is not None]
+    if cfg.get("lr_grid") is not None and own:
+        raise UserError(
+            f"sweep=lr_grid sweeps optim.lr, which compose part {own[0]} ignores (it has its own lr); set "
+            f"method.{own[0]}.lr=null for each part to sweep together, or search the rates with sweep=peft_search"
+        )
+    for part in cfg.method.parts:
+        try:
+            check_ranges(OmegaConf.create({"method": cfg.method[part]}))
+        except UserError as err:
+            raise UserError(str(err).replace("method.", f"method.{part}.", 1)) from None
 
 
 def check_tokenizers(model_tokenizer: Any, dataset_tokenizer: Any) -> None:

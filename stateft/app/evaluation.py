@@ -98,6 +98,7 @@ def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], 
     from stateft.app.fast_path import base_dtype
     from stateft.app.run_config import base_model_node
     from stateft.lit_module import FineTuneModule
+    from stateft.models.backbone import is_vision
     from stateft.models.loading import config_from_model_cfg, model_from_config
     from stateft.tokenizer import DEFAULT_NAME, load_tokenizer
 
@@ -105,7 +106,10 @@ def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], 
     meta = read_adapter_config(adapter)
     dataset = _dataset_spec(cfg, adapter)
     if cfg.get("model") is not None:
-        model_cfg = cfg.model
+        from stateft.vision.app import bind_vision
+
+        # an image model takes its task's classes; the pairing of model and data is checked either way
+        model_cfg = bind_vision(OmegaConf.create({"model": cfg.model, "dataset": dataset.node})).model
     else:
         model_cfg = base_model_node(meta.get("base_model"), f"{adapter / 'adapter_config.json'}: base_model")
     verified = read_adapter(adapter, config_from_model_cfg(model_cfg))  # config, method, tensors, digests
@@ -116,7 +120,7 @@ def _run_adapter(cfg: DictConfig, adapter: Path) -> tuple[list[dict[str, Any]], 
     model = model_from_config(model_cfg)
     trainable = verified.apply(model)
     datamodule = ResumableDataModule(dataset.build())
-    tokenizer = load_tokenizer(model_cfg.get("tokenizer") or DEFAULT_NAME)
+    tokenizer = None if is_vision(model) else load_tokenizer(model_cfg.get("tokenizer") or DEFAULT_NAME)
     module = FineTuneModule(model, trainable, {"lr": 0.0, "weight_decay": 0.0}, datamodule.task, tokenizer)
     from stateft.app.precision import lightning_precision
 

@@ -106,7 +106,7 @@ RULES: dict[str, Rule] = {
     "optim.eps": number_above(0),
     "optim.betas": BETAS,
     "optim.warmup_ratio": number_in(0.0, 1.0),
-    "optim.schedule": choice("linear", "constant"),
+    "optim.schedule": choice("linear", "constant", "cosine"),
     "checkpoint.every_n_train_steps": int_at_least(0),
     "checkpoint.mode": choice("min", "max"),
     # method options shared by several methods (each method's own checks: stateft/methods/configs.py)

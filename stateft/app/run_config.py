@@ -77,8 +77,13 @@ def our_config(group: str, name: str) -> dict[str, Any]:
 
 def dataset_names() -> list[str]:
     """The dataset names a run config may name: our dataset configs whose ``name`` is their own file name (so not
-    ``glue_base``, nor ``demo``, which is ``glue_rte`` on the fixture rows)."""
-    return [d for d in group_options("dataset") if _our_config("dataset", d).get("name") == d]
+    ``glue_base``, nor ``demo``, which is ``glue_rte`` on the fixture rows), but not the deep-S4 experiments' tasks
+    (a ``kind``: those runs write results, never an adapter to evaluate)."""
+    return [
+        d
+        for d in group_options("dataset")
+        if _our_config("dataset", d).get("name") == d and "kind" not in _our_config("dataset", d)
+    ]
 
 
 # -- the dataset --------------------------------------------------------------------------------------------------
@@ -145,6 +150,7 @@ def _dataset_options() -> dict[str, Any]:
         "heldout_seed": lambda v, w: want_int(v, w, 0, (1 << 63) - 1),
         "train_on_inputs": want_bool,
         "batch_invariant": want_bool,
+        "image_size": lambda v, w: want_int(v, w, 1, 4096),
     }
 
 

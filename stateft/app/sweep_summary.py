@@ -2,6 +2,7 @@
 
     python -m stateft.app.sweep_summary multirun/glue_rte/lora/mamba-130m/2026-01-01_12-00-00 [--launch]
     python -m stateft.app.sweep_summary multirun/          (one summary per sweep found under it)
+    python -m stateft.app.sweep_summary --search multirun/<...>   (a sweep=peft_search run: its best trials)
 
 A folder holding several sweeps (``multirun/``) gets one summary per sweep: jobs of different sweeps (datasets,
 methods, models, times) are never ranked together. A chosen rate on the grid's edge is flagged: the best rate may lie
@@ -25,7 +26,7 @@ from hydra.experimental.callback import Callback
 from stateft.app.commands import command
 
 LOSS_KEY = "train/loss_epoch"  # mean training loss of the last epoch
-_DROP = ("sweep=", "lr_grid.", "hydra/launcher=", "hydra.", "gpu_pool=")  # sweep-only overrides
+_DROP = ("sweep=", "lr_grid.", "peft_search.", "hydra/launcher=", "hydra.", "gpu_pool=")  # sweep-only overrides
 
 
 @dataclass
@@ -207,6 +208,80 @@ def summary(sweep_dir: Path, loss_key: str = LOSS_KEY) -> tuple[str, Job | None]
     return text, parts[0][1] if len(parts) == 1 else None
 
 
+# -- sweep=peft_search: trials ranked by the value each returned to the sweeper ----------------------------------
+def trial_value(job: Job, metric: str) -> float | None:
+    """The value the job's run returned to the sweeper (``runner.metric_value`` of its metrics.json)."""
+    from stateft.app.runner import metric_value
+
+    path = job.path / "metrics.json"
+    metrics = _read_metrics(path) if path.is_file() else None
+    value = metric_value(metrics or {}, metric)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _parts_of(job: Job) -> list[str]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for o in job.overrides:
+        if o.lstrip("+").startswith("method.parts="):
+            value = OverridesParser.create().parse_overrides([o])[0].value()
+            return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return []
+
+
+def search_overrides(job: Job) -> list[str]:
+    """The full run of a search trial: its overrides without the sweep's, and without the learning rates of the
+    parts that were off in it (drawn by the search, read by no one)."""
+    parts = set(_parts_of(job))
+    keep = []
+    for o in launch_overrides(job):
+        key = o.lstrip("+").split("=", 1)[0]
+        fields = key.split(".")
+        if len(fields) == 3 and fields[0] == "method" and fields[2] == "lr" and fields[1] not in parts:
+            continue
+        keep.append(o)
+    return keep
+
+
+def search_summary(sweep_dir: Path, metric: str, maximize: bool, top: int = 5) -> tuple[str, Job | None]:
+    """The ``top`` trials of a ``sweep=peft_search`` run by their value (best first), the failed ones counted, and
+    the command of the best trial's full run."""
+    jobs = collect(sweep_dir)
+    scored = [(trial_value(job, metric), job) for job in jobs]
+    done = sorted(((v, j) for v, j in scored if v is not None), key=lambda vj: -vj[0] if maximize else vj[0])
+    if not jobs:
+        return f"no search trials under {sweep_dir}", None
+    lines = [
+        f"PEFT search in {sweep_dir}: {len(jobs)} trials, {len(done)} with {metric} "
+        f"({'higher' if maximize else 'lower'} is better); the best {min(top, len(done))}:",
+        f"{'rank':>4}  {metric:>12}  parts and learning rates",
+    ]
+    for rank, (value, job) in enumerate(done[:top], 1):
+        pairs = [o.lstrip("+").split("=", 1) for o in search_overrides(job)]
+        lrs = {key.split(".")[1]: value for key, value in pairs if key.startswith("method.") and key.endswith(".lr")}
+        shown = ", ".join(f"{part} lr={lrs.get(part, '?')}" for part in _parts_of(job))
+        lines.append(f"{rank:>4}  {value:>12.4f}  {shown}")
+    failed = [j for v, j in scored if v is None]
+    if failed:
+        lines.append(f"{len(failed)} trials without a value, e.g. {failed[0].path.name}: {failed[0].status}")
+    if not done:
+        lines.append("no trial finished with a value: nothing chosen")
+        return "\n".join(lines), None
+    best = done[0][1]
+    lines.append("best trial: " + best.path.name)
+    lines.append("full run: " + command("train.py", search_overrides(best)))
+    return "\n".join(lines), best
+
+
+class SearchSummaryCallback(Callback):
+    """Hydra callback of ``sweep=peft_search``: prints the best trials and the best one's command when it ends."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        maximize = config.checkpoint.mode == "max"
+        text, _ = search_summary(Path(config.hydra.sweep.dir), config.optimized_metric, maximize)
+        print("\n" + text, flush=True)
+
+
 class SweepSummaryCallback(Callback):
     """Hydra callback (``hydra.callbacks``): prints the summary when the multirun ends."""
 
@@ -221,10 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="the multirun directory of the sweep (or a folder of sweeps)")
     parser.add_argument("--launch", action="store_true", help="start the full run with the chosen learning rate")
     parser.add_argument("--loss-key", default=LOSS_KEY, help=f"metric to rank by (lower is better; {LOSS_KEY})")
+    parser.add_argument("--search", action="store_true", help="a sweep=peft_search run: its best trials")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"error: {args.sweep_dir} is not a directory", file=sys.stderr)
         return 2
+    if args.search:
+        return _search_main(args.sweep_dir, args.launch)
     groups = sweeps(args.sweep_dir, args.loss_key)
     if args.launch and len(groups) > 1:
         names = ", ".join(str(folder) for folder in groups)
@@ -240,6 +318,28 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.call(launch_command(best, script))
     chosen = [job for _, job in summaries(args.sweep_dir, args.loss_key)]
     return 0 if all(job is not None for job in chosen) else 1
+
+
+def _search_main(sweep_dir: Path, launch: bool) -> int:
+    """``--search``: the objective and its direction from the search's own ``multirun.yaml``."""
+    from omegaconf import OmegaConf
+
+    config_file = sweep_dir / "multirun.yaml"
+    if not config_file.is_file():
+        print(f"error: {sweep_dir} holds no multirun.yaml; pass the folder of one sweep=peft_search run",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    config = OmegaConf.load(config_file)
+    metric = OmegaConf.select(config, "optimized_metric", throw_on_resolution_failure=False)
+    maximize = OmegaConf.select(config, "checkpoint.mode", default="max") == "max"
+    text, best = search_summary(sweep_dir, str(metric), maximize)
+    print(text)
+    if best is None:
+        return 1
+    if launch:
+        script = str(Path(__file__).resolve().parents[2] / "train.py")
+        return subprocess.call([sys.executable, script, *search_overrides(best)])
+    return 0
 
 
 if __name__ == "__main__":

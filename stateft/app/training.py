@@ -22,6 +22,9 @@ from stateft.app.precision import PURE_BF16, cast_trainable_to_bf16, lightning_p
 from stateft.app.protocol import protocol_record
 from stateft.errors import UserError
 from stateft.hub import check_push_config, push_run
+from stateft.models.backbone import is_vision
+from stateft.s4.runner import is_s4_run  # torch-free
+from stateft.vision.app import bind_vision
 
 
 class _NoAdverts(logging.Filter):
@@ -33,12 +36,15 @@ class _NoAdverts(logging.Filter):
 
 def dry_run(cfg: DictConfig) -> dict[str, Any]:
     """Build the model on the meta device (no download), apply the method, print the parameter summary."""
+    from stateft.methods.compose import part_summary
     from stateft.models.lm import count_parameters, format_parameter_summary
     from stateft.models.loading import model_from_config
 
     model = model_from_config(cfg.model, device="meta")
     _apply(cfg, model, train_batches=None)
     print(format_parameter_summary(model))
+    for line in part_summary(model):  # a composition: each part's count and learning rate, and the total
+        print(line)
     trainable, total = count_parameters(model)
     return {"params/trainable": trainable, "params/total": total}
 
@@ -75,7 +81,12 @@ def load_adapter_weights(directory: Path, model: Any, names: list[str]) -> None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune, test the best epoch, write the results; returns the metrics (also in ``metrics.json``)."""
+    if is_s4_run(cfg):  # the SDT paper's deep-S4 experiments (experiment=sdt_s4/*): their own runner
+        from stateft.s4.runner import run as run_s4
+
+        return run_s4(cfg)
     cfg = resolve_exact(cfg)  # paper.exact applied; under bf16-true model.dtype is bfloat16
+    cfg = bind_vision(cfg)  # an image model: the task's classes on the head, no tokenizer nor CUDA graphs
     check_push_config(cfg)  # hub.push_to: a bad repo id ends the run now, not after training (stateft/hub.py)
     cfg, fast_path_lines = resolve_fast_path(cfg)  # model.dtype and cuda_graph: auto settled for this machine
     if cfg.dry_run:
@@ -101,7 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
     L.seed_everything(cfg.seed, workers=True)
     model = model_from_config(cfg.model)
-    tokenizer = load_tokenizer(cfg.model.tokenizer)
+    tokenizer = None if is_vision(model) else load_tokenizer(cfg.model.tokenizer)
     datamodule = ResumableDataModule(instantiate(cfg.dataset), seed=cfg.seed)  # the run seed orders the data
     trainable = _apply(cfg, model, TrainBatches(datamodule))
     if resume is not None:
@@ -192,15 +203,18 @@ def _callbacks(cfg: DictConfig, out: Path, best: Any, loggers: list[Any], tokeni
     callbacks: list[Any] = [
         best,
         cb.ValidationPredictions(out / "predictions_validation.jsonl"),
-        cb.Throughput(cfg.trainer.get("log_every_n_steps") or 10),
         cb.LastCheckpoint(out / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_train_steps, run_identity(cfg)),
     ]
+    if tokenizer is not None:  # token batches (images: no tokens to count)
+        callbacks.append(cb.Throughput(cfg.trainer.get("log_every_n_steps") or 10))
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if cfg.trainer.get("enable_progress_bar", True):
         # a refresh reads the step's loss from the device (a synchronisation): refresh as often as the loggers read
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.trainer.get("log_every_n_steps") or 10))
     wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
+    if tokenizer is None:  # images: no generated text to show
+        return callbacks
     return callbacks + [cb.SampleTable(lg, tokenizer, cfg.samples_per_validation) for lg in wandb_loggers]
 
 
@@ -232,7 +246,13 @@ def _print_report(
     if (out / "predictions_test.jsonl").exists():
         print(f"predictions:     {out / 'predictions_test.jsonl'}")
     print(f"resume with:     {resume_command(out)}")
-    print(f"evaluate with:   {eval_command(out / 'adapter')}")
+    if is_vision(str(cfg.model.arch)):  # eval.py takes an image model's base and data from the command line
+        from stateft.app.commands import command
+        from stateft.vision.app import eval_overrides
+
+        print(f"evaluate with:   {command('eval.py', eval_overrides(cfg, out / 'adapter'))}")
+    else:
+        print(f"evaluate with:   {eval_command(out / 'adapter')}")
     for line in extra_lines:
         print(line)
     if cfg.get("next_steps"):

@@ -7,8 +7,8 @@ Subclasses (one per benchmark family) set ``hub_id`` and implement ``load_rows``
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 

@@ -47,7 +47,8 @@ from stateft.methods.base import MethodSpec, freeze_all, init_generator, new_par
 from stateft.methods.configs import AdditionalScanConfig
 from stateft.models.backbone import device_of
 
-DEFAULT_N = {"mamba1": 8, "mamba2": 32}  # SST's released Mamba-1 runs; the State-offset paper's Mamba-2 runs
+# SST's released Mamba-1 runs; the State-offset paper's Mamba-2 runs; MambaPEFT's Vim-S runs (each scan direction)
+DEFAULT_N = {"mamba1": 8, "mamba2": 32, "vim": 6}
 
 
 class ExtraStates(nn.Module):
@@ -93,7 +94,7 @@ def apply(model: nn.Module, cfg: AdditionalScanConfig) -> list[str]:
     generator, device = init_generator(), device_of(model)
     for mixer in model.mixers():
         E = mixer.d_inner
-        if arch == "mamba1":
+        if arch in ("mamba1", "vim"):  # Vim's mixers are Mamba-1 scan directions
             A_init = cfg.A_init or "continue"
             A_log = _a_log_new(mixer, n, A_init, cfg.copy_column)
             W_B = _random_rows(n, E, generator)

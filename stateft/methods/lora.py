@@ -2,9 +2,11 @@
 
 A linear is replaced by a ``LoRALinear`` that wraps it (``mixer.x_proj.base`` holds the frozen layer). A row block of
 a linear can get its own LoRA: by default on Mamba-1 the dt, B and C blocks of ``x_proj`` each get one (as the
-reference did), plus ``dt_proj``; on Mamba-2 ``in_proj`` and ``out_proj``. Trainable per target: A (r, in)
-Kaiming-uniform(a=sqrt 5), B (out_block, r) zeros, so the model is unchanged at init. ``fold`` adds s B A into W
-and puts the base linear back (``stateft.merge``).
+reference did), plus ``dt_proj``; on Mamba-2 ``in_proj`` and ``out_proj``. ``in_proj.x`` and ``in_proj.z`` are
+MambaPEFT's LoRA on X and on Z (the halves of in_proj that feed the conv and the gate); ``conv1d`` its LoRA on the
+causal conv's kernel (``ConvLoRA``). Trainable per target: A (r, in) Kaiming-uniform(a=sqrt 5), B (out_block, r)
+zeros, so the model is unchanged at init. ``fold`` adds s B A into W and puts the base linear back
+(``stateft.merge``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from stateft.errors import UserError
 from stateft.methods.base import MethodSpec, freeze_all, init_generator, new_parameter, trainable_names
@@ -21,12 +24,18 @@ from stateft.methods.configs import LoraConfig
 from stateft.ops import recompute
 from stateft.ops.layout import matmul_channels_first
 
-DEFAULT_TARGETS = {"mamba1": ["x_proj.dt", "x_proj.B", "x_proj.C", "dt_proj"], "mamba2": ["in_proj", "out_proj"]}
+DEFAULT_TARGETS = {
+    "mamba1": ["x_proj.dt", "x_proj.B", "x_proj.C", "dt_proj"],
+    "mamba2": ["in_proj", "out_proj"],
+    "vim": ["x_proj"],  # each scan direction's x_proj (MambaPEFT's lora_x_proj / lora_x_proj_b on Vim)
+}
 DEFAULT_RANK = {
     "mamba1": 8,
     "mamba2": 16,
-}  # State-offset paper: LoRA r 8 (alpha 8) on Mamba-1, r 16 (alpha 16) on Mamba-2
+    "vim": 64,
+}  # State-offset paper: LoRA r 8 (alpha 8) on Mamba-1, r 16 (alpha 16) on Mamba-2; MambaPEFT's dim 64 on Vim
 WHOLE = "w"  # block key of a LoRA on the whole linear
+CONV = "conv1d"  # the target of a LoRA on the causal conv's kernel (``ConvLoRA``)
 
 
 class LoRALinear(nn.Module):
@@ -119,10 +128,15 @@ class LoRALinear(nn.Module):
 
 
 def _linear_blocks(mixer: nn.Module, linear: str) -> dict[str, tuple[int, int]]:
-    """Named row blocks of a mixer linear (Mamba-1 x_proj: dt, B, C)."""
-    if linear == "x_proj" and hasattr(mixer, "dt_rank"):
+    """Named row blocks of a mixer linear: Mamba-1 x_proj's dt, B, C; in_proj's x and z halves (MambaPEFT's LoRA on
+    X and on Z), rows [x, z] on Mamba-1 and [z, x, ...] on Mamba-2 (whose in_proj goes on with B, C and dt)."""
+    mamba1 = hasattr(mixer, "dt_rank")
+    if linear == "x_proj" and mamba1:
         R, N = mixer.dt_rank, mixer.d_state
         return {"dt": (0, R), "B": (R, R + N), "C": (R + N, R + 2 * N)}
+    if linear == "in_proj":
+        E = mixer.d_inner
+        return {"x": (0, E), "z": (E, 2 * E)} if mamba1 else {"z": (0, E), "x": (E, 2 * E)}
     return {}
 
 
@@ -135,7 +149,7 @@ def _parse_targets(mixer: nn.Module, targets: list[str]) -> dict[str, dict[str, 
         if linear not in linears:
             raise UserError(
                 f"lora target {target!r} is not a mixer linear; valid: {', '.join(linears)} "
-                f"(and row blocks x_proj.dt, x_proj.B, x_proj.C on Mamba-1)"
+                f"(and row blocks in_proj.x, in_proj.z; x_proj.dt, x_proj.B, x_proj.C on Mamba-1), or {CONV}"
             )
         if block:
             blocks = _linear_blocks(mixer, linear)
@@ -153,9 +167,32 @@ def _parse_targets(mixer: nn.Module, targets: list[str]) -> dict[str, dict[str, 
     return plan
 
 
+class ConvLoRA(nn.Module):
+    """MambaPEFT's LoRA on the causal conv (its lora_conv1d): a parametrisation of ``conv1d.weight`` (C, 1, K) that
+    returns W + s B A over the (C, K) kernel, A (r, K) Kaiming-uniform(a=sqrt 5), B (C, r) zeros, no dropout (it
+    changes a kernel, not an input). Every reader of ``conv1d.weight`` (the fused conv, the decoding step) sees the
+    sum."""
+
+    def __init__(self, weight: Tensor, r: int, alpha: float, generator: torch.Generator) -> None:
+        super().__init__()
+        channels, _, K = weight.shape
+        self.scaling = alpha / r
+        A = torch.empty(r, K)
+        A.uniform_(-1 / math.sqrt(K), 1 / math.sqrt(K), generator=generator)
+        self.lora_A = new_parameter(A.to(weight.device))
+        self.lora_B = new_parameter(torch.zeros(channels, r, device=weight.device))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight + (self.scaling * (self.lora_B @ self.lora_A)).to(weight.dtype)[:, None, :]
+
+
 def wrap_targets(mixer: nn.Module, targets: list[str], cfg: LoraConfig, generator: torch.Generator) -> None:
-    """Wrap the targets (linears, or row blocks ``linear.block``) of ``mixer`` in place."""
-    for linear, blocks in _parse_targets(mixer, targets).items():
+    """Wrap the targets (linears, or row blocks ``linear.block``) of ``mixer`` in place; ``conv1d``: a ``ConvLoRA``
+    parametrisation of its weight."""
+    if CONV in targets:
+        conv = ConvLoRA(mixer.conv1d.weight, cfg.r, cfg.alpha, generator)
+        parametrize.register_parametrization(mixer.conv1d, "weight", conv)
+    for linear, blocks in _parse_targets(mixer, [t for t in targets if t != CONV]).items():
         setattr(mixer, linear, LoRALinear(getattr(mixer, linear), blocks, cfg.r, cfg.alpha, cfg.dropout, generator))
 
 
@@ -182,8 +219,13 @@ def merged_weight(layer: LoRALinear) -> Tensor:
 
 
 def fold(model: nn.Module) -> None:
-    """Replace every ``LoRALinear`` of the mixers by its base linear holding W + s B A (``MethodSpec.fold``)."""
+    """Replace every ``LoRALinear`` of the mixers by its base linear holding W + s B A, and a ``ConvLoRA``'s conv
+    weight by the sum it returns (``MethodSpec.fold``)."""
     for mixer in model.mixers():
+        if parametrize.is_parametrized(mixer.conv1d, "weight"):
+            if any(isinstance(p, ConvLoRA) for p in mixer.conv1d.parametrizations.weight):
+                with torch.no_grad():
+                    parametrize.remove_parametrizations(mixer.conv1d, "weight", leave_parametrized=True)
         for name, child in list(mixer.named_children()):
             if isinstance(child, LoRALinear):
                 child.base.weight = nn.Parameter(merged_weight(child), requires_grad=False)

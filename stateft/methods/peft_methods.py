@@ -57,11 +57,15 @@ def peft_config_for(cfg: MethodConfig) -> Any:
             bias="none",
         )
     if isinstance(cfg, PrefixConfig):
+        if cfg.position != "inner":
+            raise UserError(f"prefix: position {cfg.position!r} is Mamba's; on a Transformer use position=inner")
         return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens)
     if isinstance(cfg, PromptConfig):
         inits = {"vocab": "SAMPLE_VOCAB", "normal": "RANDOM"}
         if cfg.init not in inits:
             raise UserError(f"prompt: init {cfg.init!r} has no peft counterpart; use vocab or normal")
+        if cfg.reparam:
+            raise UserError("prompt: reparam (MambaPEFT's MLP) is for Mamba; on a Transformer use reparam=false")
         return PromptTuningConfig(
             task_type=TaskType.CAUSAL_LM,
             num_virtual_tokens=cfg.num_virtual_tokens,

@@ -12,9 +12,11 @@ from torch import nn
 from stateft.methods import (
     additional_scan,
     bitfit,
+    compose,
     full,
     init_state,
     lora,
+    partial,
     prefix,
     prompt,
     sdlora,
@@ -22,8 +24,9 @@ from stateft.methods import (
     state_offset,
 )
 from stateft.methods.base import MethodSpec
-from stateft.methods.configs import refusal, validate_method_cfg
+from stateft.methods.configs import arch_refusal, validate_method_cfg
 from stateft.models.backbone import is_transformer
+from stateft.s4.methods import SPECS as S4_SPECS  # the deep-S4 methods (s4_*)
 
 METHODS: dict[str, MethodSpec] = {
     "full": full.SPEC,
@@ -39,7 +42,20 @@ METHODS: dict[str, MethodSpec] = {
     "init_state": init_state.SPEC,
     "state_offset_h": state_offset.SPEC_H,
     "state_offset_y": state_offset.SPEC_Y,
+    "partial": partial.SPEC,
+    "compose": compose.SPEC,
+    **S4_SPECS,
 }
+
+
+def train_task_head(model: nn.Module) -> list[str]:
+    """Make ``model.task_head()``'s parameters trainable (fp32, as every adapter tensor); returns their names."""
+    head = model.task_head()
+    for p in head.parameters():
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    ids = {id(p) for p in head.parameters()}
+    return [n for n, p in model.named_parameters() if id(p) in ids]
 
 
 def get_method(name: str) -> MethodSpec:
@@ -64,14 +80,17 @@ def apply_method(name: str, model: nn.Module, cfg: Any = None, train_batches: It
     if cfg.name != name:
         raise ValueError(f"apply_method({name!r}) got the config of {cfg.name!r}")
     spec = get_method(name)
-    if model.config.arch not in spec.archs:
-        raise NotImplementedError(refusal(name, model.config.arch))
+    reason = arch_refusal(cfg, model.config.arch)  # a composition: each of its parts too
+    if reason is not None:
+        raise NotImplementedError(reason)
     if is_transformer(model):
         from stateft.methods import peft_methods
 
         names = peft_methods.apply(model, cfg)
     else:
         names = spec.apply(model, cfg, train_batches) if spec.needs_data else spec.apply(model, cfg)
+    if hasattr(model, "task_head"):  # an image classifier: its task's head is trained with every method
+        names = sorted({*names, *train_task_head(model)})
     model.peft_config = asdict(cfg)
     model.peft_trainable = names
     return names

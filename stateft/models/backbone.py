@@ -2,7 +2,9 @@
 summary need from a language model. A new backbone implements ``Backbone`` (and ``MambaBackbone`` or
 ``PeftBackbone`` for its methods) and is built by ``stateft.models.loading.model_from_config``; nothing else of the
 app changes. Implementations: ``stateft.models.lm.MambaLM`` (Mamba-1, Mamba-2), ``stateft.models.pythia.PythiaLM``
-(GPT-NeoX / Pythia through transformers and HF peft).
+(GPT-NeoX / Pythia through transformers and HF peft), ``stateft.vision.vim.VisionMamba`` (Vim, an image classifier:
+``forward(images)`` gives class logits (b C), ``hidden_states(images)`` (b L d), ``lm_head`` is its head, ``vocab_size``
+its classes; it does not decode; the training module runs image batches through ``stateft.vision.classify``).
 
 Who uses what:
 
@@ -52,9 +54,15 @@ if TYPE_CHECKING:
     from stateft.ops.backend import Backend
 
 # arch -> family; a family decides how methods are implemented (stateft's own on a Mamba, HF peft's on a Transformer)
-# and how decoding runs
-MAMBA_ARCHS = ("mamba1", "mamba2")
+# and how decoding runs. vim: Vision Mamba (``stateft.vision``), an image classifier whose mixers are Mamba-1 scans
+# in both directions: stateft's own methods and adapters, no decoding.
+MAMBA_ARCHS = ("mamba1", "mamba2", "vim")
 TRANSFORMER_ARCHS = ("gpt_neox",)
+VISION_ARCHS = ("vim",)  # models of images: batches of pixel_values and labels, no tokenizer
+# s4d, s4: the SDT paper's deep S4 models (``stateft.s4``) with S4D (diagonal) or S4 (DPLR) layers: not language
+# models. They implement the part of the contract the method registry reads (``config.arch``, ``named_parameters``);
+# ``stateft.s4.runner`` trains them (regression or classification heads), not the language-model app.
+S4_ARCHS = ("s4d", "s4")
 
 
 @runtime_checkable
@@ -134,6 +142,12 @@ def is_transformer(arch_or_model: Any) -> bool:
     return arch in TRANSFORMER_ARCHS
 
 
+def is_vision(arch_or_model: Any) -> bool:
+    """Whether an arch name, a model config or a model is an image model (``VISION_ARCHS``)."""
+    arch = arch_or_model if isinstance(arch_or_model, str) else _arch(arch_or_model)
+    return arch in VISION_ARCHS
+
+
 def device_of(model: nn.Module) -> torch.device:
     """The device of a backbone's parameters (a model lives on one device)."""
     return next(model.parameters()).device
@@ -152,6 +166,8 @@ def _arch(obj: Any) -> str | None:
 __all__ = [
     "MAMBA_ARCHS",
     "TRANSFORMER_ARCHS",
+    "VISION_ARCHS",
+    "S4_ARCHS",
     "Backbone",
     "DecodingCache",
     "MambaBackbone",
@@ -160,4 +176,5 @@ __all__ = [
     "device_of",
     "dtype_of",
     "is_transformer",
+    "is_vision",
 ]

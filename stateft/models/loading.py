@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from stateft.errors import UserError
-from stateft.models.backbone import is_transformer
+from stateft.models.backbone import is_transformer, is_vision
 from stateft.models.config import MambaConfig, config_from_node
 from stateft.models.lm import MambaLM
 from stateft.models.transformers_layout import config_from_transformers, to_ours
@@ -70,6 +70,10 @@ def build_model(
         from stateft.models import pythia_loading
 
         return pythia_loading.build_model(config, device=device, seed=seed, dtype=dtype)
+    if is_vision(config):  # Vision Mamba (stateft.vision)
+        from stateft.vision.loading import build_vim
+
+        return build_vim(config, device=device, backend=backend, seed=seed, dtype=dtype)
     backend = Backend(impl=backend) if isinstance(backend, str) else backend
     with torch.device(device):
         model = MambaLM(config, backend)
@@ -301,6 +305,10 @@ def config_from_model_cfg(cfg: Any) -> MambaConfig:
         from stateft.models import pythia_loading
 
         return pythia_loading.config_from_model_cfg(cfg)
+    if is_vision(str(cfg.get("arch"))):
+        from stateft.vision.loading import config_from_model_cfg as vim_config
+
+        return vim_config(cfg)
     return config_from_node(MambaConfig, cfg)
 
 
@@ -319,6 +327,10 @@ def model_from_config(cfg: Any, *, device: str | torch.device = "cpu") -> MambaL
         from stateft.models import pythia_loading
 
         return pythia_loading.model_from_config(cfg, device=device, dtype=dtype)
+    if is_vision(str(cfg.get("arch"))):
+        from stateft.vision.loading import model_from_config as vim_from_config
+
+        return vim_from_config(cfg, device=device, dtype=dtype)
     recompute = cfg.get("recompute", True)
     if not isinstance(recompute, bool):
         raise UserError(f"model.recompute={recompute!r} must be true or false")

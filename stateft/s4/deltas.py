@@ -3,8 +3,11 @@
 - ``EntryDelta``: W[rows[i], cols[i], ...] += values[i] (SDT's selected (channel, state) entries of C, log_A_real,
   A_imag; trailing dimensions such as C's real/imaginary pair come along: values (k, *trailing)).
 - ``ColumnDelta``: W[:, cols] += values (SDT's update of a linear layer's input columns of the selected channels).
-- ``LowRankDelta``: W += B A with A (r, in), B (out, r) (LoRA; B starts at zero, A as nn.Linear's default init, no
-  scaling, as the SDT code's adapter).
+- ``LowRankDelta``: W += B A with A (r, in), B (out, r) (LoRA; B starts at zero, A as nn.Linear's default init, or
+  standard normal as the SDT code's LoRA on the SSM tables; no scaling, as the SDT code's adapters).
+- ``ComplexLowRankDelta``: the same for C, a complex (H, M) stored as its real view (H, M, 2): C += B A with complex
+  B (H, r) zero and A (r, M) complex standard normal (the SDT code's LoRA on C).
+- ``DenseDelta``: W += values with values of W's shape, starting at zero (SDT's soft mode: every entry may move).
 Every delta starts so that W + delta = W: the model is unchanged when a method is applied. ``add_delta`` registers
 one; ``dense_delta`` is the twin the tests compare ``EntryDelta`` with (a dense zero tensor with the values written
 at the same entries).
@@ -41,14 +44,40 @@ class ColumnDelta(nn.Module):
 
 
 class LowRankDelta(nn.Module):
-    def __init__(self, out_features: int, in_features: int, rank: int, device: torch.device) -> None:
+    def __init__(
+        self, out_features: int, in_features: int, rank: int, device: torch.device, normal: bool = False
+    ) -> None:
         super().__init__()
         self.lora_A = nn.Parameter(torch.empty(rank, in_features, device=device))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        if normal:
+            nn.init.normal_(self.lora_A)
+        else:
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.lora_B = nn.Parameter(torch.zeros(out_features, rank, device=device))
 
     def forward(self, weight: Tensor) -> Tensor:
         return weight + (self.lora_B @ self.lora_A).to(weight.dtype)
+
+
+class ComplexLowRankDelta(nn.Module):
+    def __init__(self, rows: int, cols: int, rank: int, device: torch.device) -> None:
+        super().__init__()
+        A = torch.randn(rank, cols, dtype=torch.cfloat, device=device)
+        self.lora_A = nn.Parameter(torch.view_as_real(A).clone())
+        self.lora_B = nn.Parameter(torch.zeros(rows, rank, 2, device=device))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        product = torch.view_as_complex(self.lora_B) @ torch.view_as_complex(self.lora_A)
+        return weight + torch.view_as_real(product).to(weight.dtype)
+
+
+class DenseDelta(nn.Module):
+    def __init__(self, like: Tensor) -> None:
+        super().__init__()
+        self.values = nn.Parameter(torch.zeros_like(like))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight + self.values.to(weight.dtype)
 
 
 def add_delta(module: nn.Module, name: str, delta: nn.Module) -> None:

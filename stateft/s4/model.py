@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stateft.errors import UserError
-from stateft.s4.block import STYLES, S4Block
+from stateft.s4.block import LAYERS, STYLES, S4Block
 from stateft.s4.s4d import A_INITS, check_sizes
 
 HEADS = ("regression", "classification")
@@ -38,6 +39,7 @@ class S4ModelConfig:
     prenorm: bool = True  # before the block (else after the residual sum)
     residual: bool = True
     A_init: str = "s4d_lin"  # s4d_lin | random
+    layer: str = "s4d"  # s4d (diagonal A) | s4 (S4's diagonal plus low-rank A, HiPPO-LegS init; A_init unused)
 
     def __post_init__(self) -> None:
         check_sizes(self.d_model, self.d_state)
@@ -53,10 +55,17 @@ class S4ModelConfig:
             raise UserError("an S4 classification head needs d_output (the number of classes)")
         if self.style not in STYLES:
             raise UserError(f"unknown S4 block style {self.style!r}; choose one of: {', '.join(STYLES)}")
+        if self.layer not in LAYERS:
+            raise UserError(f"unknown S4 layer {self.layer!r}; choose one of: {', '.join(LAYERS)}")
         if self.A_init not in A_INITS:
             raise UserError(f"unknown S4D A_init {self.A_init!r}; choose one of: {', '.join(A_INITS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"S4 dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def arch(self) -> str:
+        """The architecture name the method registry reads (``stateft.models.backbone.S4_ARCHS``): the layer's."""
+        return self.layer
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,7 +87,7 @@ class DeepS4(nn.Module):
         H = cfg.d_model
         self.encoder = nn.Linear(cfg.d_input, H) if cfg.d_input is not None else nn.Identity()
         self.layers = nn.ModuleList(
-            S4Block(H, cfg.d_state, cfg.dropout, cfg.style, cfg.A_init) for _ in range(cfg.n_layers)
+            S4Block(H, cfg.d_state, cfg.dropout, cfg.style, cfg.A_init, cfg.layer) for _ in range(cfg.n_layers)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(H) if cfg.norm else nn.Identity() for _ in range(cfg.n_layers))
         self.dropouts = nn.ModuleList(
@@ -114,6 +123,14 @@ class DeepS4(nn.Module):
         if self.config.head == "classification":
             x = x.mean(dim=1)
         return self.decoder(x)
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """The head's training loss on a batch: MSE against targets y like the output (regression), cross-entropy
+        against class indices y (B,) (classification)."""
+        pred = self(x)
+        if self.config.head == "classification":
+            return F.cross_entropy(pred, y)
+        return F.mse_loss(pred, y)
 
     def initial_state(self, batch: int) -> list[Tensor]:
         """Zero states, one (B, H, M) complex per layer."""

@@ -1,65 +1,39 @@
-"""PEFT methods on a ``DeepS4`` (the SDT paper's deep-S4 experiments; the SDT code's ``run_s4.py`` options).
+"""The deep-S4 PEFT methods (the SDT paper's menu; the SDT code's ``run_s4.py`` options) applied to a ``DeepS4``.
 
 ``apply(model, cfg, selection)`` freezes the model, attaches the method's deltas (``stateft.s4.deltas``) and returns
-the sorted names of the trainable parameters. Per S4 block (S4D ``ssm`` + ``output_linear`` W, b):
-- ``frozen``: nothing (the pretrained model as it is);
-- ``full``: every parameter (encoder, norms and decoder included);
-- ``lora``: W + B A (rank ``lora_rank``) and b; the SSM frozen except D (``train_D``, the SDT code's
-  ``D_method: full``);
-- ``sdt``: SDT, the SDT code's ``ssm_method: ours`` with ``lp_method: ours``: C is zeroed outside the kept
-  channels and modes; deltas on C, log_A_real and A_imag at the updated (channel, mode) entries (4 numbers per
-  entry: C's real and imaginary parts, Re A's log, Im A); all of log_dt; D; W's columns of the updated channels
-  (an (H_out, c) delta) and b;
-- ``sdlora``: the same SSM part with W + B A instead of the column delta (SDLoRA).
-The encoder, norms and decoder train in ``full`` only. ``sdt`` and ``sdlora`` need the selection
-(``stateft.s4.selection``), from ``select`` (warm-up, then the choice) or stored.
+the sorted names of the trainable parameters. ``cfg`` is the method's config (``stateft.methods.configs``: its
+options and their defaults live there). Per S4 block (S4D ``ssm`` + ``output_linear`` W, b):
+
+- ``s4_frozen``: nothing;
+- ``s4_full``: every parameter (encoder, norms and decoder included);
+- ``s4_lora``: with ``rank``, W + B A and b train (the SDT code's ``lp_method: lora``); with ``ssm_rank``, C,
+  log_A_real and A_imag each + B A (C's factors complex) and log_dt train (its ``ssm_method: lora``);
+- ``s4_sdt``, hard mode: C is zeroed outside the kept (channel, mode) entries; deltas on C, log_A_real and A_imag at
+  the updated entries (4 numbers per entry: C's real and imaginary parts, Re A's log, Im A); all of log_dt; W's
+  columns of the updated channels (an (out, c) delta) and b (the SDT code's ``ssm_method: ours``,
+  ``lp_method: ours``);
+- ``s4_sdlora``: the same SSM part with W + B A instead of the column delta (SDLoRA);
+- soft mode (``mode: soft``) of both: dense deltas on every entry of C, log_A_real and A_imag (and on W for
+  ``s4_sdt``), log_dt trains; ``l1_penalty`` is added to the training loss instead of a hard choice.
+D trains in every method but ``s4_frozen`` unless ``train_D`` is false (the SDT code's ``D_method``). The encoder,
+norms and decoder train in ``s4_full`` only. The hard modes need the selection (``stateft.s4.choose``).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
 
 from stateft.errors import UserError
 from stateft.s4.block import S4Block
-from stateft.s4.deltas import ColumnDelta, EntryDelta, LowRankDelta, add_delta
+from stateft.s4.deltas import ColumnDelta, ComplexLowRankDelta, DenseDelta, EntryDelta, LowRankDelta, add_delta
 from stateft.s4.model import DeepS4
-from stateft.s4.selection import LayerSelection, check_counts, select_dimensions
-from stateft.s4.warmup import WARMUP_PARAMS, warm_up
+from stateft.s4.s4d import S4D
+from stateft.s4.selection import LayerSelection, check_counts, counts_of
 
-METHODS = ("frozen", "full", "lora", "sdt", "sdlora")
-SELECTIVE = ("sdt", "sdlora")
-
-
-@dataclass
-class S4PeftConfig:
-    method: str = "sdt"
-    select_channels: int = 16  # channels kept per layer (C zeroed on the others)
-    update_channels: int = 16  # of those, channels updated
-    select_states: int = 8  # complex modes kept per kept channel
-    update_states: int = 8  # of those, modes updated per updated channel
-    lora_rank: int = 16  # lora, sdlora: rank of W's update (the SDT code's lp_lora_rank)
-    train_D: bool = True  # lora, sdt, sdlora: D trains (the SDT code's D_method: full)
-    warmup_steps: int = 20  # sdt, sdlora: AdamW updates of the warm-up
-    warmup_lr: float = 0.01
-    warmup_params: str = "all"  # all | ssm
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"unknown S4 method {self.method!r}; choose one of: {', '.join(METHODS)}")
-        if self.warmup_params not in WARMUP_PARAMS:
-            raise UserError(f"unknown warm-up params {self.warmup_params!r}; choose one of: all, ssm")
-        if self.lora_rank < 1:
-            raise UserError(f"lora_rank must be >= 1, got {self.lora_rank}")
-
-    def counts(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in ("select_channels", "update_channels", "select_states", "update_states")}
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+METHODS = ("s4_frozen", "s4_full", "s4_lora", "s4_sdt", "s4_sdlora")
+SELECTIVE = ("s4_sdt", "s4_sdlora")
+SSM_TABLES = ("C", "log_A_real", "A_imag")
 
 
 def trainable_names(model: nn.Module) -> list[str]:
@@ -70,16 +44,14 @@ def count_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def select(model: DeepS4, cfg: S4PeftConfig, loss_fn: Callable[[nn.Module], Tensor], seq_len: int) -> list:
-    """Warm up a copy of ``model`` on ``loss_fn`` and choose every layer's dimensions (``model`` is unchanged)."""
-    check_counts(model.config.d_model, model.config.d_state // 2, cfg.counts())
-    warmed = warm_up(model, loss_fn, cfg.warmup_steps, cfg.warmup_lr, cfg.warmup_params)
-    return select_dimensions(model.ssms(), warmed.ssms(), seq_len, cfg.counts())
+def is_hard(cfg) -> bool:
+    """Whether the method needs a selection of dimensions (s4_sdt / s4_sdlora in hard mode)."""
+    return cfg.name in SELECTIVE and cfg.mode == "hard"
 
 
-def _check_selection(model: DeepS4, selection: list, cfg: S4PeftConfig) -> None:
+def _check_selection(model: DeepS4, selection: list | None, cfg) -> None:
     if selection is None:
-        raise UserError(f"{cfg.method} needs a selection: run stateft.s4.peft.select (the warm-up) first")
+        raise UserError(f"{cfg.name} needs a selection: choose the dimensions first (stateft.s4.choose)")
     if len(selection) != model.config.n_layers:
         raise UserError(f"the selection has {len(selection)} layers; the model has {model.config.n_layers}")
     H, M = model.config.d_model, model.config.d_state // 2
@@ -96,7 +68,7 @@ def _check_selection(model: DeepS4, selection: list, cfg: S4PeftConfig) -> None:
 
 
 @torch.no_grad()
-def _zero_unkept(ssm: nn.Module, sel: LayerSelection) -> None:
+def _zero_unkept(ssm: S4D, sel: LayerSelection) -> None:
     """C = 0 outside the kept (channel, mode) entries: those modes no longer reach the output."""
     keep = torch.zeros(ssm.C.shape[:2], dtype=torch.bool, device=ssm.C.device)
     for h, states in zip(sel.keep_channels, sel.keep_states):
@@ -116,7 +88,15 @@ def _add_lora(block: S4Block, rank: int) -> None:
     block.output_linear.bias.requires_grad_(True)
 
 
-def _add_selective(block: S4Block, sel: LayerSelection, cfg: S4PeftConfig) -> None:
+def _add_ssm_lora(ssm: S4D, rank: int) -> None:
+    H, M, device = ssm.d_model, ssm.n_modes, ssm.C.device
+    add_delta(ssm, "C", ComplexLowRankDelta(H, M, rank, device))
+    for name in ("log_A_real", "A_imag"):
+        add_delta(ssm, name, LowRankDelta(H, M, rank, device, normal=True))
+    ssm.log_dt.requires_grad_(True)
+
+
+def _add_selective(block: S4Block, sel: LayerSelection, cfg) -> None:
     ssm = block.ssm
     _zero_unkept(ssm, sel)
     rows, cols = _entries(sel, ssm.C.device)
@@ -124,8 +104,8 @@ def _add_selective(block: S4Block, sel: LayerSelection, cfg: S4PeftConfig) -> No
     add_delta(ssm, "log_A_real", EntryDelta(rows.clone(), cols.clone()))
     add_delta(ssm, "A_imag", EntryDelta(rows.clone(), cols.clone()))
     ssm.log_dt.requires_grad_(True)
-    if cfg.method == "sdlora":
-        _add_lora(block, cfg.lora_rank)
+    if cfg.name == "s4_sdlora":
+        _add_lora(block, cfg.rank)
     else:
         W = block.output_linear.weight
         columns = torch.tensor(sel.update_channels, dtype=torch.long, device=W.device)
@@ -133,18 +113,56 @@ def _add_selective(block: S4Block, sel: LayerSelection, cfg: S4PeftConfig) -> No
         block.output_linear.bias.requires_grad_(True)
 
 
-def apply(model: DeepS4, cfg: S4PeftConfig, selection: list | None = None) -> list[str]:
-    """Apply ``cfg.method`` to ``model`` in place; the sorted trainable parameter names."""
-    if cfg.method in SELECTIVE:
-        check_counts(model.config.d_model, model.config.d_state // 2, cfg.counts())
+def _add_soft(block: S4Block, cfg) -> None:
+    ssm = block.ssm
+    for name in SSM_TABLES:
+        add_delta(ssm, name, DenseDelta(getattr(ssm, name)))
+    ssm.log_dt.requires_grad_(True)
+    if cfg.name == "s4_sdlora":
+        _add_lora(block, cfg.rank)
+    else:
+        add_delta(block.output_linear, "weight", DenseDelta(block.output_linear.weight))
+        block.output_linear.bias.requires_grad_(True)
+
+
+def apply(model: DeepS4, cfg, selection: list | None = None) -> list[str]:
+    """Apply method ``cfg.name`` to ``model`` in place; the sorted trainable parameter names."""
+    if cfg.name not in METHODS:
+        raise UserError(f"{cfg.name} is not an S4 method; choose one of: {', '.join(METHODS)}")
+    if is_hard(cfg):
+        H, M = model.config.d_model, model.config.d_state // 2
+        check_counts(H, M, counts_of(cfg))
         _check_selection(model, selection, cfg)
-    model.requires_grad_(cfg.method == "full")
-    if cfg.method in ("frozen", "full"):
+    model.requires_grad_(cfg.name == "s4_full")
+    if cfg.name in ("s4_frozen", "s4_full"):
         return trainable_names(model)
     for i, block in enumerate(model.layers):
-        if cfg.method == "lora":
-            _add_lora(block, cfg.lora_rank)
+        if cfg.name == "s4_lora":
+            if cfg.rank is not None:
+                _add_lora(block, cfg.rank)
+            if cfg.ssm_rank is not None:
+                _add_ssm_lora(block.ssm, cfg.ssm_rank)
+        elif cfg.mode == "soft":
+            _add_soft(block, cfg)
         else:
             _add_selective(block, selection[i], cfg)
         block.ssm.D.requires_grad_(cfg.train_D)
     return trainable_names(model)
+
+
+def l1_penalty(model: DeepS4, cfg) -> Tensor | None:
+    """Soft mode's penalty, added to the training loss: ``select_penalty`` x sum |C| (complex modulus of every
+    (channel, mode) entry: drives whole modes out of the output) + ``update_penalty`` x the deltas' summed |.| (C's
+    real and imaginary parts, log_A_real, A_imag: few entries move). None outside soft mode or with both weights 0.
+    (The SDT code's penalty multiplies C's real part by exp(log_A_real) and its imaginary part by A_imag; the plain
+    moduli are used here.)"""
+    if cfg.name not in SELECTIVE or cfg.mode != "soft" or not (cfg.select_penalty or cfg.update_penalty):
+        return None
+    total = torch.zeros((), device=model.ssms()[0].C.device)
+    for ssm in model.ssms():
+        if cfg.select_penalty:
+            total = total + cfg.select_penalty * torch.view_as_complex(ssm.C).abs().sum()
+        if cfg.update_penalty:
+            deltas = [ssm.parametrizations[name][0].values for name in SSM_TABLES]
+            total = total + cfg.update_penalty * sum(d.abs().sum() for d in deltas)
+    return total

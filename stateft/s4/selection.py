@@ -10,10 +10,7 @@ others), of those the ``update_channels`` with the largest ||change[h, :]|| are 
 ``select_states`` modes with the largest contribution are kept, and in each updated channel, of its kept modes, the
 ``update_states`` with the largest change are updated. Indices are stored ascending.
 
-The SDT code's other modes (not implemented): ``loss`` (zero each channel, then each state, and rank by the loss
-that follows: a forward pass per dimension), ``grad`` (rank by the norm of one batch's gradient, no warm-up
-training), ``hybrid`` (``magnitude`` for the kept dimensions, ``loss`` for the updated ones) and ``our_mode``
-``soft`` (L1 penalties on dense deltas instead of a hard choice).
+The SDT code's other modes (loss, grad, hybrid) and a random baseline: ``stateft.s4.choose``.
 Where this differs from the SDT code: its contribution score builds A as the real sum -exp(log_A_real) + A_imag (an
 ``1j`` missing) and its change score subtracts +exp(log_A_real) of the frozen model from -exp(log_A_real) of the
 warmed one; both use the complex A here, as the method describes. It zeroes the non-kept modes only in updated
@@ -64,6 +61,11 @@ def _top(scores: Tensor, among: list[int], k: int) -> list[int]:
     idx = torch.tensor(among, dtype=torch.long)
     best = scores[idx].topk(k).indices
     return sorted(idx[best].tolist())
+
+
+def counts_of(cfg) -> dict[str, int]:
+    """The four counts of an s4_sdt / s4_sdlora config."""
+    return {k: getattr(cfg, k) for k in ("select_channels", "update_channels", "select_states", "update_states")}
 
 
 def check_counts(H: int, M: int, counts: dict[str, int]) -> None:

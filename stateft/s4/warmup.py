@@ -16,8 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from stateft.errors import UserError
-
-WARMUP_PARAMS = ("all", "ssm")
+from stateft.methods.configs import S4_WARMUP_PARAMS as WARMUP_PARAMS
 
 
 def warm_up(

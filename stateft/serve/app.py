@@ -1,26 +1,35 @@
 """The HTTP app (FastAPI, the ``serve`` extra): ``POST /generate`` over a `Batcher`, ``GET /adapters``.
 
 ``POST /generate`` takes JSON ``{"prompt": text | "input_ids": [ids], "adapter": name | null, "max_new_tokens": n,
-"num_beams": k}`` (exactly one of prompt / input_ids; ``adapter`` null or left out: the base model; by default 64 new
-tokens, or the server's limit if lower, and greedy) and answers ``{"adapter", "output_ids", "text"}`` (the new tokens
-without EOS; ``text`` when the server has a tokenizer). Requests that arrive together are
-decoded as one batch, each row with its own adapter. A bad request gets one JSON ``{"error": "<one line>"}``: 422 for
-a malformed body (a missing or mistyped field, an unknown key), 400 for a request this server cannot serve (an
-adapter it has not loaded, a token outside the vocabulary, a limit), 500 if decoding itself failed; the server keeps
-serving the others.
+"num_beams": k, "stream": false}`` (exactly one of prompt / input_ids; ``adapter`` null or left out: the base model;
+by default 64 new tokens, or the server's limit if lower, and greedy) and answers ``{"adapter", "output_ids",
+"text"}`` (the new tokens without EOS; ``text`` when the server has a tokenizer). Requests are decoded together, each
+row with its own adapter (`stateft.serve.batcher`: a request joins the running batch as soon as one leaves it).
+
+With ``"stream": true`` the answer is Server-Sent Events (``text/event-stream``), each ``data: <JSON>`` line one
+event: ``{"token_ids": [...], "text": "..."}`` for every new piece as it is decoded (greedy: one token each; beam
+search: all at the end, when the best hypothesis is known; ``text`` the new text, when the server has a tokenizer and
+the piece ends on a whole character), then the full answer with ``"done": true``, or ``{"error": ...}`` if decoding
+failed.
+
+A bad request gets one JSON ``{"error": "<one line>"}``: 422 for a malformed body (a missing or mistyped field, an
+unknown key), 400 for a request this server cannot serve (an adapter it has not loaded, a token outside the
+vocabulary, a limit), 500 if decoding itself failed; the server keeps serving the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
 
 from stateft.errors import UserError
 from stateft.serve.batcher import Batcher
@@ -38,10 +47,54 @@ class GenerateRequest(BaseModel):
     adapter: StrictStr | None = None
     max_new_tokens: StrictInt | None = None  # None: DEFAULT_NEW_TOKENS or the server's limit if lower
     num_beams: StrictInt = 1
+    stream: StrictBool = False
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message})
+
+
+def _failure(err: BaseException) -> str:
+    return f"decoding failed: {type(err).__name__}: {err}".splitlines()[0]
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+class _TextPieces:
+    """The text of a growing answer, piece by piece: each call returns the text the new tokens add, empty while the
+    answer ends inside a character (the tokenizer's U+FFFD) or its text so far is not a prefix of the new text."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer, self.tokens, self.sent = tokenizer, [], ""
+
+    def add(self, tokens: list[int]) -> str:
+        self.tokens += tokens
+        text = self.tokenizer.decode(self.tokens)
+        if text.endswith("\ufffd") or not text.startswith(self.sent):
+            return ""
+        piece, self.sent = text[len(self.sent) :], text
+        return piece
+
+
+async def _events(pieces: asyncio.Queue, future: Future, answer: dict[str, Any], tokenizer: Any) -> AsyncIterator[str]:
+    """The events of a streamed request: its pieces as they come, then the answer (or the error)."""
+    text = None if tokenizer is None else _TextPieces(tokenizer)
+    while (tokens := await pieces.get()) is not None:
+        event: dict[str, Any] = {"token_ids": tokens}
+        if text is not None:
+            event["text"] = text.add(tokens)
+        yield _event(event)
+    try:
+        tokens = future.result()
+    except Exception as err:
+        yield _event({"error": _failure(err)})
+        return
+    answer["output_ids"] = tokens
+    if tokenizer is not None:
+        answer["text"] = tokenizer.decode(tokens)
+    yield _event({**answer, "done": True})
 
 
 def _validation_message(err: RequestValidationError) -> str:
@@ -88,16 +141,30 @@ def create_app(batcher: Batcher, tokenizer: Any = None, base_name: str | None = 
             ids = tokenizer.encode(body.prompt)
         else:
             ids = body.input_ids
+        on_tokens = None
+        if body.stream:  # the worker thread hands the pieces to this request's event loop
+            loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
+
+            def on_tokens(tokens: list[int] | None) -> None:  # None: the end
+                try:
+                    loop.call_soon_threadsafe(pieces.put_nowait, tokens)
+                except RuntimeError:  # the loop is closed: nobody reads this stream any more
+                    pass
+
         try:
             limit = min(DEFAULT_NEW_TOKENS, batcher.limits.max_new_tokens)
             max_new = limit if body.max_new_tokens is None else body.max_new_tokens
-            future = batcher.submit(ids, body.adapter, max_new, body.num_beams)
+            future = batcher.submit(ids, body.adapter, max_new, body.num_beams, on_tokens=on_tokens)
         except UserError as err:
             return _error(400, str(err))
+        if body.stream:  # after the last piece: the end (pieces and the end keep their order on the loop)
+            future.add_done_callback(lambda _: on_tokens(None))
+            events = _events(pieces, future, {"adapter": body.adapter}, tokenizer)
+            return StreamingResponse(events, media_type="text/event-stream")
         try:
             tokens = await asyncio.wrap_future(future)
         except Exception as err:
-            return _error(500, f"decoding failed: {type(err).__name__}: {err}".splitlines()[0])
+            return _error(500, _failure(err))
         answer: dict[str, Any] = {"adapter": body.adapter, "output_ids": tokens}
         if tokenizer is not None:
             answer["text"] = tokenizer.decode(tokens)

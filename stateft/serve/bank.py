@@ -1,15 +1,19 @@
-"""Several adapters of the state methods over one base model, decoded together row by row.
+"""Several adapters over one base model, decoded together row by row.
 
-``AdapterBank(model)`` puts routed modules (`stateft.serve.routing`) into the base model's ``state_offset`` and
-``init_state`` slots; ``load(name, directory)`` reads an adapter as data (`stateft.adapters.read_adapter`: config,
-architecture, method options, safetensors header and digests, all checked against this model's config), computes
-what it puts in each slot of each layer with the method's own modules, and stacks it into the banks;
-``generate(prompts, adapters)`` decodes a batch whose rows name different adapters (or none: the base model).
+``AdapterBank(model)`` puts routed modules (`stateft.serve.routing`, `stateft.serve.routed_lora`) into the base
+model's ``state_offset`` and ``init_state`` slots and in place of the linears LoRA adapters update; ``load(name,
+directory)`` reads an adapter as data (`stateft.adapters.read_adapter`: config, architecture, method options,
+safetensors header and digests, all checked against this model's config), computes what it puts in each slot of each
+layer with the method's own modules, and stacks it into the banks; ``generate(prompts, adapters)`` decodes a batch
+whose rows name different adapters (or none: the base model).
 
-Served methods: State-offset Tuning (``state_offset_h``, full or low-rank h'; ``state_offset_y``) and Initial State
-Tuning (``init_state``, with or without the conv window), mixed freely in one bank: each adds per-sequence tensors to
-the state path, which a row can carry without touching the shared weights. Methods that change weights (LoRA,
-BitFit, ...) or the token sequence (prompt, prefix) are refused at load.
+Served methods, mixed freely in one bank: State-offset Tuning (``state_offset_h``, full or low-rank h';
+``state_offset_y``) and Initial State Tuning (``init_state``, with or without the conv window) add per-sequence
+tensors to the state path; LoRA (``lora``, any targets) adds a low-rank update to the frozen linears' outputs, computed
+per row from that row's factors (the base weights stay shared); prompt tuning (``prompt``) and prefix tuning
+(``prefix``, inner or outer) act at the start of a sequence only, so their modules run in their adapter's prefill
+group and decoding reads nothing of them. Methods that change the weights themselves (BitFit, full, SDT, ...) or add
+states (``additional_scan``) are refused at load.
 """
 
 from __future__ import annotations
@@ -19,28 +23,34 @@ import re
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from stateft.adapters import VerifiedAdapter, read_adapter
 from stateft.errors import UserError
 from stateft.foreign import short
 from stateft.models.backbone import device_of
+from stateft.serve.routed_lora import RoutedLinear
 from stateft.serve.routing import NO_ADAPTER, RoutedInitialState, RoutedStateOffset, Routing
 
-SERVED_METHODS = ("state_offset_h", "state_offset_y", "init_state")
+SERVED_METHODS = ("state_offset_h", "state_offset_y", "init_state", "lora", "prompt", "prefix")
 SLOTS = {"h_bank": "state_offset", "y_bank": "state_offset", "h0_bank": "init_state", "conv_bank": "init_state"}
+LORA = "lora."  # a value named lora.<linear>: one adapter's LoRA factors (A, scaled B) of that mixer linear
+START = "start."  # start.prompt: the adapter's model.prompt module (one); start.prefix: its mixer.prefix per layer
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def slot_values(adapter: VerifiedAdapter, model: nn.Module) -> dict[str, list[Tensor]]:
-    """``{bank name: one fp32 tensor per layer}`` for the slots ``adapter`` fills on ``model``'s architecture.
+def slot_values(adapter: VerifiedAdapter, model: nn.Module) -> dict[str, list]:
+    """``{bank name: one fp32 tensor per layer}`` for the slots ``adapter`` fills on ``model``'s architecture, and
+    ``{lora.<linear>: one (A (k r, in), s B (out, k r)) pair per layer}`` for the linears it wraps in a LoRALinear,
+    ``{start.prompt: [its prompt module]}``, ``{start.prefix: its prefix module per layer}``.
 
     The method is applied to a shell of the model on the meta device (nothing allocated), the adapter's tensors
     assigned into it on ``model``'s device, and the slot modules asked as the mixers ask them (``h_prime()``,
-    ``y_prime()``, ``h0``, ``conv``): a low-rank h' = U V is the same product, on the same device, as when the
-    adapter alone is applied. fp32 holds a bf16 or f16 adapter's values exactly.
+    ``y_prime()``, ``h0``, ``conv``; ``update_factors()`` and ``scaling``): a low-rank h' = U V is the same product,
+    on the same device, as when the adapter alone is applied. fp32 holds a bf16 or f16 adapter's values exactly.
     """
     from stateft.methods import apply_method
+    from stateft.methods.lora import LoRALinear
     from stateft.models.loading import build_model
 
     device = device_of(model)
@@ -48,9 +58,22 @@ def slot_values(adapter: VerifiedAdapter, model: nn.Module) -> dict[str, list[Te
         shell = build_model(model.config, device="meta")
         apply_method(adapter.method.name, shell, copy.deepcopy(adapter.method))
     shell.load_state_dict({k: v.to(device) for k, v in adapter.tensors.items()}, strict=False, assign=True)
-    values: dict[str, list[Tensor]] = {}
+    values: dict[str, list] = {}
+    shell.requires_grad_(False)
+    if shell.prompt is not None:  # start modules in fp32, as the method makes them
+        values[START + "prompt"] = [shell.prompt.float()]
     with torch.no_grad():
-        for mixer in shell.mixers():
+        for mixer, own in zip(shell.mixers(), model.mixers()):
+            prefix = getattr(mixer, "prefix", None)  # a Mamba-1 slot
+            if prefix is not None:
+                if "mixer" in vars(prefix):  # an outer prefix runs through its mixer's in_proj: the model's
+                    object.__setattr__(prefix, "mixer", own)
+                values.setdefault(START + "prefix", []).append(prefix.float())
+            for name, child in mixer.named_children():
+                if isinstance(child, LoRALinear):
+                    A, B = child.update_factors()
+                    pair = (A.detach().float(), (B.detach() * child.scaling).float())  # B * s as LoRALinear scales
+                    values.setdefault(LORA + name, []).append(pair)
             found = {}
             if mixer.state_offset is not None:
                 found["h_bank"], found["y_bank"] = mixer.state_offset.h_prime(), mixer.state_offset.y_prime()
@@ -63,7 +86,7 @@ def slot_values(adapter: VerifiedAdapter, model: nn.Module) -> dict[str, list[Te
 
 
 class AdapterBank:
-    """Adapters of the state methods loaded over one base ``model`` (a fresh one: no method applied), decoded per
+    """Adapters of the served methods loaded over one base ``model`` (a fresh one: no method applied), decoded per
     row. The model keeps working as the base model when no adapter is routed (``generation.generate`` on it).
     Load the adapters before decoding starts: ``load`` and ``generate`` are not meant to run at the same time."""
 
@@ -78,7 +101,7 @@ class AdapterBank:
         self.names: list[str] = []
         self.directories: list[Path] = []
         self.methods: list[str] = []
-        self._values: list[dict[str, list[Tensor]]] = []
+        self._values: list[dict[str, list]] = []
 
     # -- loading ------------------------------------------------------------------------------------------------
     def load(self, name: str, directory: str | Path) -> int:
@@ -108,8 +131,12 @@ class AdapterBank:
         zeros_like = {}
         for values in self._values:
             for name, layers in values.items():
-                zeros_like.setdefault(name, [torch.zeros_like(t) for t in layers])
+                if name in SLOTS:
+                    zeros_like.setdefault(name, [torch.zeros_like(t) for t in layers])
+        linears = sorted({name for values in self._values for name in values if name.startswith(LORA)})
         for i, mixer in enumerate(self.model.mixers()):
+            for name in linears:
+                self._stack_lora(mixer, i, name)
             for name, slot in SLOTS.items():
                 if name not in zeros_like:
                     continue
@@ -123,6 +150,33 @@ class AdapterBank:
                 rows = [values[name][i] if name in values else zero for values in self._values]
                 has = [name in values for values in self._values] + [False]
                 module.set_bank(name, torch.stack([*rows, zero]), has)
+        starts = []
+        for slot, owners in (("prompt", [self.model]), ("prefix", list(self.model.mixers()))):
+            for layer, owner in enumerate(owners):
+                modules = {i: v[START + slot][layer] for i, v in enumerate(self._values) if START + slot in v}
+                if modules:
+                    starts.append((owner, slot, modules))
+        self.routing.starts = starts
+
+    def _stack_lora(self, mixer: nn.Module, layer: int, name: str) -> None:
+        """The LoRA banks of one mixer linear (a RoutedLinear around the base one): every adapter's factors of that
+        layer zero-padded to the largest rank, adapters that leave it alone zeros, then the zero row."""
+        linear = name[len(LORA) :]
+        module = getattr(mixer, linear)
+        if not isinstance(module, RoutedLinear):
+            module = RoutedLinear(module, self.routing)
+            setattr(mixer, linear, module)
+        pairs = [values[name][layer] if name in values else None for values in self._values]
+        ranks = [0 if pair is None else pair[0].shape[0] for pair in pairs] + [0]
+        width = max(ranks)
+        weight = module.base.weight
+        A_bank = weight.new_zeros(len(ranks), width, module.in_features, dtype=torch.float32)
+        B_bank = weight.new_zeros(len(ranks), module.out_features, width, dtype=torch.float32)
+        for i, pair in enumerate(pairs):
+            if pair is not None:
+                A_bank[i, : ranks[i]] = pair[0]
+                B_bank[i, :, : ranks[i]] = pair[1]
+        module.set_bank(A_bank, B_bank, ranks)
 
     # -- requests -----------------------------------------------------------------------------------------------
     def index(self, adapter: str | None) -> int:

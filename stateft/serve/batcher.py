@@ -1,28 +1,35 @@
-"""A queue of decoding requests, served by one worker thread that batches whatever is waiting.
+"""A queue of decoding requests, served by one worker thread that batches them continuously.
 
 ``submit`` (any thread: the HTTP handlers) checks a request first (adapter loaded, prompt in the vocabulary, the
-limits) and refuses a bad one at once with one UserError, so a bad request never reaches a batch. The worker takes
-every request waiting (at most ``max_batch``), decodes those with the same decoding settings as one batch whose rows
-use their own adapters (`AdapterBank.generate`), and resolves each request's future. An error inside a batch fails
-that batch's requests only; the worker goes on with the next.
+limits) and refuses a bad one at once with one UserError, so a bad request never reaches a batch.
 
-Greedy requests share a batch whatever their ``max_new_tokens``: the batch decodes to the largest and each answer is
-cut to its own limit (greedy's first n tokens do not depend on the limit). Beam requests share a batch only with the
-same beam width and limit (the limit decides which hypotheses finish).
+The worker keeps two running batches: greedy rows (`stateft.serve.running.RunningBatch`) and beam searches
+(`stateft.serve.running_beams.RunningBeams`, of any beam widths and limits together). Between two decoding steps it
+fills their free places (up to ``max_batch`` requests each) with the requests waiting, their prompts prefilled and
+their states appended to the running ones; a request leaves at its end (greedy: its EOS or its own token limit; beam
+search: when its search is done or reaches its limit), and its place is free for the next one. A greedy request's
+tokens go to its ``on_tokens`` listener as they are decoded (streaming); a beam search's answer, known at its end
+only, goes in one piece. Each future resolves when its request leaves.
 
-One worker owns the model: decoding runs one batch at a time, and the routing a batch sets is never seen by another.
+An error while decoding fails the requests it touched only (a prefill: the requests joining; a step: the requests
+of that batch); the worker goes on. One worker owns the model: the routing a call sets is never seen by another.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from stateft.errors import UserError
 from stateft.foreign import short
 from stateft.serve.bank import AdapterBank
+from stateft.serve.running import RunningBatch, RunningRows
+from stateft.serve.running_beams import RunningBeams
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,7 @@ class Limits:
     max_new_tokens: int = 1024
     max_beams: int = 16
     max_prompt_tokens: int = 8192
-    max_batch: int = 32
+    max_batch: int = 32  # requests in each running batch (greedy rows; beam searches)
 
 
 @dataclass
@@ -41,11 +48,16 @@ class Request:
     adapter: str | None
     max_new_tokens: int
     num_beams: int
+    on_tokens: Callable[[list[int]], None] | None = None
     future: Future = field(default_factory=Future)
 
-    def key(self) -> tuple[int, ...]:
-        """Requests with equal keys decode in one batch."""
-        return (1,) if self.num_beams == 1 else (self.num_beams, self.max_new_tokens)
+    def emit(self, tokens: list[int]) -> None:
+        """Hand new tokens to the listener; a listener that fails (its client gone) never stops the worker."""
+        if self.on_tokens is not None and tokens:
+            try:
+                self.on_tokens(list(tokens))
+            except Exception:
+                self.on_tokens = None
 
 
 def _int_in(value: object, name: str, low: int, high: int) -> int:
@@ -58,16 +70,35 @@ class Batcher:
     """Requests in, one worker thread decoding batches of them over ``bank``."""
 
     def __init__(
-        self, bank: AdapterBank, limits: Limits | None = None, eos_id: int | None = 0, length_penalty: float = 1.0
+        self,
+        bank: AdapterBank,
+        limits: Limits | None = None,
+        eos_id: int | None = 0,
+        length_penalty: float = 1.0,
+        worker_context: Callable[[], AbstractContextManager] = nullcontext,
     ) -> None:
+        """``worker_context``: what the worker thread decodes inside (e.g. ``lambda: torch.autocast("cuda", ...)``:
+        autocast is a per-thread setting)."""
         self.bank, self.limits = bank, limits or Limits()
         self.eos_id, self.length_penalty = eos_id, length_penalty
-        self.batch_sizes: list[int] = []  # rows of every batch decoded, in order (for logs and tests)
+        self.worker_context = worker_context
+        # requests prefilled together, in order: a join of the greedy or the beam batch (for logs and tests)
+        self.batch_sizes: list[int] = []
+        self.running = RunningBatch(bank.model, bank.routing, eos_id)
+        self.beams = RunningBeams(bank.model, bank.routing, eos_id, length_penalty)
         self._queue: queue.Queue[Request | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
-    def submit(self, prompt: list[int], adapter: str | None, max_new_tokens: int, num_beams: int = 1) -> Future:
-        """Check a request and queue it; its future gives the new tokens (without EOS). UserError if it is bad."""
+    def submit(
+        self,
+        prompt: list[int],
+        adapter: str | None,
+        max_new_tokens: int,
+        num_beams: int = 1,
+        on_tokens: Callable[[list[int]], None] | None = None,
+    ) -> Future:
+        """Check a request and queue it; its future gives the new tokens (without EOS), ``on_tokens`` (called from the
+        worker thread) each new piece of them as it is decoded. UserError if the request is bad."""
         limits = self.limits
         self.bank.index(adapter)
         self.bank.check_prompt(prompt)
@@ -77,7 +108,7 @@ class Batcher:
             )
         _int_in(max_new_tokens, "max_new_tokens", 0, limits.max_new_tokens)
         _int_in(num_beams, "num_beams", 1, limits.max_beams)
-        request = Request(list(prompt), adapter, max_new_tokens, num_beams)
+        request = Request(list(prompt), adapter, max_new_tokens, num_beams, on_tokens)
         self._queue.put(request)
         return request.future
 
@@ -95,45 +126,98 @@ class Batcher:
             self._thread = None
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, stop = [first], False
-            while len(batch) < self.limits.max_batch:
-                try:
-                    request = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if request is None:
-                    stop = True
-                    break
-                batch.append(request)
-            groups: dict[tuple[int, ...], list[Request]] = {}
-            for request in batch:
-                groups.setdefault(request.key(), []).append(request)
-            for group in groups.values():
-                self._decode(group)
-            if stop:
-                return
+        with self.worker_context():
+            self._serve()
 
-    def _decode(self, group: list[Request]) -> None:
-        live = [r for r in group if r.future.set_running_or_notify_cancel()]
-        if not live:
+    def _serve(self) -> None:
+        greedy: deque[Request] = deque()
+        beams: deque[Request] = deque()
+        stopping = False
+        while True:
+            idle = not self.running and not self.beams and not greedy and not beams
+            if idle and stopping:
+                return
+            if not stopping:
+                stopping = self._collect(greedy, beams, wait=idle)
+            self._join(self.running, greedy)
+            self._join(self.beams, beams)
+            self._step_greedy()
+            self._step_beams()
+
+    def _collect(self, greedy: deque[Request], beams: deque[Request], wait: bool) -> bool:
+        """Move the queued requests to ``greedy`` / ``beams`` (waiting for the first if ``wait``); True once the
+        queue says stop (``close``)."""
+        while True:
+            try:
+                request = self._queue.get(block=wait)
+            except queue.Empty:
+                return False
+            wait = False
+            if request is None:
+                return True
+            (greedy if request.num_beams == 1 else beams).append(request)
+
+    def _join(self, batch: RunningRows, waiting: deque[Request]) -> None:
+        """Fill ``batch``'s free places with waiting requests (cancelled ones skipped, no-token ones answered)."""
+        joining: list[Request] = []
+        while waiting and len(batch) + len(joining) < self.limits.max_batch:
+            request = waiting.popleft()
+            if not request.future.set_running_or_notify_cancel():
+                continue
+            if request.max_new_tokens == 0:
+                request.future.set_result([])
+            else:
+                joining.append(request)
+        if not joining:
             return
-        self.batch_sizes.append(len(live))
+        self.batch_sizes.append(len(joining))
         try:
-            outputs = self.bank.generate(
-                [r.prompt for r in live],
-                [r.adapter for r in live],
-                max_new_tokens=max(r.max_new_tokens for r in live),
-                num_beams=live[0].num_beams,
-                eos_id=self.eos_id,
-                length_penalty=self.length_penalty,
-            )
-        except Exception as err:  # this batch fails, the server goes on
-            for request in live:
+            prompts, limits = [r.prompt for r in joining], [r.max_new_tokens for r in joining]
+            adapters = [self.bank.index(r.adapter) for r in joining]
+            if batch is self.beams:
+                self.beams.join(joining, prompts, adapters, [r.num_beams for r in joining], limits)
+            else:
+                self.running.join(joining, prompts, adapters, limits)
+        except Exception as err:  # these requests fail, the running ones go on
+            for request in joining:
                 request.future.set_exception(err)
+
+    def _step_greedy(self) -> None:
+        """One step of the greedy batch: new tokens to their listeners, finished requests resolved."""
+        requests = [row.key for row in self.running.rows]
+        try:
+            emitted, finished = self.running.pick()
+        except Exception as err:
+            self._fail(self.running, requests, err)
             return
-        for request, tokens in zip(live, outputs):
-            request.future.set_result(tokens[: request.max_new_tokens])
+        for row, token in emitted:
+            row.key.emit([token])
+        for row in finished:
+            row.key.future.set_result(list(row.tokens))
+        self._advance(self.running, [row.key for row in self.running.rows])
+
+    def _step_beams(self) -> None:
+        """One step of the beam searches: the answers of the searches done to their listeners and futures."""
+        requests = [example.key for example in self.beams.examples]
+        try:
+            finished = self.beams.pick()
+        except Exception as err:
+            self._fail(self.beams, requests, err)
+            return
+        for example in finished:
+            tokens = example.search.best()
+            example.key.emit(tokens)
+            example.key.future.set_result(tokens)
+        self._advance(self.beams, [example.key for example in self.beams.examples])
+
+    def _advance(self, batch: RunningRows, requests: list[Request]) -> None:
+        try:
+            batch.advance()
+        except Exception as err:  # the requests of this batch fail, the server goes on
+            self._fail(batch, requests, err)
+
+    @staticmethod
+    def _fail(batch: RunningRows, requests: list[Request], err: Exception) -> None:
+        batch.clear()
+        for request in requests:
+            request.future.set_exception(err)

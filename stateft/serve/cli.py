@@ -60,7 +60,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None, help="tokenizer name or folder (default: the base config's)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-batch", type=int, default=32, help="requests decoded in one batch at most")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="requests decoding together at most, greedy and beam search each")  # fmt: skip
     p.add_argument("--max-new-tokens", type=int, default=1024, help="the most new tokens a request may ask for")
     return p
 

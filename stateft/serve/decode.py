@@ -3,13 +3,14 @@
 The same decoding as `stateft.generation.generate_batch`, with two changes, so that each row's tokens are what
 ``generation.generate`` gives for it on the base model with its adapter alone applied:
 
-- prefill: the prompts of one adapter go through the parallel forward together (``generation.prefill``, which
-  groups them by length again), the routing set to that adapter: the forward reads one unbatched offset or initial
-  state per call, as every scan implementation takes it. The rows' caches are then put back in request order.
+- prefill: the prompts of one adapter go through the parallel forward together (``generation.prefill``), the routing
+  set to that adapter: the forward reads one unbatched offset or initial state per call, as every scan implementation
+  takes it, that adapter's own LoRA factors, and its prompt or prefix modules in their slots. The rows' caches are
+  then put back in request order.
 - steps: ``RoutedRowStep`` keeps each row's adapter index beside its cache row: whenever rows are kept, dropped or
   reordered (an example finishing, beams reordered, k beams made from one prompt) the index is selected with the same
   index tensor, so the beams of an example always carry that example's adapter; every step runs with the index set,
-  and the routed modules gather each row's offsets.
+  and the routed modules gather each row's offsets and LoRA factors.
 
 The steps run eagerly: a recorded CUDA graph (`stateft.decode_graph`) would have to read the row index from a fixed
 buffer as well, which these recordings do not.

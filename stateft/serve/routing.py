@@ -11,6 +11,13 @@ rows they answer with is set on a shared ``Routing`` by the decoder before each 
   initial state is the one exception: a slot the model reads unconditionally, so rows without one start from zeros.
 - a ``Tensor`` (b,) of adapter indices (decoding steps): the offsets of every row, (b, ...), gathered from the bank.
   Only the offsets take this form (the mixers' ``step`` reads per-row offsets; the initial state is a prefill slot).
+
+LoRA adapters are routed the same way, by modules in the mixers' linear slots (`stateft.serve.routed_lora`).
+
+Prompt and prefix tuning change only the start of a sequence: ``model.prompt`` (virtual tokens before the prompt) and
+``mixer.prefix`` (vectors before each layer's input), read in the prefill when set and skipped when None. These
+``starts`` are the adapters' own modules, put in their slots for a call routed to one adapter (a prefill group) and
+taken out after it; with any other index the slots stay empty (decoding steps never read them).
 """
 
 from __future__ import annotations
@@ -30,15 +37,37 @@ class Routing:
 
     def __init__(self) -> None:
         self.index: Index = None
+        self._present: frozenset[int] | None = None
+        # (owner, slot name, {adapter index: module}): start-of-sequence modules set for a one-adapter call
+        self.starts: list[tuple[nn.Module, str, dict[int, nn.Module]]] = []
 
     @contextmanager
     def use(self, index: Index) -> Iterator[None]:
-        """Run the block with ``index`` set (put back afterwards, also on an error)."""
-        previous, self.index = self.index, index
+        """Run the block with ``index`` set, and for an int index that adapter's start modules in their slots (all
+        put back afterwards, also on an error)."""
+        previous = self.index, self._present
+        self.index, self._present = index, None
+        filled = []
         try:
+            if isinstance(index, int):
+                for owner, slot, modules in self.starts:
+                    if index in modules:
+                        filled.append((owner, slot, getattr(owner, slot)))
+                        setattr(owner, slot, modules[index])
             yield
         finally:
-            self.index = previous
+            for owner, slot, module in reversed(filled):
+                setattr(owner, slot, module)
+            self.index, self._present = previous
+
+    @property
+    def present(self) -> frozenset[int]:
+        """The adapter indices the rows use (NO_ADAPTER for the base model), read once per ``use`` (a Tensor index is
+        copied to the CPU on the first read): a routed linear skips the update no row of the call has."""
+        if self._present is None:
+            index = NO_ADAPTER if self.index is None else self.index
+            self._present = frozenset(index.tolist() if isinstance(index, Tensor) else [index])
+        return self._present
 
 
 class _Routed(nn.Module):

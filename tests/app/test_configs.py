@@ -48,7 +48,12 @@ def test_the_dataset_tokenizes_with_the_models_tokenizer(hydra_ctx, dataset):
 
 @pytest.mark.parametrize("experiment", [e for e in group_options("experiment") if e != "paper/common"])
 def test_every_experiment_composes(hydra_ctx, experiment):
-    cfg = compose("train", overrides=[f"experiment={experiment}", "method=state_offset_h", "output_dir=/tmp/x"])
+    overrides = [f"experiment={experiment}", "method=state_offset_h", "output_dir=/tmp/x"]
+    if experiment.startswith("sdt_s4/"):  # deep S4 takes the s4_* methods (the pixel task: its fixture images)
+        overrides.append("method=s4_sdt")
+        if experiment == "sdt_s4/transfer":
+            overrides.append(f"dataset.path={REPO / 'tests' / 'fixtures' / 's4'}")
+    cfg = compose("train", overrides=overrides)
     validate_cfg(cfg)
 
 
@@ -114,7 +119,7 @@ def _cli(*args: str, script: str = "train.py") -> subprocess.CompletedProcess:
 
 METHOD_ON_PYTHIA = (
     ["model=pythia-160m", "method=state_offset_h", "dry_run=true"],
-    ["method state_offset_h on pythia-160m: state_offset_h applies to mamba1 and mamba2", "lora, prompt, prefix"],
+    ["method state_offset_h on pythia-160m: state_offset_h applies to mamba1, mamba2 and vim", "lora, prompt, prefix"],
 )
 CONFIG_ERRORS = [
     (["method=lorra"], ["unknown method 'lorra'", "state_offset_h", "lora"]),
@@ -152,7 +157,7 @@ CONFIG_ERRORS = [
     (["optim.weight_decay=-1"], ["optim.weight_decay must be a finite number >= 0"]),
     (["optim.betas=[0.9,1.5]"], ["optim.betas must be two numbers in [0, 1)"]),
     (["optim.warmup_ratio=2"], ["optim.warmup_ratio must be a number in [0, 1]"]),
-    (["optim.schedule=cosine"], ["optim.schedule must be one of: linear, constant"]),
+    (["optim.schedule=exponential"], ["optim.schedule must be one of: linear, constant, cosine"]),
     (["checkpoint.mode=maximum"], ["checkpoint.mode must be one of: min, max"]),
     (["method=lora", "method.r=0"], ["method.r must be an integer >= 1 or null"]),
     (["method=lora", "method.dropout=1.5"], ["method.dropout must be a number in [0, 1)"]),

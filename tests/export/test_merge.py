@@ -19,7 +19,7 @@ UNFOLDABLE = [(c, i) for c, i in zip(CASES, IDS) if METHODS[c[1]].fold is None]
 
 def test_the_foldable_methods_are_those_that_change_only_weights():
     foldable = {name for name, spec in METHODS.items() if spec.fold is not None}
-    assert foldable == {"lora", "bitfit", "full", "full_s6", "full_ssd", "sdt", "sdlora"}
+    assert foldable == {"lora", "bitfit", "full", "full_s6", "full_ssd", "sdt", "sdlora", "partial"}
 
 
 @pytest.mark.parametrize(("arch", "name", "extra"), [c for c, _ in FOLDABLE], ids=[i for _, i in FOLDABLE])

@@ -23,7 +23,8 @@ def test_method_trains_over_a_bf16_base(config, method):
         model = build_model(config, seed=0, dtype=dtype)
         batches = [{"input_ids": ids, "labels": ids}]
         spec = METHODS[method]
-        names = apply_method(method, model, {"name": method}, train_batches=batches if spec.needs_data else None)
+        cfg = {"name": method, "parts": ["lora", "additional_scan"]} if method == "compose" else {"name": method}
+        names = apply_method(method, model, cfg, train_batches=batches if spec.needs_data else None)
         params = dict(model.named_parameters())
         assert {params[n].dtype for n in names} == {torch.float32}
         with torch.autocast("cpu", dtype=torch.bfloat16):

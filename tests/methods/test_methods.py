@@ -18,23 +18,70 @@ from tests.conftest import TINY, TINY2
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {"mamba1": TINY, "mamba2": TINY2}
-# (arch, method, extra options): every method on each Mamba its registry entry names, and low-rank h'
-CASES = [(arch, m, {}) for arch in CONFIGS for m in METHODS if arch in METHODS[m].archs]
+# (arch, method, extra options)
+# every method (compose below, with its parts) on each Mamba its registry entry names, and low-rank h'
+CASES = [(arch, m, {}) for arch in CONFIGS for m in METHODS if arch in METHODS[m].archs and m != "compose"]
 CASES += [(arch, "state_offset_h", {"rank": 2}) for arch in CONFIGS]
-IDS = [f"{arch}-{m}" + "".join(f"-{k}{v}" for k, v in extra.items()) for arch, m, extra in CASES]
+# MambaPEFT's variants: LoRA on in_proj's x and z halves and on the conv, prompt through its MLP, the outer prefix,
+# partial subsets
+CASES += [(arch, "lora", {"target_modules": ["in_proj.x", "in_proj.z", "out_proj"]}) for arch in CONFIGS]
+CASES += [(arch, "lora", {"target_modules": ["conv1d", "out_proj"]}) for arch in CONFIGS]
+CASES += [(arch, "prompt", {"reparam": True}) for arch in CONFIGS]
+CASES += [("mamba1", "prefix", {"position": "outer"})]
+CASES += [(arch, "partial", {"learnable": ["D", "dt_bias"]}) for arch in CONFIGS]
+# compositions (method=compose), each on the Mambas all its parts apply to
+COMPOSITIONS = [
+    ["lora", "additional_scan"],
+    ["lora", "prefix"],
+    ["state_offset_h", "lora"],
+    ["bitfit", "init_state"],
+    ["partial", "prompt", "lora"],
+]
+CASES += [
+    (arch, "compose", {"parts": parts})
+    for parts in COMPOSITIONS
+    for arch in CONFIGS
+    if all(arch in METHODS[part].archs for part in parts)
+]
+
+
+def case_id(arch: str, name: str, extra: dict) -> str:
+    if name == "compose":
+        return f"{arch}-compose-" + "+".join(extra["parts"])
+    return f"{arch}-{name}" + "".join(f"-{k}{v}" for k, v in extra.items())
+
+
+IDS = [case_id(*case) for case in CASES]
 # methods whose parameters start at values that leave the model's function unchanged
 IDENTITY_AT_INIT = {"state_offset_h", "state_offset_y", "init_state", "lora", "additional_scan", "sdt", "bitfit"}
-IDENTITY_AT_INIT |= {"full", "full_s6", "full_ssd"}
+IDENTITY_AT_INIT |= {"full", "full_s6", "full_ssd", "partial"}
+# methods that train existing weights (the adapter holds base tensors)
+SELECTING = {"full", "full_s6", "full_ssd", "bitfit", "partial"}
 # sdt, sdlora: a 3-update warm-up, 8 of 32 channels, 2 of 4 states
 SELECTIVE = {"num_warmup_it": 2, "freeze_channels": 0.75, "freeze_states": 0.5}
 SMALL = {"prompt": {"num_virtual_tokens": 3}, "sdt": SELECTIVE, "sdlora": {**SELECTIVE, "lora_dropout": 0.0}}
 
 
+def parts_of(name: str, extra: dict) -> list[str]:
+    """The methods a case applies: its parts for a composition, else itself."""
+    return list(extra["parts"]) if name == "compose" else [name]
+
+
+def identity_at_init(name: str, extra: dict) -> bool:
+    return all(part in IDENTITY_AT_INIT for part in parts_of(name, extra))
+
+
 def method_cfg(name: str, **extra) -> dict:
+    """conf/method/<name>.yaml with the test sizes; a composition's parts each from their own file (what Hydra's
+    defaults list in conf/method/compose.yaml does)."""
     cfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "method" / f"{name}.yaml"))
     cfg.update(SMALL.get(name, {}))
     if name == "lora":
         cfg["dropout"] = 0.0  # deterministic forward for the equality tests
+    if name == "compose":
+        del cfg["defaults"]
+        for part in extra.get("parts", cfg["parts"]):
+            cfg[part] = method_cfg(part)
     cfg.update(extra)
     return cfg
 
@@ -88,8 +135,8 @@ def test_only_returned_parameters_change(arch, name, extra):
 
 @pytest.mark.parametrize(
     ("arch", "name", "extra"),
-    [c for c in CASES if c[1] in IDENTITY_AT_INIT],
-    ids=[i for c, i in zip(CASES, IDS) if c[1] in IDENTITY_AT_INIT],
+    [c for c in CASES if identity_at_init(c[1], c[2])],
+    ids=[i for c, i in zip(CASES, IDS) if identity_at_init(c[1], c[2])],
 )
 def test_identity_at_init(arch, name, extra):
     base = build_model(CONFIGS[arch], seed=0).eval()
@@ -125,7 +172,7 @@ def test_adapter_round_trip(arch, name, extra, tmp_path):
     save_adapter(tmp_path / "adapter", model, method_cfg(name, **extra), names, base_model={"name": "tiny"})
     stored = load_file(str(tmp_path / "adapter" / WEIGHTS_NAME))
     assert sorted(stored) == names
-    if name not in {"full", "full_s6", "full_ssd", "bitfit"}:  # methods that add parameters store no base weight
+    if not set(parts_of(name, extra)) & SELECTING:  # methods that add parameters store no base weight
         base_keys = set(build_model(CONFIGS[arch]).state_dict())
         assert not set(stored) & base_keys
     fresh = build_model(CONFIGS[arch], seed=0).eval()

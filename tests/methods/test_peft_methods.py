@@ -31,6 +31,11 @@ COUNTS_160M = {"lora": 294_912, "prefix": 55_296, "prompt": 12_288}
 STATE_METHODS = [m for m in METHODS if "gpt_neox" not in METHODS[m].archs]
 
 
+def minimal_cfg(method: str) -> dict:
+    """The smallest valid config of ``method`` (a composition needs its parts)."""
+    return {"name": method, "parts": ["lora"]} if method == "compose" else {"name": method}
+
+
 @pytest.mark.parametrize("method", PEFT)
 def test_dry_run_prints_peft_own_count(method, capsys):
     """``train.py model=pythia-160m method=<m> dry_run=true`` prints what peft's print_trainable_parameters prints for
@@ -74,7 +79,7 @@ def test_lora_targets_must_be_gpt_neox_linears():
 @pytest.mark.parametrize("method", STATE_METHODS)
 def test_state_methods_are_refused_in_one_line(method):
     with pytest.raises(NotImplementedError) as info:
-        apply_method(method, tiny_pythia(), {"name": method})
+        apply_method(method, tiny_pythia(), minimal_cfg(method))
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"{method} applies to ")
@@ -88,7 +93,7 @@ def test_every_method_for_a_transformer_maps_to_peft():
         assert peft_config_for(validate_method_cfg({"name": method})) is not None
     for method in STATE_METHODS:
         with pytest.raises(NotImplementedError, match="no HF peft counterpart"):
-            peft_config_for(validate_method_cfg({"name": method}))
+            peft_config_for(validate_method_cfg(minimal_cfg(method)))
 
 
 def test_the_app_refuses_a_state_method_on_pythia_with_one_error_line():

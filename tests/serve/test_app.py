@@ -1,8 +1,10 @@
-"""The HTTP app and its request queue on a tiny random model: answers equal decoding alone, waiting requests are
-batched, every bad request gets one error JSON and the server keeps serving."""
+"""The HTTP app and its request queue on a tiny random model: answers equal decoding alone (state and LoRA adapters),
+waiting requests are batched, greedy rows are refilled as others finish, tokens are streamed as Server-Sent Events,
+every bad request gets one error JSON and the server keeps serving."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 
@@ -24,11 +26,12 @@ PROMPTS = [[5, 9, 2, 7], [3, 3, 8], [11, 4, 6, 1, 9], [7], [2, 5, 9, 10, 3, 12]]
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """(batcher over TINY with adapters A (h') and B (H0 + conv window), {name: reference model})."""
+    """(bank over TINY with adapters A (h'), B (H0 + conv window) and C (LoRA), {name: reference model})."""
     tmp = tmp_path_factory.mktemp("adapters")
     dirs = {
         "A": save_random_adapter(TINY, "state_offset_h", {}, 1, tmp / "A"),
         "B": save_random_adapter(TINY, "init_state", {"conv_state": True}, 2, tmp / "B"),
+        "C": save_random_adapter(TINY, "lora", {"dropout": 0.0}, 3, tmp / "C"),
     }
     bank = AdapterBank(build_model(TINY, seed=0).eval())
     for name, directory in dirs.items():
@@ -52,7 +55,7 @@ def client(served):
 @pytest.mark.parametrize("num_beams", [1, 2])
 def test_answers_equal_decoding_alone(client, served, num_beams):
     _, references = served
-    for adapter in ["A", "B", None]:
+    for adapter in ["A", "B", "C", None]:
         body = {"input_ids": PROMPTS[2], "adapter": adapter, "max_new_tokens": 6, "num_beams": num_beams}
         response = client.post("/generate", json=body)
         assert response.status_code == 200, response.text
@@ -65,14 +68,18 @@ def test_answers_equal_decoding_alone(client, served, num_beams):
 def test_lists_the_adapters(client):
     assert client.get("/adapters").json() == {
         "base": "tiny",
-        "adapters": [{"name": "A", "method": "state_offset_h"}, {"name": "B", "method": "init_state"}],
+        "adapters": [
+            {"name": "A", "method": "state_offset_h"},
+            {"name": "B", "method": "init_state"},
+            {"name": "C", "method": "lora"},
+        ],
     }
 
 
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        ({"input_ids": [1, 2], "adapter": "C"}, 400, r"^adapter 'C' is not loaded; loaded adapters: A, B$"),
+        ({"input_ids": [1, 2], "adapter": "D"}, 400, r"^adapter 'D' is not loaded; loaded adapters: A, B, C$"),
         ({"input_ids": [1, 64]}, 400, r"token id 64 .*vocabulary \[0, 64\)"),
         ({"input_ids": []}, 400, "non-empty list of token ids"),
         ({"input_ids": [1], "max_new_tokens": 17}, 400, r"max_new_tokens must be an integer in \[0, 16\]"),
@@ -82,6 +89,8 @@ def test_lists_the_adapters(client):
         ({"input_ids": [1], "max_new_tokens": "5"}, 422, "^max_new_tokens: "),
         ({"input_ids": [1, "2"]}, 422, r"^input_ids\.1: "),
         ({"input_ids": [1], "adaptor": "A"}, 422, "^adaptor: "),
+        ({"input_ids": [1], "stream": "yes"}, 422, "^stream: "),
+        ({"input_ids": [1, 64], "stream": True}, 400, r"token id 64 .*vocabulary"),
         ({}, 400, "exactly one of prompt"),
     ],
 )
@@ -103,14 +112,14 @@ def test_a_body_that_is_not_json_is_one_error(client):
 
 
 def test_waiting_requests_are_decoded_as_one_batch(served):
-    """Requests queued before the worker starts: greedy ones of any length in one batch (each cut to its own
-    limit), beam ones by (width, limit)."""
+    """Requests queued before the worker starts join the running batches together: the greedy ones of any limit,
+    the beam searches of any width and limit; each leaves at its own end."""
     bank, references = served
     batcher = Batcher(bank)
-    greedy = [("A", 3), (None, 7), ("B", 5), ("A", 7), ("B", 1)]
+    greedy = [("A", 3), (None, 7), ("C", 5), ("A", 7), ("B", 1)]
     futures = [batcher.submit(p, a, n) for p, (a, n) in zip(PROMPTS, greedy)]
-    beams = [batcher.submit(PROMPTS[i], a, 5, num_beams=2) for i, a in enumerate(["B", "A", None])]
-    other = batcher.submit(PROMPTS[4], "A", 4, num_beams=2)
+    beams = [batcher.submit(PROMPTS[i], a, 5, num_beams=2) for i, a in enumerate(["B", "C", None])]
+    other = batcher.submit(PROMPTS[4], "A", 4, num_beams=3)
     batcher.start()
     try:
         answers = [f.result(timeout=60) for f in futures]
@@ -118,15 +127,15 @@ def test_waiting_requests_are_decoded_as_one_batch(served):
         other_answer = other.result(timeout=60)
     finally:
         batcher.close()
-    assert batcher.batch_sizes == [5, 3, 1]
+    assert batcher.batch_sizes == [5, 4]
     assert answers == [_expected(references, p, a, n) for p, (a, n) in zip(PROMPTS, greedy)]
-    assert beam_answers == [_expected(references, PROMPTS[i], a, 5, 2) for i, a in enumerate(["B", "A", None])]
-    assert other_answer == _expected(references, PROMPTS[4], "A", 4, 2)
+    assert beam_answers == [_expected(references, PROMPTS[i], a, 5, 2) for i, a in enumerate(["B", "C", None])]
+    assert other_answer == _expected(references, PROMPTS[4], "A", 4, 3)
 
 
-def test_a_failing_batch_fails_its_requests_only(served, monkeypatch):
-    bank, references = served
-    real, calls = bank.generate, []
+def _fail_once(monkeypatch, owner, name: str) -> None:
+    """``owner.name`` raises a two-line error on its first call, then works."""
+    real, calls = getattr(owner, name), []
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -134,18 +143,26 @@ def test_a_failing_batch_fails_its_requests_only(served, monkeypatch):
             raise RuntimeError("out of memory\nsecond line")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bank, "generate", flaky)
+    monkeypatch.setattr(owner, name, flaky)
+
+
+@pytest.mark.parametrize("name", ["hidden_states", "step"], ids=["prefill", "step"])
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_a_failing_batch_fails_its_requests_only(served, monkeypatch, name, num_beams):
+    bank, references = served
+    _fail_once(monkeypatch, bank.model, name)
+    body = {"input_ids": PROMPTS[0], "adapter": "A", "max_new_tokens": 3, "num_beams": num_beams}
     with TestClient(create_app(Batcher(bank))) as client:
-        failed = client.post("/generate", json={"input_ids": PROMPTS[0], "adapter": "A", "max_new_tokens": 3})
+        failed = client.post("/generate", json=body)
         assert failed.status_code == 500
         assert failed.json() == {"error": "decoding failed: RuntimeError: out of memory"}
-        ok = client.post("/generate", json={"input_ids": PROMPTS[0], "adapter": "A", "max_new_tokens": 3})
-        assert ok.json()["output_ids"] == _expected(references, PROMPTS[0], "A", 3)
+        ok = client.post("/generate", json=body)
+        assert ok.json()["output_ids"] == _expected(references, PROMPTS[0], "A", 3, num_beams)
 
 
 def test_concurrent_requests_each_get_their_own_answer(client, served):
     _, references = served
-    jobs = [(PROMPTS[i % len(PROMPTS)], ["A", "B", None][i % 3], 2 + i % 5) for i in range(12)]
+    jobs = [(PROMPTS[i % len(PROMPTS)], ["A", "B", "C", None][i % 4], 2 + i % 5) for i in range(12)]
     results: dict[int, list[int]] = {}
 
     def post(i):
@@ -159,3 +176,86 @@ def test_concurrent_requests_each_get_their_own_answer(client, served):
     for t in threads:
         t.join()
     assert [results[i] for i in range(len(jobs))] == [_expected(references, *job) for job in jobs]
+
+
+def test_finished_rows_are_refilled_while_others_run(served):
+    """max_batch 2, one long request and four short ones queued: each short one takes the slot a finished one left
+    while the long one goes on (they all finish before it), and every answer equals its request decoded alone."""
+    bank, references = served
+    batcher = Batcher(bank, Limits(max_batch=2), eos_id=None)
+    jobs = [
+        (PROMPTS[0], "C", 12),
+        (PROMPTS[1], "A", 2),
+        (PROMPTS[2], None, 3),
+        (PROMPTS[3], "B", 1),
+        (PROMPTS[4], "C", 2),
+    ]
+    futures = [batcher.submit(*job) for job in jobs]
+    order: list[int] = []
+    for i, future in enumerate(futures):
+        future.add_done_callback(lambda _, i=i: order.append(i))
+    batcher.start()
+    try:
+        answers = [f.result(timeout=60) for f in futures]
+    finally:
+        batcher.close()
+    assert order == [1, 2, 3, 4, 0]
+    assert batcher.batch_sizes == [2, 1, 1, 1]  # the first two together, then one join per slot freed
+    expected = [generate(references[a], p, max_new_tokens=n, eos_id=None) for p, a, n in jobs]
+    assert answers == expected
+    assert [len(a) for a in answers] == [n for _, _, n in jobs]
+
+
+def test_tokens_reach_the_listener_as_they_are_decoded(served):
+    """Greedy: one call per token, each before the request resolves; beam search: the answer in one call."""
+    bank, references = served
+    batcher = Batcher(bank, eos_id=None)
+    pieces: dict[str, list[tuple[list[int], bool]]] = {"greedy": [], "beam": []}
+    futures: dict[str, object] = {}
+    for kind, beams in [("greedy", 1), ("beam", 2)]:
+        listener = lambda tokens, kind=kind: pieces[kind].append((tokens, futures[kind].done()))  # noqa: E731
+        futures[kind] = batcher.submit(PROMPTS[2], "C", 5, num_beams=beams, on_tokens=listener)
+    batcher.start()
+    try:
+        answers = {kind: future.result(timeout=60) for kind, future in futures.items()}
+    finally:
+        batcher.close()
+    assert answers["greedy"] == generate(references["C"], PROMPTS[2], max_new_tokens=5, eos_id=None)
+    assert pieces["greedy"] == [([token], False) for token in answers["greedy"]]
+    assert pieces["beam"] == [(answers["beam"], False)]
+
+
+def _events(response) -> list[dict]:
+    assert response.headers["content-type"].startswith("text/event-stream")
+    lines = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines), lines
+    return [json.loads(line[len("data: ") :]) for line in lines]
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_a_streamed_answer_is_the_tokens_then_the_whole_answer(client, served, num_beams):
+    _, references = served
+    expected = _expected(references, PROMPTS[4], "C", 6, num_beams)
+    body = {"input_ids": PROMPTS[4], "adapter": "C", "max_new_tokens": 6, "num_beams": num_beams, "stream": True}
+    with client.stream("POST", "/generate", json=body) as response:
+        assert response.status_code == 200
+        events = _events(response)
+    *pieces, last = events
+    assert last == {"adapter": "C", "output_ids": expected, "done": True}
+    assert [t for piece in pieces for t in piece["token_ids"]] == expected
+    assert len(pieces) == (len(expected) if num_beams == 1 else 1)
+
+
+def test_a_stream_whose_decoding_fails_ends_with_one_error(served, monkeypatch):
+    bank, references = served
+    _fail_once(monkeypatch, bank.model, "step")
+    body = {"input_ids": PROMPTS[0], "adapter": "A", "max_new_tokens": 4, "stream": True}
+    with TestClient(create_app(Batcher(bank, eos_id=None))) as client:
+        with client.stream("POST", "/generate", json=body) as response:
+            events = _events(response)
+        assert events == [
+            {"token_ids": generate(references["A"], PROMPTS[0], max_new_tokens=1, eos_id=None)},  # picked before
+            {"error": "decoding failed: RuntimeError: out of memory"},
+        ]
+        ok = client.post("/generate", json={**body, "stream": False})
+        assert ok.json()["output_ids"] == generate(references["A"], PROMPTS[0], max_new_tokens=4, eos_id=None)

@@ -3,6 +3,8 @@ starts, a text prompt through the bundled tokenizer; every mistake one ``error:`
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("fastapi")
@@ -30,12 +32,21 @@ def test_serves_a_text_prompt_with_an_adapter(tiny_adapter):
     model = load_base("mamba-tiny", "cpu")[0]
     load_adapter(tiny_adapter, model)
     expected = generate(model, tokenizer.encode("The answer is"), max_new_tokens=5, eos_id=tokenizer.eos_id)
+    body = {"prompt": "The answer is", "adapter": "A", "max_new_tokens": 5}
     with TestClient(app) as client:
-        response = client.post("/generate", json={"prompt": "The answer is", "adapter": "A", "max_new_tokens": 5})
+        response = client.post("/generate", json=body)
         base = client.post("/generate", json={"prompt": "The answer is", "max_new_tokens": 5})
+        with client.stream("POST", "/generate", json={**body, "stream": True}) as streamed:
+            events = [json.loads(line[len("data: ") :]) for line in streamed.iter_lines() if line]
     assert response.status_code == 200, response.text
     assert response.json() == {"adapter": "A", "output_ids": expected, "text": tokenizer.decode(expected)}
     assert base.json()["output_ids"] != expected  # the adapter changed the answer: the comparison above means something
+    *pieces, last = events
+    assert last == {**response.json(), "done": True}
+    assert [piece["token_ids"] for piece in pieces] == [[token] for token in expected]
+    text = "".join(piece["text"] for piece in pieces)
+    assert text
+    assert last["text"].startswith(text)  # the text as it comes, in order (a piece ending inside a character waits)
 
 
 def _error_line(capsys, argv) -> str:

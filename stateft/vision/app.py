@@ -1,0 +1,72 @@
+"""Where an image model meets the app's configs (torch-free): the pairing of a vision model with a vision dataset,
+and the run settings that follow from it.
+
+- A vision model (``model.arch`` in ``VISION_ARCHS``) trains on a vision dataset (a DataModule of
+  ``stateft.vision``) and a language model on a language dataset; any other pairing is refused in one line.
+- The head's classes (``model.num_classes``) are the task's (``stateft.vision.tasks.VTAB_TASKS``, the one place they
+  are written), set on the model node before the model is built, so the adapter records them.
+- No tokenizer, and no CUDA-graph step (its recording is written for token batches): ``cuda_graph: auto`` becomes
+  false, ``true`` is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from stateft.errors import UserError
+from stateft.models.backbone import is_vision
+
+VISION_DATA = "stateft.vision."  # the package of every vision DataModule (a dataset node's _target_)
+
+
+def is_vision_dataset(node: Any) -> bool:
+    return node is not None and str(node.get("_target_", "")).startswith(VISION_DATA)
+
+
+def check_pairing(cfg: DictConfig) -> None:
+    """One line if the model and the dataset are not both images or both text."""
+    model, dataset = OmegaConf.select(cfg, "model"), OmegaConf.select(cfg, "dataset")
+    if model is None or dataset is None:
+        return
+    vision_model, vision_data = is_vision(str(model.get("arch"))), is_vision_dataset(dataset)
+    if vision_model and not vision_data:
+        raise UserError(
+            f"model {model.get('name')} classifies images but dataset {dataset.get('name')} is text; "
+            "choose a vision dataset (dataset=vtab_<task>) or a language model (model=mamba-130m ...)"
+        )
+    if vision_data and not vision_model:
+        raise UserError(
+            f"dataset {dataset.get('name')} is images but model {model.get('name')} is a language model; "
+            "choose a vision model (model=vim-small, model=vim-tiny)"
+        )
+
+
+def bind_vision(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with the settings an image model takes from its task (module docstring); others unchanged."""
+    check_pairing(cfg)
+    if not is_vision(str(OmegaConf.select(cfg, "model.arch"))):
+        return cfg
+    if cfg.get("cuda_graph") is True:
+        raise UserError("cuda_graph=true records token batches; an image model trains eagerly: set cuda_graph=false")
+    from stateft.vision.tasks import VTAB_TASKS
+
+    task = OmegaConf.select(cfg, "dataset.task")
+    with open_dict(cfg):
+        if task in VTAB_TASKS:
+            cfg.model.num_classes = VTAB_TASKS[task].num_classes
+        if "cuda_graph" in cfg:
+            cfg.cuda_graph = False
+    return cfg
+
+
+def eval_overrides(cfg: DictConfig, adapter: Any) -> list[str]:
+    """The eval.py overrides that score an image model's adapter: its base model and dataset named on the command
+    line (eval.py does not yet rebuild them from the run's records)."""
+    from stateft.app.commands import hydra_arg
+
+    overrides = [hydra_arg("adapter", adapter), f"model={cfg.model.name}", f"dataset={cfg.dataset.name}"]
+    if cfg.model.get("pretrained"):
+        overrides.append(hydra_arg("model.name_or_path", cfg.model.name_or_path))
+    return overrides + [hydra_arg("dataset.path", cfg.dataset.path)]

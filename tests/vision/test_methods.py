@@ -1,0 +1,89 @@
+"""stateft's methods on Vim: each attaches to both scan directions of every layer, trains the task head too, leaves
+the output unchanged at init where its paper says so, and round-trips through an adapter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stateft.adapters import load_adapter, save_adapter
+from stateft.methods import apply_method
+from stateft.methods.configs import methods_for, validate_method_cfg
+from stateft.vision.loading import build_vim
+from tests.vision.conftest import tiny_config
+
+VIM_METHODS = methods_for("vim")
+MODEL_LEVEL = ("prompt",)  # the slot on the model, not on the mixers
+DIRECTIONS = ("forward_scan", "backward_scan")
+UNCHANGED_AT_INIT = ("lora", "additional_scan", "init_state", "state_offset_h", "state_offset_y", "full", "partial")
+
+
+def _model():
+    model = build_vim(tiny_config(drop_path_rate=0.0), seed=0, backend="ref")
+    torch.nn.init.normal_(model.head.weight)
+    return model
+
+
+def test_the_vim_methods():
+    expected = {"full", "partial", "lora", "prompt", "prefix", "additional_scan", "init_state"}
+    expected |= {"state_offset_h", "state_offset_y"}
+    assert expected <= set(VIM_METHODS)
+
+
+@pytest.mark.parametrize("name", VIM_METHODS)
+def test_a_method_tunes_both_directions_and_the_head(name):
+    model = _model()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = model.eval()(x)
+    names = apply_method(name, model, validate_method_cfg({"name": name}))
+    assert {"head.weight", "head.bias"} <= set(names)
+    groups = ["prompt."] if name in MODEL_LEVEL else [f"layers.{i}.mixer.{d}." for i in range(2) for d in DIRECTIONS]
+    for group in groups:
+        assert any(n.startswith(group) for n in names), group
+    with torch.no_grad():
+        after = model(x)
+    if name in UNCHANGED_AT_INIT:
+        torch.testing.assert_close(after, before)
+    # every tensor of the method gets a gradient from the classification loss (zero-init factors included)
+    model.train()
+    loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 3]))
+    loss.backward()
+    params = dict(model.named_parameters())
+    for group in groups:
+        grads = [params[n].grad for n in names if n.startswith(group)]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), group
+
+
+@pytest.mark.parametrize("name", VIM_METHODS)
+def test_an_adapter_round_trips(tmp_path, name):
+    model = _model()
+    names = apply_method(name, model, validate_method_cfg({"name": name}))
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for n in names:
+            params[n].add_(0.1 * torch.randn_like(params[n]))
+    save_adapter(tmp_path / "adapter", model, model.peft_config, names, {"name": "vim-test"})
+    fresh = _model()
+    assert sorted(load_adapter(tmp_path / "adapter", fresh)) == sorted(names)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(x), model.eval()(x))
+
+
+def test_prefix_leads_each_directions_own_scan():
+    """Affix on a bidirectional block: the forward direction's prefix precedes the first patch, the backward
+    direction's the last one, so each reaches only the positions its own scan visits after it: a forward-only
+    prefix leaves the backward scan's output unchanged and the other way round."""
+    model = _model().eval()
+    apply_method("prefix", model, validate_method_cfg({"name": "prefix"}))
+    mixer = model.layers[0].mixer
+    xz = torch.randn(1, 17, 2 * mixer.forward_scan.d_inner)
+    with torch.no_grad():
+        y_b = mixer.backward_scan(xz.flip(1))
+        y_f = mixer.forward_scan(xz)
+        prefix_f = mixer.forward_scan.prefix
+        mixer.forward_scan.prefix = None
+        torch.testing.assert_close(mixer.backward_scan(xz.flip(1)), y_b)
+        assert not torch.allclose(mixer.forward_scan(xz), y_f)
+        mixer.forward_scan.prefix = prefix_f
