@@ -224,6 +224,13 @@ _ARCH_BOUNDS = {  # sane maxima, well above the largest Mamba checkpoints (d_mod
     "chunk_size": 4096,
     "pad_vocab_size_multiple": 1024,
 }
+_VISION_BOUNDS = {  # Vision Mamba (stateft/vision/config.py): images and patches
+    "num_classes": 1 << 20,
+    "img_size": 8192,
+    "patch_size": 1024,
+    "stride": 1024,
+    "channels": 64,
+}
 _PYTHIA_BOUNDS = {
     "n_head": 1024,
     "intermediate_size": 1 << 18,
@@ -232,7 +239,7 @@ _PYTHIA_BOUNDS = {
 }  # GPT-NeoX (stateft/models/pythia.py)
 _BOOLS = (  # the true-or-false fields of a base-model record
     "pretrained", "recompute", "tie_embeddings", "use_parallel_residual", "conv_bias", "bias", "rmsnorm",
-    "norm_before_gate",
+    "norm_before_gate", "divide_out",
 )  # fmt: skip
 
 
@@ -242,9 +249,12 @@ def _arch_keys() -> tuple[str, ...]:
     base-model record may hold besides ``RUN_KEYS``."""
     from stateft.models.config import MambaConfig, architecture_fields
     from stateft.models.pythia import PythiaConfig
+    from stateft.vision.config import VimConfig
 
     keys = architecture_fields(MambaConfig)
-    return keys + tuple(k for k in architecture_fields(PythiaConfig) if k not in keys)
+    for other in (PythiaConfig, VimConfig):
+        keys += tuple(k for k in architecture_fields(other) if k not in keys)
+    return keys
 
 
 def _check_model_value(key: str, value: Any, where: str) -> Any:
@@ -262,7 +272,7 @@ def _check_model_value(key: str, value: Any, where: str) -> Any:
     if key == "seed":
         return want_int(value, at, 0, (1 << 63) - 1, nullable=True)
     if key == "arch":
-        return want_str(value, at, choices=("mamba1", "mamba2", "gpt_neox"))
+        return want_str(value, at, choices=("mamba1", "mamba2", "gpt_neox", "vim"))
     if key == "dt_rank":
         return value if value == "auto" else want_int(value, at, 1, _ARCH_BOUNDS["d_model"])
     if key == "init_std":
@@ -273,6 +283,10 @@ def _check_model_value(key: str, value: Any, where: str) -> Any:
         return want_float(value, at, 0.0, 1.0, open_lo=True)
     if key in ("dt_min", "dt_max", "dt_init_floor"):
         return want_float(value, at, 0.0, 10.0, open_lo=True)
+    if key == "drop_path_rate":
+        return want_float(value, at, 0.0, 1.0)
+    if key in _VISION_BOUNDS:
+        return want_int(value, at, 1, _VISION_BOUNDS[key])
     if key == "dt_limit":  # (low, high) clamp of Mamba-2's dt
         if not isinstance(value, list) or len(value) != 2:
             raise UserError(f"{at} must be a list of two numbers, got {short(value)}")
@@ -329,6 +343,8 @@ def base_model_node(record: Any, where: str) -> DictConfig:
     name = checked["name"]
     if name in group_options("model"):
         node = our_config("model", name)
+        if node.get("arch") == "vim" and "num_classes" in checked:  # the head has the task's classes, not ours
+            node["num_classes"] = checked["num_classes"]
         theirs = _architecture({**node, **{k: v for k, v in checked.items() if k in _arch_keys()}})
         mine = _architecture(node)
         if theirs != mine:

@@ -246,13 +246,7 @@ def _print_report(
     if (out / "predictions_test.jsonl").exists():
         print(f"predictions:     {out / 'predictions_test.jsonl'}")
     print(f"resume with:     {resume_command(out)}")
-    if is_vision(str(cfg.model.arch)):  # eval.py takes an image model's base and data from the command line
-        from stateft.app.commands import command
-        from stateft.vision.app import eval_overrides
-
-        print(f"evaluate with:   {command('eval.py', eval_overrides(cfg, out / 'adapter'))}")
-    else:
-        print(f"evaluate with:   {eval_command(out / 'adapter')}")
+    print(f"evaluate with:   {eval_command(out / 'adapter')}")
     for line in extra_lines:
         print(line)
     if cfg.get("next_steps"):

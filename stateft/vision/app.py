@@ -59,14 +59,3 @@ def bind_vision(cfg: DictConfig) -> DictConfig:
         if "cuda_graph" in cfg:
             cfg.cuda_graph = False
     return cfg
-
-
-def eval_overrides(cfg: DictConfig, adapter: Any) -> list[str]:
-    """The eval.py overrides that score an image model's adapter: its base model and dataset named on the command
-    line (eval.py does not yet rebuild them from the run's records)."""
-    from stateft.app.commands import hydra_arg
-
-    overrides = [hydra_arg("adapter", adapter), f"model={cfg.model.name}", f"dataset={cfg.dataset.name}"]
-    if cfg.model.get("pretrained"):
-        overrides.append(hydra_arg("model.name_or_path", cfg.model.name_or_path))
-    return overrides + [hydra_arg("dataset.path", cfg.dataset.path)]

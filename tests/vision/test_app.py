@@ -54,7 +54,8 @@ def test_train_saves_the_adapter_and_eval_scores_it(tmp_path, capsys):
     # the printed command, as the user would paste it (plus this machine's settings)
     command = shlex.split(printed[0].removeprefix("evaluate with:"))
     assert command[:2] == ["python", "eval.py"]
-    local = ["dataset.num_workers=0", "trainer.accelerator=cpu", f"output_dir={tmp_path / 'eval'}"]
+    assert [a.split("=")[0] for a in command[2:]] == ["adapter"]  # the base model and the data from the records
+    local = ["trainer.accelerator=cpu", f"output_dir={tmp_path / 'eval'}"]
     again = evaluate(compose_checked("eval", command[2:] + local))
     assert again["test/accuracy"] == pytest.approx(metrics["test/accuracy"])
     assert (tmp_path / "eval" / "predictions_test.jsonl").read_text() == (run / "predictions_test.jsonl").read_text()
