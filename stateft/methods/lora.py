@@ -38,7 +38,29 @@ WHOLE = "w"  # block key of a LoRA on the whole linear
 CONV = "conv1d"  # the target of a LoRA on the causal conv's kernel (``ConvLoRA``)
 
 
-class LoRALinear(nn.Module):
+class WrappedLinear(nn.Module):
+    """A module around a frozen ``nn.Linear`` (``self.base``) that reads like it: what code reading a linear's
+    attributes expects (the fast paths' ``weight`` / ``bias``, the sizes). LoRA's wrapper and the server's routed one
+    (`stateft.serve.routed_lora`) are such modules."""
+
+    @property
+    def weight(self) -> Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.base.bias
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+
+class LoRALinear(WrappedLinear):
     """A frozen linear plus one low-rank update per output row block: blocks = {key: (start, end)}.
 
     In a Mamba-1 projection's place it offers ``channels_first`` (the mixer's fast path,
@@ -67,22 +89,6 @@ class LoRALinear(nn.Module):
             A.uniform_(-bound, bound, generator=generator)
             self.lora_A[key] = new_parameter(A.to(base.weight.device))
             self.lora_B[key] = new_parameter(torch.zeros(end - start, r, device=base.weight.device))
-
-    @property
-    def weight(self) -> Tensor:
-        return self.base.weight
-
-    @property
-    def bias(self) -> Tensor | None:
-        return self.base.bias
-
-    @property
-    def in_features(self) -> int:
-        return self.base.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base.out_features
 
     def update_factors(self) -> tuple[Tensor, Tensor]:
         """All blocks' factors as one pair: A (k r, in) stacked, B (out, k r) block-diagonal, zero on rows no block

@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stateft.methods.lora import WrappedLinear
 from stateft.ops.layout import matmul_channels_first
 from stateft.serve.routing import Routing
 
 
-class RoutedLinear(nn.Module):
+class RoutedLinear(WrappedLinear):
     """A frozen linear (``base``) plus per-row LoRA updates from stacked factor banks (`set_bank`)."""
 
     def __init__(self, base: nn.Module, routing: Routing) -> None:
@@ -47,23 +48,6 @@ class RoutedLinear(nn.Module):
     def set_bank(self, A_bank: Tensor, B_bank: Tensor, ranks: list[int]) -> None:
         self.A_bank, self.B_bank, self.ranks = A_bank, B_bank, ranks
         self.updates = torch.tensor([r > 0 for r in ranks], device=A_bank.device)
-
-    # what code reading the linear's attributes expects (LoRALinear offers the same)
-    @property
-    def weight(self) -> Tensor:
-        return self.base.weight
-
-    @property
-    def bias(self) -> Tensor | None:
-        return self.base.bias
-
-    @property
-    def in_features(self) -> int:
-        return self.base.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base.out_features
 
     def _route(self) -> int | Tensor | None:
         """None: no row of the call is updated here; an int: that adapter for every row; a Tensor (b,): per row."""
