@@ -29,6 +29,11 @@ ADAPTER_ARCH_FIELDS = ("arch", "d_model", "n_layer", "d_state", "d_conv", "expan
 MAMBA2_FIELDS = ("headdim", "ngroups", "chunk_size", "norm_before_gate", "rmsnorm", "dt_limit")
 
 
+def dt_rank_of(d_model: int, dt_rank: int | str) -> int:
+    """R, the rank of the S6 step-size projection: ceil(d_model / 16) for ``"auto"`` (mamba_ssm's rule)."""
+    return math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+
+
 @dataclass
 class MambaConfig:
     """Mamba-1 (``arch="mamba1"``) or Mamba-2 (``arch="mamba2"``) language-model architecture.
@@ -68,7 +73,7 @@ class MambaConfig:
 
     @property
     def dt_rank_value(self) -> int:
-        return math.ceil(self.d_model / 16) if self.dt_rank == "auto" else int(self.dt_rank)
+        return dt_rank_of(self.d_model, self.dt_rank)
 
     @property
     def padded_vocab_size(self) -> int:

@@ -8,9 +8,10 @@ Names follow the backbone contract (``stateft.models.backbone.ModelConfig``): ``
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
+
+from stateft.models.config import dt_rank_of
 
 
 @dataclass
@@ -47,7 +48,7 @@ class VimConfig:
 
     @property
     def dt_rank_value(self) -> int:
-        return math.ceil(self.d_model / 16) if self.dt_rank == "auto" else int(self.dt_rank)
+        return dt_rank_of(self.d_model, self.dt_rank)
 
     @property
     def grid_size(self) -> int:
