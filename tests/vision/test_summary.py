@@ -49,7 +49,6 @@ def test_a_missing_task_leaves_its_group_and_the_averages_open(tmp_path):
     assert json.loads((tmp_path / "vtab_summary.json").read_text())["tasks"]["dtd"] == 50.0
 
 
-@pytest.mark.slow
 def test_the_19_task_sweep_runs_on_the_fixtures_and_prints_the_table(tmp_path):
     """experiment=mambapeft/vtab as a multirun (one job per task, Hydra's basic launcher) with the tiny model."""
     args = [
