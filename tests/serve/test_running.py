@@ -13,13 +13,9 @@ from stateft.serve.running_beams import RunningBeams
 from tests.conftest import TINY, TINY2
 from tests.serve.helpers import alone, prompts, save_random_adapter
 
-# (adapter, limit) per request; requests join in waves: before the first step, after one, after three
-JOBS = [("L", 9), (None, 2), ("S", 4), ("L", 1), ("S", 6), ("L", 3), (None, 5), ("S", 2)]
-WAVES = {0: [0, 1, 2], 1: [3, 4], 3: [5, 6, 7]}
 
-
-@pytest.mark.parametrize("config", [TINY, TINY2], ids=["mamba1", "mamba2"])
-def test_rows_joining_a_running_batch_decode_as_alone(config, tmp_path):
+def _bank(config, tmp_path) -> tuple[AdapterBank, dict[str, object]]:
+    """A bank over the tiny base holding a LoRA adapter ("L") and a state-offset one ("S"), and their folders."""
     directories = {
         "L": save_random_adapter(config, "lora", {"dropout": 0.0}, 1, tmp_path / "L"),
         "S": save_random_adapter(config, "state_offset_h", {}, 2, tmp_path / "S"),
@@ -27,6 +23,17 @@ def test_rows_joining_a_running_batch_decode_as_alone(config, tmp_path):
     bank = AdapterBank(build_model(config, seed=0).eval())
     for name, directory in directories.items():
         bank.load(name, directory)
+    return bank, directories
+
+
+# (adapter, limit) per request; requests join in waves: before the first step, after one, after three
+JOBS = [("L", 9), (None, 2), ("S", 4), ("L", 1), ("S", 6), ("L", 3), (None, 5), ("S", 2)]
+WAVES = {0: [0, 1, 2], 1: [3, 4], 3: [5, 6, 7]}
+
+
+@pytest.mark.parametrize("config", [TINY, TINY2], ids=["mamba1", "mamba2"])
+def test_rows_joining_a_running_batch_decode_as_alone(config, tmp_path):
+    bank, directories = _bank(config, tmp_path)
     rows = prompts([5, 3, 7, 1, 6, 4, 5, 2], seed=3)
     references = {name: alone(config, directories.get(name)) for name in (None, "L", "S")}
     models = [references[a] for a, _ in JOBS]
@@ -56,13 +63,7 @@ BEAM_JOBS = [("L", 2, 7), (None, 3, 3), ("S", 2, 5), ("L", 3, 2), ("S", 2, 6), (
 @pytest.mark.parametrize("config", [TINY, TINY2], ids=["mamba1", "mamba2"])
 def test_beam_searches_joining_a_running_batch_decode_as_alone(config, tmp_path):
     """Examples of different beam widths and limits joining and leaving: each one's answer is its search alone."""
-    directories = {
-        "L": save_random_adapter(config, "lora", {"dropout": 0.0}, 1, tmp_path / "L"),
-        "S": save_random_adapter(config, "state_offset_h", {}, 2, tmp_path / "S"),
-    }
-    bank = AdapterBank(build_model(config, seed=0).eval())
-    for name, directory in directories.items():
-        bank.load(name, directory)
+    bank, directories = _bank(config, tmp_path)
     rows = prompts([5, 3, 7, 1, 6, 4, 5, 2], seed=4)
     references = {name: alone(config, directories.get(name)) for name in (None, "L", "S")}
     models = [references[a] for a, _, _ in BEAM_JOBS]
