@@ -80,7 +80,8 @@ def apply(model: nn.Module, cfg: Any) -> list[str]:
 
 def lr_groups(model: nn.Module, trainable: list[str], lr: float) -> list[tuple[float, list[str]]]:
     """``[(learning rate, names)]``: one group per part of a composition (its ``lr``, or ``lr`` where null), in the
-    order of ``parts``; any other method: one group of all ``trainable`` at ``lr``."""
+    order of ``parts``, then what no part trains (an image model's task head) at ``lr``; any other method: one group
+    of all ``trainable`` at ``lr``."""
     parts = getattr(model, "peft_parts", None)
     recorded = getattr(model, "peft_config", None) or {}
     if not parts or recorded.get("name") != "compose":
@@ -91,9 +92,18 @@ def lr_groups(model: nn.Module, trainable: list[str], lr: float) -> list[tuple[f
         part_lr = recorded[part].get("lr")
         groups.append((lr if part_lr is None else float(part_lr), [n for n in names if n in wanted]))
     covered = {n for _, names in groups for n in names}
-    if covered != wanted:
-        raise ValueError(f"compose: the parts' tensors are not the trainable ones: {sorted(wanted ^ covered)[:3]}")
-    return groups
+    rest = sorted(wanted - covered)  # trained beside the parts: the task head of an image model (apply_method)
+    if rest != sorted(n for n in rest if n in _task_head_names(model)):
+        raise ValueError(f"compose: the parts' tensors are not the trainable ones: {rest[:3]}")
+    return groups + ([(lr, rest)] if rest else [])
+
+
+def _task_head_names(model: nn.Module) -> set[str]:
+    """The parameter names of an image model's task head (``model.task_head()``), empty for a language model."""
+    if not hasattr(model, "task_head"):
+        return set()
+    ids = {id(p) for p in model.task_head().parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
 
 
 def part_summary(model: nn.Module) -> list[str]:
@@ -105,11 +115,15 @@ def part_summary(model: nn.Module) -> list[str]:
         return []
     params = dict(model.named_parameters())
     counts = {part: sum(params[n].numel() for n in names) for part, names in parts.items()}
-    width = max(len(part) for part in parts)
+    rates = {part: recorded[part].get("lr") for part in parts}
+    head = _task_head_names(model)
+    if head:  # an image model's task head trains beside the parts, at optim.lr
+        counts["task head"], rates["task head"] = sum(params[n].numel() for n in head), None
+    width = max(len(name) for name in counts)
     lines = []
-    for part, count in counts.items():
-        lr = recorded[part].get("lr")
-        lines.append(f"  {part:<{width}}  {count:>12,d} params  lr={'optim.lr' if lr is None else f'{lr:g}'}")
+    for name, count in counts.items():
+        lr = rates[name]
+        lines.append(f"  {name:<{width}}  {count:>12,d} params  lr={'optim.lr' if lr is None else f'{lr:g}'}")
     lines.append(f"  {'total':<{width}}  {sum(counts.values()):>12,d} params")
     return ["compose: trainable params per part", *lines]
 

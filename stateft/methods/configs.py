@@ -271,7 +271,7 @@ ComposeConfig = make_dataclass(
     + [(name, Any, field(default=None)) for name in COMPOSABLE],
     bases=(MethodConfig,),
     namespace={
-        "archs": MAMBA,
+        "archs": MAMBA | VIM,  # each part is checked against the model too (arch_refusal)
         "__post_init__": _compose_post_init,
         "part_configs": _compose_part_configs,
         "__module__": __name__,

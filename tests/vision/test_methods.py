@@ -87,3 +87,18 @@ def test_prefix_leads_each_directions_own_scan():
         torch.testing.assert_close(mixer.backward_scan(xz.flip(1)), y_b)
         assert not torch.allclose(mixer.forward_scan(xz), y_f)
         mixer.forward_scan.prefix = prefix_f
+
+
+def test_a_composition_trains_its_parts_at_their_rates_and_the_head_at_the_default():
+    from stateft.methods.compose import lr_groups
+
+    model = _model()
+    cfg = validate_method_cfg(
+        {"name": "compose", "parts": ["lora", "prefix"], "lora": {"lr": 1e-3}, "prefix": {"lr": None}}
+    )
+    names = apply_method("compose", model, cfg)
+    groups = lr_groups(model, names, 5e-4)
+    assert [lr for lr, _ in groups] == [1e-3, 5e-4, 5e-4]  # lora, prefix (its lr null: the default), the head
+    assert groups[-1][1] == ["head.bias", "head.weight"]
+    assert sorted(n for _, group in groups for n in group) == sorted(names)
+    assert all(".lora_A." in n or ".lora_B." in n for n in groups[0][1])
