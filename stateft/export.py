@@ -136,9 +136,14 @@ def _check_exportable(method: Any, config: Any, layout: str) -> None:
     """UserError (one line) unless ``layout`` can hold the method on a model of ``config``; prints peft's caveat."""
     from stateft.export_peft import peft_refusal, unmerged_caveat
     from stateft.merge import refusal
-    from stateft.models.backbone import MAMBA_ARCHS
+    from stateft.models.backbone import MAMBA_ARCHS, is_vision
     from stateft.models.transformers_layout import transformers_config
 
+    if is_vision(config.arch):
+        raise UserError(
+            f"a {config.arch} adapter (an image classifier) has no transformers, mamba_ssm or peft checkpoint layout; "
+            "share it as an adapter (python -m stateft.hub push)"
+        )
     if config.arch not in MAMBA_ARCHS:
         raise UserError(
             f"a {config.arch} adapter is in peft's format already: load it with PeftModel.from_pretrained and merge "

@@ -12,6 +12,7 @@ zeros, so the model is unchanged at init. ``fold`` adds s B A into W and puts th
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +143,8 @@ def _linear_blocks(mixer: nn.Module, linear: str) -> dict[str, tuple[int, int]]:
         return {"dt": (0, R), "B": (R, R + N), "C": (R + N, R + 2 * N)}
     if linear == "in_proj":
         E = mixer.d_inner
-        return {"x": (0, E), "z": (E, 2 * E)} if mamba1 else {"z": (0, E), "x": (E, 2 * E)}
+        first, second = getattr(mixer, "in_proj_halves", ("x", "z") if mamba1 else ("z", "x"))
+        return {first: (0, E), second: (E, 2 * E)}
     return {}
 
 
@@ -211,9 +213,26 @@ def apply(model: nn.Module, cfg: LoraConfig) -> list[str]:
         cfg.alpha = float(cfg.r)
     targets = list(cfg.target_modules or DEFAULT_TARGETS[model.config.arch])
     generator = init_generator()
-    for mixer in model.mixers():
-        wrap_targets(mixer, targets, cfg, generator)
+    holders = list(linear_holders(model))
+    for target in targets:  # a target no module holds: the one-line refusal naming the valid ones
+        if not any(_holds(holder, target) for holder in holders):
+            _parse_targets(holders[0], [target])
+    for holder in holders:
+        wrap_targets(holder, [t for t in targets if _holds(holder, t)], cfg, generator)
     return trainable_names(model)
+
+
+def linear_holders(model: nn.Module) -> Iterator[nn.Module]:
+    """The modules whose linears LoRA targets: the mixers, or what a backbone names (``linear_holders``: Vim's blocks
+    hold in_proj and out_proj, shared by both scan directions, and each direction its x_proj and dt_proj)."""
+    return model.linear_holders() if hasattr(model, "linear_holders") else model.mixers()
+
+
+def _holds(holder: nn.Module, target: str) -> bool:
+    """Whether ``holder`` has the linear (or the conv) that ``target`` names."""
+    if target == CONV:
+        return isinstance(getattr(holder, CONV, None), nn.Conv1d)
+    return isinstance(getattr(holder, target.partition(".")[0], None), nn.Linear | LoRALinear)
 
 
 @torch.no_grad()
@@ -227,8 +246,8 @@ def merged_weight(layer: LoRALinear) -> Tensor:
 def fold(model: nn.Module) -> None:
     """Replace every ``LoRALinear`` of the mixers by its base linear holding W + s B A, and a ``ConvLoRA``'s conv
     weight by the sum it returns (``MethodSpec.fold``)."""
-    for mixer in model.mixers():
-        if parametrize.is_parametrized(mixer.conv1d, "weight"):
+    for mixer in linear_holders(model):
+        if hasattr(mixer, CONV) and parametrize.is_parametrized(mixer.conv1d, "weight"):
             if any(isinstance(p, ConvLoRA) for p in mixer.conv1d.parametrizations.weight):
                 with torch.no_grad():
                     parametrize.remove_parametrizations(mixer.conv1d, "weight", leave_parametrized=True)

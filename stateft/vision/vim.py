@@ -74,9 +74,12 @@ class ScanDirection(Mamba1Mixer):
 class BiMambaMixer(nn.Module):
     """Vim's bidirectional mixer (module docstring): (b l d) -> (b l d)."""
 
+    in_proj_halves = ("x", "z")  # in_proj's rows, as Mamba-1's: LoRA's row blocks in_proj.x / in_proj.z
+
     def __init__(self, config: VimConfig, backend: Backend) -> None:
         super().__init__()
         d, E = config.d_model, config.d_inner
+        self.d_inner = E
         self.divide_out = config.divide_out
         self.in_proj = nn.Linear(d, 2 * E, bias=config.bias)
         self.forward_scan = ScanDirection(direction_config(config), backend)
@@ -188,6 +191,13 @@ class VisionMamba(nn.Module):
     def mixers(self) -> Iterator[nn.Module]:
         """The scan directions, forward then backward per layer: the modules with adapter slots."""
         for layer in self.layers:
+            yield from layer.mixer.directions()
+
+    def linear_holders(self) -> Iterator[nn.Module]:
+        """The modules whose linears LoRA may target (`stateft.methods.lora`): each block's mixer (in_proj and
+        out_proj, shared by its two directions), then its directions (x_proj, dt_proj, conv1d)."""
+        for layer in self.layers:
+            yield layer.mixer
             yield from layer.mixer.directions()
 
     def set_backend(self, backend: Backend | None = None, **request: Any) -> Backend:

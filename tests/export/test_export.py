@@ -178,3 +178,15 @@ def test_a_transformer_adapter_is_sent_to_peft(tmp_path, capsys):
     assert code == 2
     assert err.startswith("error: a gpt_neox adapter is in peft's format already")
     assert err.count("\n") == 1
+
+
+def test_a_vision_adapter_is_refused_in_one_line(tmp_path, capsys):
+    node = {**our_config("model", "vim-test"), "dtype": "float32"}
+    model = model_from_config(OmegaConf.create(node))
+    apply_method("lora", model, {"name": "lora", "r": 4})
+    save_adapter(tmp_path / "adapter", model, base_model=node)
+    for layout in ("transformers", "peft"):
+        code, err = run(capsys, tmp_path / "adapter", tmp_path / "out", "--layout", layout)
+        assert code == 2
+        assert err.startswith("error: a vim adapter (an image classifier) has no transformers, mamba_ssm or peft")
+        assert err.count("\n") == 1

@@ -448,8 +448,9 @@ def test_every_architecture_field_of_a_base_model_record_is_checked():
     from stateft.app import run_config
     from stateft.models.config import MambaConfig
     from stateft.models.pythia import PythiaConfig
+    from stateft.vision.config import VimConfig
 
-    defaults = {f.name: f.default for cls in (PythiaConfig, MambaConfig) for f in fields(cls)}
+    defaults = {f.name: f.default for cls in (VimConfig, PythiaConfig, MambaConfig) for f in fields(cls)}
     defaults.update(d_model=16, n_layer=2, n_head=4, arch="mamba1", dt_rank=4, intermediate_size=64, dt_limit=(0, 9.5))
     assert set(run_config._arch_keys()) == set(defaults)
     for key, value in defaults.items():

@@ -102,3 +102,33 @@ def test_a_composition_trains_its_parts_at_their_rates_and_the_head_at_the_defau
     assert groups[-1][1] == ["head.bias", "head.weight"]
     assert sorted(n for _, group in groups for n in group) == sorted(names)
     assert all(".lora_A." in n or ".lora_B." in n for n in groups[0][1])
+
+
+@pytest.mark.parametrize("targets", [["in_proj", "out_proj"], ["in_proj.x"], ["in_proj.z", "x_proj", "conv1d"]])
+def test_lora_on_the_shared_projections(targets):
+    """MambaPEFT's LoRA on Vim's in_proj / out_proj (shared by both directions) and on their row blocks: one update
+    per block, the output unchanged at init, every factor reached by the loss, the x half being in_proj's first rows."""
+    model = _model()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = model.eval()(x)
+    names = apply_method("lora", model, validate_method_cfg({"name": "lora", "r": 4, "target_modules": targets}))
+    for i in range(2):
+        for target in targets:
+            linear = target.partition(".")[0]
+            where = (
+                [f"layers.{i}.mixer.{linear}."]
+                if linear in ("in_proj", "out_proj")
+                else [f"layers.{i}.mixer.{d}.{linear}" for d in DIRECTIONS]
+            )
+            for prefix in where:
+                assert any(n.startswith(prefix) for n in names), prefix
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before)
+    model.train()
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 3])).backward()
+    params = dict(model.named_parameters())
+    assert all(params[n].grad is not None for n in names if "lora_" in n)
+    if targets == ["in_proj.x"]:
+        layer = model.layers[0].mixer.in_proj
+        assert list(layer.blocks.values()) == [(0, model.layers[0].mixer.d_inner)]
