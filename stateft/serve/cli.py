@@ -18,15 +18,16 @@ from stateft.errors import UserError
 CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
 
 
-def load_base(spec: str, device: str) -> tuple[Any, str | None]:
-    """(the base model in eval mode, the tokenizer its config names or None for the default) for ``--base``."""
+def load_base(spec: str, device: str, dtype: str = "float32") -> tuple[Any, str | None]:
+    """(the base model in eval mode, the tokenizer its config names or None for the default) for ``--base``, its
+    frozen weights stored in ``dtype`` (A_log, D and dt_bias stay fp32, as ``model.dtype`` keeps them)."""
     from omegaconf import OmegaConf
 
-    from stateft.models.loading import load_pretrained, model_from_config
+    from stateft.models.loading import DTYPES, cast_model, load_pretrained, model_from_config
 
     path = Path(spec).expanduser()
     if path.is_dir():
-        return load_pretrained(str(path), device=device).eval(), None
+        return cast_model(load_pretrained(str(path), device=device), DTYPES[dtype]).eval(), None
     if path.suffix in (".yaml", ".yml") and path.is_file():
         config_file = path
     elif (CONF_MODELS / f"{spec}.yaml").is_file() and "/" not in spec:
@@ -40,8 +41,20 @@ def load_base(spec: str, device: str) -> tuple[Any, str | None]:
     cfg = OmegaConf.load(config_file)
     if cfg.get("arch") not in ("mamba1", "mamba2"):
         raise UserError(f"--base {spec}: adapters are served over a Mamba model, not arch {cfg.get('arch')!r}")
-    model = model_from_config(cfg, device=device)
+    model = model_from_config(OmegaConf.merge(cfg, {"dtype": dtype}), device=device)
     return model.eval(), cfg.get("tokenizer")
+
+
+def worker_context(device: str, dtype: str) -> Any:
+    """What the decoding worker runs inside: autocast to bf16 over a bf16 base (fp32 adapters, as train.py and
+    eval.py compute), nothing over an fp32 one."""
+    from contextlib import nullcontext
+
+    if dtype == "float32":
+        return nullcontext
+    import torch
+
+    return lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def _adapter_arg(text: str) -> tuple[str, str]:
@@ -57,6 +70,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", action="append", type=_adapter_arg, default=[], metavar="NAME=PATH",
                    help="an adapter folder (save_adapter's) served under NAME; repeat for more")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="the base's weights, and bf16 autocast for bfloat16 (default float32)")  # fmt: skip
     p.add_argument("--tokenizer", default=None, help="tokenizer name or folder (default: the base config's)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -80,7 +95,7 @@ def build_app(args: argparse.Namespace) -> Any:
 
     if args.max_batch < 1 or args.max_new_tokens < 0:
         raise UserError("--max-batch must be >= 1 and --max-new-tokens >= 0")
-    model, tokenizer_name = load_base(args.base, args.device)
+    model, tokenizer_name = load_base(args.base, args.device, args.dtype)
     bank = AdapterBank(model)
     for name, spec in args.adapter:  # a local folder or a hub adapter (hf://owner/name[@revision], stateft.hub)
         bank.load(name, resolve_adapter(str(spec))[0])
@@ -91,7 +106,7 @@ def build_app(args: argparse.Namespace) -> Any:
             "pass the base model's --tokenizer"
         )
     limits = Limits(max_new_tokens=args.max_new_tokens, max_batch=args.max_batch)
-    batcher = Batcher(bank, limits, eos_id=tokenizer.eos_id)
+    batcher = Batcher(bank, limits, eos_id=tokenizer.eos_id, worker_context=worker_context(args.device, args.dtype))
     return create_app(batcher, tokenizer, base_name=args.base)
 
 

@@ -49,6 +49,27 @@ def test_serves_a_text_prompt_with_an_adapter(tiny_adapter):
     assert last["text"].startswith(text)  # the text as it comes, in order (a piece ending inside a character waits)
 
 
+def test_a_bf16_base_decodes_under_bf16_autocast(tiny_adapter):
+    """--dtype bfloat16: the base's weights in bf16 (its A_log, D, dt_bias fp32) and the worker under bf16 autocast,
+    as eval.py computes: the answer is that setting's own decoding of the prompt."""
+    import torch
+
+    app = build_app(
+        parser().parse_args(["--base", "mamba-tiny", "--adapter", f"A={tiny_adapter}", "--dtype", "bfloat16"])
+    )
+    tokenizer = load_tokenizer()
+    model = load_base("mamba-tiny", "cpu", "bfloat16")[0]
+    assert model.backbone.embedding.weight.dtype == torch.bfloat16
+    assert all(m.A_log.dtype == torch.float32 for m in model.mixers())
+    load_adapter(tiny_adapter, model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = generate(model, tokenizer.encode("The answer is"), max_new_tokens=5, eos_id=tokenizer.eos_id)
+    with TestClient(app) as client:
+        response = client.post("/generate", json={"prompt": "The answer is", "adapter": "A", "max_new_tokens": 5})
+    assert response.status_code == 200, response.text
+    assert response.json()["output_ids"] == expected
+
+
 def _error_line(capsys, argv) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err
