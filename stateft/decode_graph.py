@@ -110,10 +110,9 @@ def make_step(
 def kept_recordings(model: torch.nn.Module) -> dict[int, GraphedStep]:
     """The decoding-step recordings kept on ``model`` across batches (a validation pass records each bucket once,
     not once per batch), by row count. A recording reads the parameters' memory and computes under the autocast
-    state it was recorded in: when a parameter has been reallocated (moved, cast, replaced) or the autocast state
-    differs, or the products' batch invariance (`stateft.generation.invariance`), the kept ones are dropped and recorded
-    again. In-place updates (the optimiser's, an adapter loaded
-    into the parameters) are read by the next replay."""
+    state it was recorded in: when a parameter has been reallocated (moved, cast, replaced), or the autocast state
+    or the products' batch invariance (`stateft.ops.invariance`) differs, the kept ones are dropped and recorded
+    again. In-place updates (the optimiser's, an adapter loaded into the parameters) are read by the next replay."""
     key = (
         tuple(p.data_ptr() for p in model.parameters()),
         torch.is_autocast_enabled("cuda"),

@@ -14,8 +14,6 @@ sum log-prob / length**length_penalty (transformers' convention, length = genera
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-
 import torch
 from torch import Tensor
 
@@ -23,22 +21,12 @@ from stateft.decode_graph import RowStep, Step, make_step
 from stateft.models.backbone import is_transformer
 from stateft.models.cache import MambaCache
 from stateft.models.lm import MambaLM
+from stateft.ops.invariance import batch_invariant as invariant_products
 
 
-def _log_probs(logits: Tensor, vocab_size: int) -> Tensor:
+def log_probs(logits: Tensor, vocab_size: int) -> Tensor:
+    """log-softmax over the real vocabulary (the padded rows dropped), in fp32."""
     return torch.log_softmax(logits[..., :vocab_size].float(), dim=-1)
-
-
-def invariance(batch_invariant: bool) -> AbstractContextManager:
-    """The context decoding runs in: with ``batch_invariant``, batch-invariant products (`stateft.ops.invariance`),
-    so that a batch decodes each example exactly as it decodes alone. Without, a GPU's products round by their shape
-    (cuBLAS picks its kernel by the row count), and under bf16 beam search can part where two candidates tie within
-    rounding; on the CPU the products round alike in practice (the tests check the tokens)."""
-    if not batch_invariant:
-        return nullcontext()
-    from stateft.ops.invariance import batch_invariant as mode
-
-    return mode()
 
 
 def generate(
@@ -53,10 +41,12 @@ def generate(
 ) -> list[int]:
     """Continue ``prompt_ids``; returns the new tokens without the EOS token. On CUDA, ``cuda_graph`` replays a
     recorded decoding step after the first few tokens (`stateft.decode_graph`; same tokens, fewer launches).
-    ``batch_invariant``: the products computed as in any batch (`invariance`)."""
+    ``batch_invariant``: the products computed as in any batch (`stateft.ops.invariance`; without it a GPU's products
+    round by their shape, cuBLAS picking its kernel by the row count, and under bf16 beam search can part where two
+    candidates tie within rounding; on the CPU they round alike in practice, which the tests check)."""
     if is_transformer(model):
         return model.generate_batch([prompt_ids], max_new_tokens, num_beams, eos_id, length_penalty)[0]
-    with torch.no_grad(), invariance(batch_invariant):
+    with torch.no_grad(), invariant_products(batch_invariant):
         return _generate(model, prompt_ids, max_new_tokens, num_beams, eos_id, length_penalty, cuda_graph)
 
 
@@ -82,14 +72,14 @@ def generate_batch(
     batch_invariant: bool = False,
 ) -> list[list[int]]:
     """``generate`` for every prompt, decoded as one batch; each row's tokens as ``generate`` gives them alone (bit
-    for bit with ``batch_invariant``: `invariance`)."""
+    for bit with ``batch_invariant``)."""
     if is_transformer(model):
         return model.generate_batch(prompts, max_new_tokens, num_beams, eos_id, length_penalty)
     if not prompts:
         return []
     if max_new_tokens < 1:
         return [[] for _ in prompts]
-    with torch.no_grad(), invariance(batch_invariant):
+    with torch.no_grad(), invariant_products(batch_invariant):
         return _generate_batch(model, prompts, max_new_tokens, num_beams, eos_id, length_penalty, cuda_graph)
 
 
@@ -119,7 +109,7 @@ def beam_batch(
     searches = [Beams(num_beams, eos_id, length_penalty) for _ in range(logits.shape[0])]
     # num_beams copies of every prompt's state, example after example
     step.select(torch.arange(logits.shape[0], device=device).repeat_interleave(num_beams))
-    logprobs = _log_probs(logits, vocab)[:, None].expand(-1, num_beams, -1)  # (examples k V)
+    logprobs = log_probs(logits, vocab)[:, None].expand(-1, num_beams, -1)  # (examples k V)
     active = list(range(logits.shape[0]))
     for i in range(max_new_tokens):
         scores = torch.tensor([searches[e].scores for e in active], device=device)  # (examples k)
@@ -139,7 +129,7 @@ def beam_batch(
             break
         step.select(torch.tensor(rows, device=device))
         logits = step(torch.tensor(tokens, device=device))
-        logprobs = _log_probs(logits, vocab).view(len(active), num_beams, -1)
+        logprobs = log_probs(logits, vocab).view(len(active), num_beams, -1)
     return [search.best() for search in searches]
 
 
@@ -260,14 +250,14 @@ def _beam_search(
     ``Beams``', as in ``beam_batch``)."""
     device = logits.device
     search = Beams(num_beams, eos_id, length_penalty)
-    logprobs = _log_probs(logits, vocab).expand(num_beams, -1)  # (k V)
+    logprobs = log_probs(logits, vocab).expand(num_beams, -1)  # (k V)
     for i in range(max_new_tokens):
         candidates = (torch.tensor(search.scores, device=device)[:, None] + logprobs).flatten()
         top_scores, top_index = (t.tolist() for t in candidates.topk(2 * num_beams))
         if search.advance(top_scores, top_index, vocab, i + 1) or i + 1 == max_new_tokens:
             break
         cache.reorder(torch.tensor(search.rows, device=device))
-        logprobs = _log_probs(step(torch.tensor(search.tokens, device=device)), vocab)
+        logprobs = log_probs(step(torch.tensor(search.tokens, device=device)), vocab)
     return search.best()
 
 

@@ -275,6 +275,15 @@ def resolve_adapter(spec: str) -> tuple[Path, str]:
     return folder, f"{PREFIX}{ref.repo_id}@{folder.name}"
 
 
+def resolve_adapter_dir(spec: str) -> tuple[Path, str]:
+    """``resolve_adapter``, refusing in one line a folder that holds no adapter (answered before torch is needed)."""
+    adapter, source = resolve_adapter(spec)
+    config = adapter / "adapter_config.json"
+    if not config.exists() and not config.is_symlink():
+        raise UserError(f"{adapter} is not an adapter directory (no adapter_config.json): pass <run>/adapter")
+    return adapter, source
+
+
 # -- push -----------------------------------------------------------------------------------------------------------
 def _header_count(path: Path) -> tuple[list[str], int]:
     """(names, parameters) of a safetensors file, from its header only."""

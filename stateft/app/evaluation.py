@@ -47,30 +47,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         path = Path(str(cfg.predictions)).expanduser()
         dataset = _dataset_spec(cfg, path)
         scores = score_predictions(path, dataset, cfg.split)
-        metrics = {**scores, "protocol": scoring_record(dataset.node)}
-        out = _output_dir(cfg)
-        write_json_atomic(out / "metrics.json", metrics)
-        _print(metrics, out)
-        return metrics
+        return _metrics_only(cfg, {**scores, "protocol": scoring_record(dataset.node)})
     if cfg.get("harness") is not None:  # lm-evaluation-harness tasks (stateft/harness/tasks.py)
         from stateft.harness.tasks import evaluate_harness
 
-        metrics = evaluate_harness(cfg)
-        out = _output_dir(cfg)
-        write_json_atomic(out / "metrics.json", metrics)
-        _print(metrics, out)
-        return metrics
+        return _metrics_only(cfg, evaluate_harness(cfg))
     if not cfg.get("adapter"):
         raise UserError("pass adapter=PATH (an adapter directory) or predictions=PATH (a predictions JSONL)")
     if cfg.split not in ("test", "validation"):
         raise UserError(f"split must be test or validation, got {cfg.split!r}")
     # hf://owner/name[@rev] (or owner/name with no such local folder): pulled and checked (stateft/hub.py)
-    from stateft.hub import resolve_adapter
+    from stateft.hub import resolve_adapter_dir
 
-    adapter, source = resolve_adapter(str(cfg.adapter))
-    config = adapter / "adapter_config.json"
-    if not config.exists() and not config.is_symlink():  # answer before torch and Lightning are imported
-        raise UserError(f"{adapter} is not an adapter directory (no adapter_config.json): pass <run>/adapter")
+    adapter, source = resolve_adapter_dir(str(cfg.adapter))  # answered before torch and Lightning are imported
     records, metrics, tokenizer = _run_adapter(cfg, adapter)
     metrics["adapter"] = source  # a hub adapter as hf://owner/name@<commit>
     out = _output_dir(cfg)
@@ -78,6 +67,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from stateft.data.predictions import write_predictions  # stateft.data imports torch: not before the checks
 
     write_predictions(out / f"predictions_{cfg.split}.jsonl", records, tokenizer)
+    _print(metrics, out)
+    return metrics
+
+
+def _metrics_only(cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation that writes only ``metrics.json`` (no predictions file): written, printed, returned."""
+    from stateft.app.files import write_json_atomic
+
+    out = _output_dir(cfg)
+    write_json_atomic(out / "metrics.json", metrics)
     _print(metrics, out)
     return metrics
 

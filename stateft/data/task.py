@@ -37,7 +37,7 @@ class Task:
     scorer: Scorer
     num_beams: int = 1
     max_new_tokens: int = 1
-    # decode with batch-invariant products (`stateft.generation.invariance`): the same tokens whatever the batch
+    # decode with batch-invariant products (`stateft.ops.invariance`): the same tokens whatever the batch
     batch_invariant: bool = False
 
     def score(self, predictions: list[str], examples: list[dict[str, Any]]) -> dict[str, float]:

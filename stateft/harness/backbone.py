@@ -50,12 +50,9 @@ def load_model(
         raise UserError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
     adapter_dir, source = None, None
     if adapter:
-        from stateft.hub import resolve_adapter
+        from stateft.hub import resolve_adapter_dir
 
-        adapter_dir, source = resolve_adapter(str(adapter))
-        config = adapter_dir / "adapter_config.json"
-        if not config.exists() and not config.is_symlink():
-            raise UserError(f"{adapter_dir} is not an adapter directory (no adapter_config.json): pass <run>/adapter")
+        adapter_dir, source = resolve_adapter_dir(str(adapter))
     if node is None:
         node = model_node(pretrained, adapter_dir)
     if node is not None:

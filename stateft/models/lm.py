@@ -134,7 +134,7 @@ class MambaLM(nn.Module):
         for i, layer in enumerate(self.backbone.layers):
             layer_cache = None if cache is None else cache.layers[i]
             h, x = self._add_norm(h, y, layer.norm)
-            y = layer.mixer(x, layer_cache, fresh) if lengths is None else layer.mixer(x, layer_cache, fresh, lengths)
+            y = layer.mixer(x, layer_cache, fresh, lengths)
         if cache is not None:
             cache.started = True
         return self._add_norm(h, y, self.backbone.norm_f)[1][:, n_virtual:]

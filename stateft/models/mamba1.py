@@ -159,6 +159,7 @@ class Mamba1Mixer(nn.Module):
         # split along the features, then view channels-first (b E l') each: xz's gradient is assembled (b l 2E)-major
         # as in_proj's backward reads it, the fused conv and scan writing straight into its halves (`split_grad`)
         x, z, xz_grad = split_halves(xz)
+        ends = None if lengths is None else lengths + n_prefix  # a padded row's end, counted with the prefix
         window, h_start = conv_start(self, x, cache, fresh)  # (b E K-1) or None (zeros)
         if x.shape[2] == 0:
             if cache is not None:
@@ -178,7 +179,7 @@ class Mamba1Mixer(nn.Module):
             else:
                 delta, delta_bias, A, B, C = self._ssm_params(u_p.transpose(1, 2))
                 delta, B, C = delta.transpose(1, 2), B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
-            padded = past_the_end(None if lengths is None else lengths + n_prefix, delta.shape[2])
+            padded = past_the_end(ends, delta.shape[2])
             if padded is not None:  # softplus(-inf + bias) = 0 in every scan implementation
                 delta = delta.masked_fill(padded, float("-inf"))
             h_off, y_off = self._offsets()
@@ -201,7 +202,7 @@ class Mamba1Mixer(nn.Module):
             )
         if cache is not None:
             y, cache.ssm = out
-            cache.conv = next_window(x, window, self.d_conv, None if lengths is None else lengths + n_prefix)
+            cache.conv = next_window(x, window, self.d_conv, ends)
         else:
             y = out
         y = y[:, :, n_prefix:]  # drop the prefix positions

@@ -2,9 +2,9 @@
 ``addmm``, ``bmm``: linear layers, the LM head, LoRA, einsums) run as `stateft.ops.invariant_matmul`, whose every
 output row is computed the same way whatever the number of rows; every other op as usual.
 
-`stateft.generation` enters it for decoding on a GPU, so that a batch decodes each example to the tokens it gets
-alone (the other ops of the decoding step and of the prefill are per row already). Importing this module needs no
-Triton; entering the mode does.
+`stateft.generation` enters it when asked (``batch_invariant=True``; evaluation: ``dataset.batch_invariant``), so
+that a batch decodes each example to the tokens it gets alone (the other ops of the decoding step and of the prefill
+are per row already). Importing this module needs no Triton; entering the mode does.
 """
 
 from __future__ import annotations

@@ -15,30 +15,29 @@ from typing import Any
 
 from stateft.errors import UserError
 
-CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
-
 
 def load_base(spec: str, device: str, dtype: str = "float32") -> tuple[Any, str | None]:
     """(the base model in eval mode, the tokenizer its config names or None for the default) for ``--base``, its
     frozen weights stored in ``dtype`` (A_log, D and dt_bias stay fp32, as ``model.dtype`` keeps them)."""
     from omegaconf import OmegaConf
 
-    from stateft.models.loading import DTYPES, cast_model, load_pretrained, model_from_config
+    from stateft.app.checks import group_options
+    from stateft.app.run_config import our_config
+    from stateft.models.loading import DTYPES, load_pretrained, model_from_config
 
     path = Path(spec).expanduser()
+    names = group_options("model")
     if path.is_dir():
-        return cast_model(load_pretrained(str(path), device=device), DTYPES[dtype]).eval(), None
+        return load_pretrained(str(path), dtype=DTYPES[dtype], device=device).eval(), None
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        config_file = path
-    elif (CONF_MODELS / f"{spec}.yaml").is_file() and "/" not in spec:
-        config_file = CONF_MODELS / f"{spec}.yaml"
+        cfg = OmegaConf.load(path)
+    elif spec in names:
+        cfg = OmegaConf.create(our_config("model", spec))
     else:
-        known = sorted(p.stem for p in CONF_MODELS.glob("*.yaml"))
         raise UserError(
             f"--base {spec!r} is neither a checkpoint folder, a model config file nor a model config name; "
-            f"names: {', '.join(known)}"
+            f"names: {', '.join(sorted(names))}"
         )
-    cfg = OmegaConf.load(config_file)
     if cfg.get("arch") not in ("mamba1", "mamba2"):
         raise UserError(f"--base {spec}: adapters are served over a Mamba model, not arch {cfg.get('arch')!r}")
     model = model_from_config(OmegaConf.merge(cfg, {"dtype": dtype}), device=device)

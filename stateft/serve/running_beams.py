@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from stateft.generation import Beams
+from stateft.generation import Beams, log_probs
 from stateft.serve.routing import Routing
 from stateft.serve.running import RunningRows
 
@@ -69,7 +69,7 @@ class RunningBeams(RunningRows):
             raise RuntimeError("advance the picked rows before picking again")
         if not self.examples:
             return []
-        logprobs = torch.log_softmax(self.logits[:, : self.vocab].float(), dim=-1)  # (rows V)
+        logprobs = log_probs(self.logits, self.vocab)  # (rows V)
         first_row, row = [], 0
         for example in self.examples:
             first_row.append(row)
