@@ -152,8 +152,7 @@ def validate_cfg(cfg: DictConfig) -> None:
             )
         from stateft.methods.configs import validate_method_cfg  # torch-free
 
-        validate_method_cfg(cfg.method)
-        _check_method_arch(cfg)
+        _check_method_arch(cfg, validate_method_cfg(cfg.method))
     check_tokenizers(OmegaConf.select(cfg, "model.tokenizer"), OmegaConf.select(cfg, "dataset.tokenizer"))
     from stateft.vision.app import check_pairing  # torch-free
 
@@ -179,13 +178,13 @@ def validate_cfg(cfg: DictConfig) -> None:
         raise UserError(f"resume checkpoint {resume} does not exist (pass a last.ckpt or the run directory)")
 
 
-def _check_method_arch(cfg: DictConfig) -> None:
+def _check_method_arch(cfg: DictConfig, method: Any) -> None:
     """The method (a composition: each of its parts) applies to the model's architecture (its config's ``archs``:
     the declaration ``apply_method`` reads too), answered before the model is built."""
-    from stateft.methods.configs import arch_refusal, validate_method_cfg
+    from stateft.methods.configs import arch_refusal
 
     name, arch = cfg.method.name, OmegaConf.select(cfg, "model.arch")
-    reason = None if arch is None else arch_refusal(validate_method_cfg(cfg.method), arch)
+    reason = None if arch is None else arch_refusal(method, arch)
     if reason is not None:
         raise UserError(f"method {name} on {OmegaConf.select(cfg, 'model.name')}: {reason}")
 

@@ -41,6 +41,7 @@ from stateft.foreign import (
     want_int,
     want_str,
 )
+from stateft.models.backbone import is_vision  # torch-free
 from stateft.models.config import RUN_KEYS
 
 RUN_CONFIG = "run_config.json"  # written by train.py beside the adapter: the dataset (and everything else) it used
@@ -343,7 +344,7 @@ def base_model_node(record: Any, where: str) -> DictConfig:
     name = checked["name"]
     if name in group_options("model"):
         node = our_config("model", name)
-        if node.get("arch") == "vim" and "num_classes" in checked:  # the head has the task's classes, not ours
+        if is_vision(str(node.get("arch"))) and "num_classes" in checked:  # the head has the task's classes, not ours
             node["num_classes"] = checked["num_classes"]
         theirs = _architecture({**node, **{k: v for k, v in checked.items() if k in _arch_keys()}})
         mine = _architecture(node)

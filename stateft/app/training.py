@@ -200,18 +200,19 @@ def _callbacks(cfg: DictConfig, out: Path, best: Any, loggers: list[Any], tokeni
     from stateft.app import callbacks as cb
     from stateft.app.resume import run_identity
 
+    log_every = cfg.trainer.get("log_every_n_steps") or 10  # the throughput window and the progress bar's refresh
     callbacks: list[Any] = [
         best,
         cb.ValidationPredictions(out / "predictions_validation.jsonl"),
         cb.LastCheckpoint(out / "checkpoints" / "last.ckpt", cfg.checkpoint.every_n_train_steps, run_identity(cfg)),
     ]
     if tokenizer is not None:  # token batches (images: no tokens to count)
-        callbacks.append(cb.Throughput(cfg.trainer.get("log_every_n_steps") or 10))
+        callbacks.append(cb.Throughput(log_every))
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if cfg.trainer.get("enable_progress_bar", True):
         # a refresh reads the step's loss from the device (a synchronisation): refresh as often as the loggers read
-        callbacks.append(TQDMProgressBar(refresh_rate=cfg.trainer.get("log_every_n_steps") or 10))
+        callbacks.append(TQDMProgressBar(refresh_rate=log_every))
     wandb_loggers = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
     if tokenizer is None:  # images: no generated text to show
         return callbacks

@@ -46,6 +46,15 @@ def freeze_all(model: nn.Module) -> None:
         p.requires_grad_(False)
 
 
+def task_head_names(model: nn.Module) -> set[str]:
+    """The parameter names of an image model's task head (``model.task_head()``, trained with every method); empty
+    for a language model."""
+    if not hasattr(model, "task_head"):
+        return set()
+    ids = {id(p) for p in model.task_head().parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
 def trainable_names(model: nn.Module) -> list[str]:
     """Sorted names of the parameters with requires_grad (tied weights appear once)."""
     return sorted(name for name, p in model.named_parameters() if p.requires_grad)

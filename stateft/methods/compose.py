@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from stateft.errors import UserError
-from stateft.methods.base import MethodSpec, fold_nothing, trainable_names
+from stateft.methods.base import MethodSpec, fold_nothing, task_head_names, trainable_names
 from stateft.methods.configs import ComposeConfig
 
 
@@ -93,17 +93,9 @@ def lr_groups(model: nn.Module, trainable: list[str], lr: float) -> list[tuple[f
         groups.append((lr if part_lr is None else float(part_lr), [n for n in names if n in wanted]))
     covered = {n for _, names in groups for n in names}
     rest = sorted(wanted - covered)  # trained beside the parts: the task head of an image model (apply_method)
-    if rest != sorted(n for n in rest if n in _task_head_names(model)):
+    if not set(rest) <= task_head_names(model):
         raise ValueError(f"compose: the parts' tensors are not the trainable ones: {rest[:3]}")
     return groups + ([(lr, rest)] if rest else [])
-
-
-def _task_head_names(model: nn.Module) -> set[str]:
-    """The parameter names of an image model's task head (``model.task_head()``), empty for a language model."""
-    if not hasattr(model, "task_head"):
-        return set()
-    ids = {id(p) for p in model.task_head().parameters()}
-    return {n for n, p in model.named_parameters() if id(p) in ids}
 
 
 def part_summary(model: nn.Module) -> list[str]:
@@ -116,7 +108,7 @@ def part_summary(model: nn.Module) -> list[str]:
     params = dict(model.named_parameters())
     counts = {part: sum(params[n].numel() for n in names) for part, names in parts.items()}
     rates = {part: recorded[part].get("lr") for part in parts}
-    head = _task_head_names(model)
+    head = task_head_names(model)
     if head:  # an image model's task head trains beside the parts, at optim.lr
         counts["task head"], rates["task head"] = sum(params[n].numel() for n in head), None
     width = max(len(name) for name in counts)

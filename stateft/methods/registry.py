@@ -23,7 +23,7 @@ from stateft.methods import (
     sdt,
     state_offset,
 )
-from stateft.methods.base import MethodSpec
+from stateft.methods.base import MethodSpec, task_head_names
 from stateft.methods.configs import arch_refusal, validate_method_cfg
 from stateft.models.backbone import is_transformer
 from stateft.s4.methods import SPECS as S4_SPECS  # the deep-S4 methods (s4_*)
@@ -50,12 +50,10 @@ METHODS: dict[str, MethodSpec] = {
 
 def train_task_head(model: nn.Module) -> list[str]:
     """Make ``model.task_head()``'s parameters trainable (fp32, as every adapter tensor); returns their names."""
-    head = model.task_head()
-    for p in head.parameters():
+    for p in model.task_head().parameters():
         p.data = p.data.float()
         p.requires_grad_(True)
-    ids = {id(p) for p in head.parameters()}
-    return [n for n, p in model.named_parameters() if id(p) in ids]
+    return sorted(task_head_names(model))
 
 
 def get_method(name: str) -> MethodSpec:

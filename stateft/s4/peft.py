@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from stateft.errors import UserError
+from stateft.methods.base import trainable_names
 from stateft.s4.block import S4Block
 from stateft.s4.deltas import ColumnDelta, ComplexLowRankDelta, DenseDelta, EntryDelta, LowRankDelta, add_delta
 from stateft.s4.model import DeepS4
@@ -34,10 +35,6 @@ from stateft.s4.selection import LayerSelection, check_counts, counts_of
 METHODS = ("s4_frozen", "s4_full", "s4_lora", "s4_sdt", "s4_sdlora")
 SELECTIVE = ("s4_sdt", "s4_sdlora")
 SSM_TABLES = ("C", "log_A_real", "A_imag")
-
-
-def trainable_names(model: nn.Module) -> list[str]:
-    return sorted(name for name, p in model.named_parameters() if p.requires_grad)
 
 
 def count_trainable(model: nn.Module) -> int:

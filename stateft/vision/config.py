@@ -8,7 +8,7 @@ Names follow the backbone contract (``stateft.models.backbone.ModelConfig``): ``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from stateft.models.config import dt_rank_of
@@ -74,11 +74,3 @@ class VimConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> VimConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown Vim config keys {unknown}; valid keys: {sorted(names)}")
-        return cls(**values)

@@ -27,6 +27,7 @@ import torch
 
 from stateft.errors import UserError
 from stateft.models.config import config_from_node
+from stateft.models.loading import cast_model
 from stateft.ops.backend import Backend
 from stateft.vision.config import VimConfig
 from stateft.vision.vim import VisionMamba
@@ -39,7 +40,6 @@ KNOWN_MODELS: dict[str, str] = {
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _DIRECTION = re.compile(r"^(layers\.\d+\.mixer\.)(conv1d|x_proj|dt_proj|A_log|D)(_b)?(\.|$)")
 _BACKWARD_PARAM = {"A_b_log": "A_log", "D_b": "D"}
-_FP32_PARAMS = ("A_log", "D")
 _NO_DECAY = ("cls_token", "pos_embed", "norm_f.weight")
 
 
@@ -87,13 +87,12 @@ def build_vim(
 
 
 def cast_vim(model: VisionMamba, dtype: torch.dtype) -> VisionMamba:
-    """Cast to ``dtype``, keeping A_log and D (anywhere in a name, as methods nest them) in fp32; A_log, D, the biases,
-    the norms, the class token and the position embedding are kept out of weight decay (MambaPEFT's paramwise
+    """`stateft.models.loading.cast_model` (``dtype``, A_log and D in fp32 and out of weight decay), and besides them
+    the biases, the norms, the class token and the position embedding out of weight decay (MambaPEFT's paramwise
     settings). Loading with ``assign=True`` replaces the Parameter objects, so the tags are set here."""
+    cast_model(model, dtype)
     for name, p in model.named_parameters():
-        parts = name.split(".")
-        p.data = p.data.to(torch.float32 if any(part in _FP32_PARAMS for part in parts) else dtype)
-        if parts[-1] in (*_FP32_PARAMS, "bias") or name in _NO_DECAY or name.endswith("norm.weight"):
+        if name.split(".")[-1] == "bias" or name in _NO_DECAY or name.endswith("norm.weight"):
             p._no_weight_decay = True
     return model
 
