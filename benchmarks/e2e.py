@@ -86,7 +86,9 @@ def train_rates(run_dir: Path) -> dict[str, float]:
     }
 
 
-def evaluate(adapter: Path, data: Path, out: Path, batch: int | None, args) -> tuple[float, list[str]]:
+def evaluate(
+    adapter: Path, data: Path, out: Path, batch: int | None, args, invariant: bool = False
+) -> tuple[float, list[str]]:
     command = [
         "eval.py",
         f"adapter={adapter}",
@@ -101,6 +103,8 @@ def evaluate(adapter: Path, data: Path, out: Path, batch: int | None, args) -> t
     ]
     if batch is not None:
         command.append(f"dataset.eval_batch_size={batch}")
+    if invariant:
+        command.append("dataset.batch_invariant=true")
     run(command, out.with_suffix(".log"))
     metrics = json.loads((out / "metrics.json").read_text())
     predictions = [json.loads(line)["prediction"] for line in (out / "predictions_validation.jsonl").open()]
@@ -141,6 +145,15 @@ def one(size: str, method: str, data: Path, work: Path, args) -> dict:
         predictions_identical=predictions == single_predictions,
         predictions_differing=sum(a != b for a, b in zip(predictions, single_predictions)),
     )
+    if args.invariant:  # the same two evaluations with batch-invariant products (dataset.batch_invariant=true)
+        single, single_predictions = evaluate(train_dir / "adapter", data, work / f"eval1i_{tag}", 1, args, True)
+        batched, predictions = evaluate(train_dir / "adapter", data, work / f"evali_{tag}", None, args, True)
+        row.update(
+            eval_examples_per_s_invariant=batched,
+            eval_examples_per_s_single_invariant=single,
+            predictions_identical_invariant=predictions == single_predictions,
+            predictions_differing_invariant=sum(a != b for a, b in zip(predictions, single_predictions)),
+        )
     return row
 
 
@@ -196,6 +209,19 @@ def markdown(rows: list[dict]) -> str:
             f"{f(r['eval_examples_per_s'], '.2f')} | {f(r['eval_examples_per_s_single'], '.2f')} | "
             f"{f(r['eval_speedup'], '.1f')}x | {r['predictions_identical']} |"
         )
+    invariant = [r for r in rows if "eval_examples_per_s_invariant" in r]
+    if invariant:  # dataset.batch_invariant=true: both evaluations' products batch-invariant
+        lines += [
+            "",
+            "| model | method | invariant ex/s batched | one at a time | speed-up | identical |",
+            "|---" * 6 + "|",
+        ]
+        for r in invariant:
+            batched, single = r["eval_examples_per_s_invariant"], r["eval_examples_per_s_single_invariant"]
+            lines.append(
+                f"| {r['size']} | {r['method']} | {f(batched, '.2f')} | {f(single, '.2f')} | "
+                f"{f(batched / single, '.1f')}x | {r['predictions_identical_invariant']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -209,6 +235,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4, help="the step benchmark's batch (conf/dataset/spider.yaml's)")
     ap.add_argument("--trainer", default="gpu", help="gpu, or default for a CPU check of the script")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--invariant", action="store_true", help="also evaluate with dataset.batch_invariant=true")
     ap.add_argument("--wait-for", type=Path, help="a file to wait for before the step benchmarks (the peer's build)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "runs")
     args = ap.parse_args()

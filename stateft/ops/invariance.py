@@ -4,7 +4,9 @@ output row is computed the same way whatever the number of rows; every other op 
 
 `stateft.generation` enters it when asked (``batch_invariant=True``; evaluation: ``dataset.batch_invariant``), so
 that a batch decodes each example to the tokens it gets alone (the other ops of the decoding step and of the prefill
-are per row already). Importing this module needs no Triton; entering the mode does.
+are per row already). Where Triton cannot run (a CPU tensor without ``TRITON_INTERPRET=1``) the products run as
+`products_row_by_row`: each row multiplied alone, the same call whatever the batch. Importing this module needs no
+Triton; a product on a GPU (or under the interpreter) does.
 """
 
 from __future__ import annotations
@@ -12,28 +14,55 @@ from __future__ import annotations
 import threading
 
 import torch
+from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from stateft.ops.backend import interpreting
 
 _aten = torch.ops.aten
 _state = threading.local()
 
 
-class BatchInvariant(TorchDispatchMode):
-    """Inside: ``mm``, ``addmm`` and ``bmm`` run as ``invariant_matmul``."""
+def products_row_by_row(
+    a: Tensor, b: Tensor, *, bias: Tensor | None = None, alpha: float = 1.0, beta: float = 1.0
+) -> Tensor:
+    """``invariant_matmul``'s contract without Triton: each row of a (M K) or (B M K) multiplied alone as a (1 K)
+    product in fp32 (one shape whatever the batch, so one BLAS path), then alpha, beta * bias, rounded to a's dtype.
+    M small calls: meant for a CPU, where decoding batches are small."""
+    batched = a.dim() == 3
+    a3 = (a if batched else a[None]).float()
+    b3 = (b if b.dim() == 3 else b[None].expand(a3.shape[0], -1, -1)).float()
+    out = a3.new_empty(a3.shape[0], a3.shape[1], b3.shape[2])
+    row = a3.new_empty(1, a3.shape[2])  # one aligned buffer: BLAS's vector path can depend on where a row starts
+    for i in range(a3.shape[0]):
+        for m in range(a3.shape[1]):
+            out[i, m : m + 1] = torch.mm(row.copy_(a3[i, m : m + 1]), b3[i])
+    out = out * alpha
+    if bias is not None:
+        out = out + beta * bias.float()
+    out = out.to(a.dtype)
+    return out if batched else out[0]
 
-    def __init__(self) -> None:
-        super().__init__()
+
+def _product(a: Tensor):
+    """The implementation for a product of ``a``: the Triton kernel where Triton runs, else row by row."""
+    if a.is_cuda or interpreting():
         from stateft.ops.invariant_matmul import invariant_matmul
 
-        self.matmul = invariant_matmul
+        return invariant_matmul
+    return products_row_by_row
+
+
+class BatchInvariant(TorchDispatchMode):
+    """Inside: ``mm``, ``addmm`` and ``bmm`` run as ``invariant_matmul`` (or `products_row_by_row`, see _product)."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is _aten.mm.default or func is _aten.bmm.default:
-            return self.matmul(args[0], args[1])
+            return _product(args[0])(args[0], args[1])
         if func is _aten.addmm.default:
             bias, a, b = args
-            return self.matmul(a, b, bias=bias, alpha=kwargs.get("alpha", 1), beta=kwargs.get("beta", 1))
+            return _product(a)(a, b, bias=bias, alpha=kwargs.get("alpha", 1), beta=kwargs.get("beta", 1))
         return func(*args, **kwargs)
 
 

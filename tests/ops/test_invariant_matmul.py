@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stateft.ops.invariance import batch_invariant, batch_invariant_active
+from stateft.ops.invariance import batch_invariant, batch_invariant_active, products_row_by_row
 from stateft.ops.invariant_matmul import invariant_matmul, invariant_matmul_ref
 
 DTYPES = [torch.float32, torch.bfloat16]
@@ -50,3 +50,26 @@ def test_mode_routes_linear_layers_and_nests():
     assert all(torch.equal(r[0], got[i]) for i, r in enumerate(rows))
     with batch_invariant(False):
         assert not batch_invariant_active()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_by_row_products_without_triton(dtype, monkeypatch):
+    """Where Triton cannot run (a CPU without the interpreter) the mode multiplies row by row: equal to the
+    reference, every row the same bits alone and in a batch, and no Triton kernel is asked for."""
+    import stateft.ops.invariance as invariance
+
+    a, w, bias = _rand(40, 70, dtype=dtype, seed=8), _rand(45, 70, dtype=dtype, seed=9), _rand(45, dtype=dtype, seed=10)
+    got = products_row_by_row(a, w.t(), bias=bias, alpha=0.5, beta=2.0)
+    torch.testing.assert_close(got, invariant_matmul_ref(a, w.t(), bias=bias, alpha=0.5, beta=2.0), **TOL[dtype])
+    a3, b3 = _rand(3, 9, 33, dtype=dtype, seed=11), _rand(3, 33, 20, dtype=dtype, seed=12)
+    torch.testing.assert_close(products_row_by_row(a3, b3), invariant_matmul_ref(a3, b3), **TOL[dtype])
+    for rows in ([3], [0, 1, 2], list(range(11, 40))):
+        assert torch.equal(
+            products_row_by_row(a[rows], w.t(), bias=bias), products_row_by_row(a, w.t(), bias=bias)[rows]
+        )
+    monkeypatch.setattr(invariance, "interpreting", lambda: False)
+    monkeypatch.setattr("stateft.ops.invariant_matmul.invariant_matmul", None)  # would fail if called
+    layer = torch.nn.Linear(70, 45).to(dtype)
+    with batch_invariant():
+        out = layer(a)
+    assert torch.equal(out, products_row_by_row(a, layer.weight.t(), bias=layer.bias))
