@@ -137,7 +137,7 @@ def one(size: str, method: str, data: Path, work: Path, args) -> dict:
     )
     row: dict = {"size": size, "method": method, **{f"train_{k}": v for k, v in train_rates(train_dir).items()}}
     single, single_predictions = evaluate(train_dir / "adapter", data, work / f"eval1_{tag}", 1, args)
-    batched, predictions = evaluate(train_dir / "adapter", data, work / f"eval_{tag}", None, args)
+    batched, predictions = evaluate(train_dir / "adapter", data, work / f"eval_{tag}", args.eval_batch, args)
     row.update(
         eval_examples_per_s=batched,
         eval_examples_per_s_single=single,
@@ -147,7 +147,7 @@ def one(size: str, method: str, data: Path, work: Path, args) -> dict:
     )
     if args.invariant:  # the same two evaluations with batch-invariant products (dataset.batch_invariant=true)
         single, single_predictions = evaluate(train_dir / "adapter", data, work / f"eval1i_{tag}", 1, args, True)
-        batched, predictions = evaluate(train_dir / "adapter", data, work / f"evali_{tag}", None, args, True)
+        batched, predictions = evaluate(train_dir / "adapter", data, work / f"evali_{tag}", args.eval_batch, args, True)
         row.update(
             eval_examples_per_s_invariant=batched,
             eval_examples_per_s_single_invariant=single,
@@ -235,6 +235,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4, help="the step benchmark's batch (conf/dataset/spider.yaml's)")
     ap.add_argument("--trainer", default="gpu", help="gpu, or default for a CPU check of the script")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument(
+        "--eval-batch", type=int, help="dataset.eval_batch_size of the batched evaluations (default: its own)"
+    )
     ap.add_argument("--invariant", action="store_true", help="also evaluate with dataset.batch_invariant=true")
     ap.add_argument("--wait-for", type=Path, help="a file to wait for before the step benchmarks (the peer's build)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "runs")

@@ -21,7 +21,8 @@
 #   m2check    Mamba-2 SSD scan against the reference                           -> results/mamba2_check.md
 #   m2train    train.py on mamba2-1.3b with the Spider fixture                  -> results/mamba2_check.md
 #   e2e        train.py and eval.py as a user runs them vs the step benchmark   -> results/e2e.md (E2E_SIZES,
-#              E2E_METHODS, E2E_EXAMPLES, E2E_STEPS; E2E_INVARIANT=1 adds the batch-invariant evaluations)
+#              E2E_METHODS, E2E_EXAMPLES, E2E_STEPS; E2E_INVARIANT=1 adds the batch-invariant evaluations;
+#              E2E_EVAL_BATCH sets the batched evaluations' eval_batch_size)
 #   serve      32 requests over 8 state-offset adapters: one mixed batch vs adapter by adapter (SERVE_SIZE)
 #   serve_lora, serve_continuous   the same with LoRA adapters in the mix; continuous against static batches
 #   graphtrain train.py with and without cuda_graph                             -> results/train_graph.md
@@ -91,7 +92,7 @@ for phase in "$@"; do
         | tee "$OUT/m2train.log" | grep -v "━" | tail -25 ;;
     e2e) timeout 590 python3 benchmarks/e2e.py --out "$OUT" --sizes ${E2E_SIZES:-130m 1.4b} \
         --methods ${E2E_METHODS:-state_offset_h lora} --examples ${E2E_EXAMPLES:-32} --steps ${E2E_STEPS:-80} \
-        --wait-for "$state/peer_done" $([ -n "${NOPEER:-}" ] && echo --no-peer) $([ -n "${E2E_INVARIANT:-}" ] && echo --invariant) 2>&1 | tee "$OUT/e2e.log" | grep -v "^{" ;;
+        --wait-for "$state/peer_done" $([ -n "${NOPEER:-}" ] && echo --no-peer) $([ -n "${E2E_INVARIANT:-}" ] && echo --invariant) ${E2E_EVAL_BATCH:+--eval-batch $E2E_EVAL_BATCH} 2>&1 | tee "$OUT/e2e.log" | grep -v "^{" ;;
     serve) timeout 300 python3 benchmarks/serve.py --size ${SERVE_SIZE:-130m} --out "$OUT" 2>&1 | tee "$OUT/serve.log" | tail -4 ;;
     serve_lora) timeout 300 python3 benchmarks/serve.py --size ${SERVE_SIZE:-130m} --methods state_offset_h,lora \
         --out "$OUT" 2>&1 | tee "$OUT/serve_lora.log" | tail -4 ;;
