@@ -7,8 +7,8 @@
 - `stateft.serve.running`, `stateft.serve.running_beams`: continuous batching, greedy rows and beam searches joining
   and leaving a running batch between steps.
 - `stateft.serve.batcher`, `stateft.serve.app`: a request queue served by one worker that batches continuously, and
-  the HTTP app (FastAPI, the ``serve`` extra; tokens streamed as Server-Sent Events on request);
-  ``python -m stateft.serve --base ... --adapter name=path`` runs it.
+  the HTTP app (FastAPI, the ``serve`` extra; tokens streamed as Server-Sent Events on request, a request cancelled
+  when its stream's client leaves); ``python -m stateft.serve --base ... --adapter name=path`` runs it.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ With ``"stream": true`` the answer is Server-Sent Events (``text/event-stream``)
 event: ``{"token_ids": [...], "text": "..."}`` for every new piece as it is decoded (greedy: one token each; beam
 search: all at the end, when the best hypothesis is known; ``text`` the new text, when the server has a tokenizer and
 the piece ends on a whole character), then the full answer with ``"done": true``, or ``{"error": ...}`` if decoding
-failed.
+failed. A stream whose client goes away cancels its request (`stateft.serve.batcher`: it leaves the running batch
+before the next step, its place refilled from the queue): the server sees it when it cancels or closes the stream,
+or, for a server that does neither, when the client's disconnect is polled (every ``WATCH_S`` seconds).
 
 A bad request gets one JSON ``{"error": "<one line>"}``: 422 for a malformed body (a missing or mistyped field, an
 unknown key), 400 for a request this server cannot serve (an adapter it has not loaded, a token outside the
@@ -35,6 +37,7 @@ from stateft.errors import UserError
 from stateft.serve.batcher import Batcher
 
 DEFAULT_NEW_TOKENS = 64
+WATCH_S = 0.25  # how often a stream asks whether its client is still there
 
 
 class GenerateRequest(BaseModel):
@@ -78,23 +81,45 @@ class _TextPieces:
         return piece
 
 
-async def _events(pieces: asyncio.Queue, future: Future, answer: dict[str, Any], tokenizer: Any) -> AsyncIterator[str]:
-    """The events of a streamed request: its pieces as they come, then the answer (or the error)."""
-    text = None if tokenizer is None else _TextPieces(tokenizer)
-    while (tokens := await pieces.get()) is not None:
-        event: dict[str, Any] = {"token_ids": tokens}
-        if text is not None:
-            event["text"] = text.add(tokens)
-        yield _event(event)
+async def _cancel_when_gone(client: Request, future: Future) -> None:
+    """Cancel ``future`` once ``client`` has disconnected, asking every ``WATCH_S`` seconds until it ends: a server
+    that neither cancels nor closes a stream (Starlette streams without watching under ASGI spec 2.4) tells only
+    through ``receive``."""
+    while not future.done():
+        if await client.is_disconnected():
+            future.cancel()
+            return
+        await asyncio.sleep(WATCH_S)
+
+
+async def _events(
+    pieces: asyncio.Queue, future: Future, answer: dict[str, Any], tokenizer: Any, client: Request
+) -> AsyncIterator[str]:
+    """The events of a streamed request: its pieces as they come, then the answer (or the error). The request is
+    cancelled if the stream stops before its end (the server cancels or closes it: its client has gone) or the
+    client is seen gone; a cancelled request's stream ends without an answer."""
+    watch = asyncio.create_task(_cancel_when_gone(client, future))
     try:
-        tokens = future.result()
-    except Exception as err:
-        yield _event({"error": _failure(err)})
-        return
-    answer["output_ids"] = tokens
-    if tokenizer is not None:
-        answer["text"] = tokenizer.decode(tokens)
-    yield _event({**answer, "done": True})
+        text = None if tokenizer is None else _TextPieces(tokenizer)
+        while (tokens := await pieces.get()) is not None:
+            event: dict[str, Any] = {"token_ids": tokens}
+            if text is not None:
+                event["text"] = text.add(tokens)
+            yield _event(event)
+        if future.cancelled():
+            return
+        try:
+            tokens = future.result()
+        except Exception as err:
+            yield _event({"error": _failure(err)})
+            return
+        answer["output_ids"] = tokens
+        if tokenizer is not None:
+            answer["text"] = tokenizer.decode(tokens)
+        yield _event({**answer, "done": True})
+    finally:
+        watch.cancel()
+        future.cancel()  # nothing once it has ended; otherwise nobody reads this stream any more
 
 
 def _validation_message(err: RequestValidationError) -> str:
@@ -132,7 +157,7 @@ def create_app(batcher: Batcher, tokenizer: Any = None, base_name: str | None = 
         return {"base": base_name, "adapters": listed}
 
     @app.post("/generate")
-    async def generate(body: GenerateRequest) -> Any:
+    async def generate(body: GenerateRequest, client: Request) -> Any:
         if (body.prompt is None) == (body.input_ids is None):
             return _error(400, "give exactly one of prompt (text) and input_ids (token ids)")
         if body.prompt is not None:
@@ -159,7 +184,7 @@ def create_app(batcher: Batcher, tokenizer: Any = None, base_name: str | None = 
             return _error(400, str(err))
         if body.stream:  # after the last piece: the end (pieces and the end keep their order on the loop)
             future.add_done_callback(lambda _: on_tokens(None))
-            events = _events(pieces, future, {"adapter": body.adapter}, tokenizer)
+            events = _events(pieces, future, {"adapter": body.adapter}, tokenizer, client)
             return StreamingResponse(events, media_type="text/event-stream")
         try:
             tokens = await asyncio.wrap_future(future)

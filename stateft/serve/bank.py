@@ -4,8 +4,9 @@
 model's ``state_offset`` and ``init_state`` slots and in place of the linears LoRA adapters update; ``load(name,
 directory)`` reads an adapter as data (`stateft.adapters.read_adapter`: config, architecture, method options,
 safetensors header and digests, all checked against this model's config), computes what it puts in each slot of each
-layer with the method's own modules, and stacks it into the banks; ``generate(prompts, adapters)`` decodes a batch
-whose rows name different adapters (or none: the base model).
+layer with the method's own modules, and keeps it for the banks, which are stacked once before the next decoding reads
+them (`Routing.pending`: N adapters loaded cost one stacking); ``generate(prompts, adapters)`` decodes a batch whose
+rows name different adapters (or none: the base model).
 
 Served methods, mixed freely in one bank: State-offset Tuning (``state_offset_h``, full or low-rank h';
 ``state_offset_y``) and Initial State Tuning (``init_state``, with or without the conv window) add per-sequence
@@ -123,11 +124,18 @@ class AdapterBank:
         self.names.append(name)
         self.directories.append(Path(directory))
         self.methods.append(method)
-        self._stack()
+        self.routing.pending = self._stack  # stacked once, before the next routed call reads the banks
         return len(self.names) - 1
 
+    def stack(self) -> None:
+        """Build the banks of the adapters loaded so far now (a server calls it once after loading, so a failure such
+        as running out of memory shows at start-up, not on a first request); decoding does it otherwise."""
+        with self.routing.use(None):
+            pass
+
     def _stack(self) -> None:
-        """Rebuild every layer's banks: (adapters + 1, ...) with each adapter's tensor or zeros, then the zero row."""
+        """Rebuild every layer's banks: (adapters + 1, ...) with each adapter's tensor or zeros, then the zero row.
+        Run by the routing before the first routed call after a load (`Routing.pending`)."""
         zeros_like = {}
         for values in self._values:
             for name, layers in values.items():

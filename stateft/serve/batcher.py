@@ -11,6 +11,11 @@ search: when its search is done or reaches its limit), and its place is free for
 tokens go to its ``on_tokens`` listener as they are decoded (streaming); a beam search's answer, known at its end
 only, goes in one piece. Each future resolves when its request leaves.
 
+A request is cancelled with ``future.cancel()``, from any thread (the HTTP app does it when a streaming client goes
+away): the future stays pending while its request decodes, so the cancel succeeds until the request's end. A queued
+request then never starts; a decoding one leaves its running batch before the next step (`RunningBatch.drop`,
+`RunningBeams.drop`): it costs no more steps, emits nothing more, and its place is refilled from the queue.
+
 An error while decoding fails the requests it touched only (a prefill: the requests joining; a step: the requests
 of that batch); the worker goes on. One worker owns the model: the routing a call sets is never seen by another.
 """
@@ -21,9 +26,10 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 from stateft.errors import UserError
 from stateft.foreign import short
@@ -46,18 +52,36 @@ class Limits:
 class Request:
     prompt: list[int]
     adapter: str | None
+    index: int  # the adapter's bank index, resolved once when the request is checked
     max_new_tokens: int
     num_beams: int
     on_tokens: Callable[[list[int]], None] | None = None
     future: Future = field(default_factory=Future)
 
     def emit(self, tokens: list[int]) -> None:
-        """Hand new tokens to the listener; a listener that fails (its client gone) never stops the worker."""
-        if self.on_tokens is not None and tokens:
+        """Hand new tokens to the listener (none once cancelled); a listener that fails (its client gone) never stops
+        the worker."""
+        if self.on_tokens is not None and tokens and not self.future.cancelled():
             try:
                 self.on_tokens(list(tokens))
             except Exception:
                 self.on_tokens = None
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        """Resolve the future with ``result`` or ``error``, unless it was cancelled meanwhile (its caller, from
+        another thread, between the worker's check and now): nobody waits for that answer."""
+        try:
+            if error is None:
+                self.future.set_result(result)
+            else:
+                self.future.set_exception(error)
+        except InvalidStateError:
+            if not self.future.cancelled():
+                raise
+
+
+def _cancelled(request: Request) -> bool:
+    return request.future.cancelled()
 
 
 def _int_in(value: object, name: str, low: int, high: int) -> int:
@@ -98,9 +122,10 @@ class Batcher:
         on_tokens: Callable[[list[int]], None] | None = None,
     ) -> Future:
         """Check a request and queue it; its future gives the new tokens (without EOS), ``on_tokens`` (called from the
-        worker thread) each new piece of them as it is decoded. UserError if the request is bad."""
+        worker thread) each new piece of them as it is decoded; ``future.cancel()`` stops it (module docstring).
+        UserError if the request is bad."""
         limits = self.limits
-        self.bank.index(adapter)
+        index = self.bank.index(adapter)
         self.bank.check_prompt(prompt)
         if len(prompt) > limits.max_prompt_tokens:
             raise UserError(
@@ -108,7 +133,7 @@ class Batcher:
             )
         _int_in(max_new_tokens, "max_new_tokens", 0, limits.max_new_tokens)
         _int_in(num_beams, "num_beams", 1, limits.max_beams)
-        request = Request(list(prompt), adapter, max_new_tokens, num_beams, on_tokens)
+        request = Request(list(prompt), adapter, index, max_new_tokens, num_beams, on_tokens)
         self._queue.put(request)
         return request.future
 
@@ -139,6 +164,9 @@ class Batcher:
                 return
             if not stopping:
                 stopping = self._collect(greedy, beams, wait=idle)
+            # cancelled requests leave before the joins, so that their places are refilled at once
+            self._drop_cancelled(self.running, [row.key for row in self.running.rows])
+            self._drop_cancelled(self.beams, [example.key for example in self.beams.examples])
             self._join(self.running, greedy)
             self._join(self.beams, beams)
             self._step_greedy()
@@ -162,10 +190,10 @@ class Batcher:
         joining: list[Request] = []
         while waiting and len(batch) + len(joining) < self.limits.max_batch:
             request = waiting.popleft()
-            if not request.future.set_running_or_notify_cancel():
+            if request.future.cancelled():
                 continue
             if request.max_new_tokens == 0:
-                request.future.set_result([])
+                request.settle([])
             else:
                 joining.append(request)
         if not joining:
@@ -173,14 +201,14 @@ class Batcher:
         self.batch_sizes.append(len(joining))
         try:
             prompts, limits = [r.prompt for r in joining], [r.max_new_tokens for r in joining]
-            adapters = [self.bank.index(r.adapter) for r in joining]
+            adapters = [r.index for r in joining]
             if batch is self.beams:
                 self.beams.join(joining, prompts, adapters, [r.num_beams for r in joining], limits)
             else:
                 self.running.join(joining, prompts, adapters, limits)
         except Exception as err:  # these requests fail, the running ones go on
             for request in joining:
-                request.future.set_exception(err)
+                request.settle(error=err)
 
     def _step_greedy(self) -> None:
         """One step of the greedy batch: new tokens to their listeners, finished requests resolved."""
@@ -193,7 +221,7 @@ class Batcher:
         for row, token in emitted:
             row.key.emit([token])
         for row in finished:
-            row.key.future.set_result(list(row.tokens))
+            row.key.settle(list(row.tokens))
         self._advance(self.running, [row.key for row in self.running.rows])
 
     def _step_beams(self) -> None:
@@ -207,8 +235,15 @@ class Batcher:
         for example in finished:
             tokens = example.search.best()
             example.key.emit(tokens)
-            example.key.future.set_result(tokens)
+            example.key.settle(tokens)
         self._advance(self.beams, [example.key for example in self.beams.examples])
+
+    def _drop_cancelled(self, batch: RunningRows, requests: list[Request]) -> None:
+        """Let the cancelled requests of ``batch`` leave it before its next step."""
+        try:
+            batch.drop(_cancelled)
+        except Exception as err:  # the requests of this batch fail, the server goes on
+            self._fail(batch, requests, err)
 
     def _advance(self, batch: RunningRows, requests: list[Request]) -> None:
         try:
@@ -220,4 +255,4 @@ class Batcher:
     def _fail(batch: RunningRows, requests: list[Request], err: Exception) -> None:
         batch.clear()
         for request in requests:
-            request.future.set_exception(err)
+            request.settle(error=err)

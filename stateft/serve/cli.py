@@ -98,6 +98,7 @@ def build_app(args: argparse.Namespace) -> Any:
     bank = AdapterBank(model)
     for name, spec in args.adapter:  # a local folder or a hub adapter (hf://owner/name[@revision], stateft.hub)
         bank.load(name, resolve_adapter(str(spec))[0])
+    bank.stack()
     tokenizer = load_tokenizer(args.tokenizer or tokenizer_name or DEFAULT_NAME)
     if tokenizer.vocab_size > model.config.padded_vocab_size:
         raise UserError(

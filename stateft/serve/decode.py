@@ -28,7 +28,9 @@ from stateft.serve.routing import Routing
 
 
 class RoutedRowStep(RowStep):
-    """``RowStep`` (eager) whose rows carry their adapter index ``adapters`` (rows,)."""
+    """``RowStep`` (eager) whose rows carry their adapter index ``adapters`` (rows,): ``select`` keeps the cache rows
+    and their indices with one index, a call steps with the indices routed per row. The step of ``generate_routed``
+    and of the running batches (`stateft.serve.running`)."""
 
     def __init__(self, model, cache: MambaCache, rows_per_group: int, routing: Routing, adapters: Tensor) -> None:
         super().__init__(model, cache, rows_per_group, cuda_graph=False)

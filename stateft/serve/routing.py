@@ -18,11 +18,16 @@ Prompt and prefix tuning change only the start of a sequence: ``model.prompt`` (
 ``mixer.prefix`` (vectors before each layer's input), read in the prefill when set and skipped when None. These
 ``starts`` are the adapters' own modules, put in their slots for a call routed to one adapter (a prefill group) and
 taken out after it; with any other index the slots stay empty (decoding steps never read them).
+
+The banks are built lazily: loading an adapter sets ``Routing.pending`` (the bank's stacking), and the next ``use``
+runs it before the call reads any bank, so N adapters loaded one after another are stacked once, and a bank is never
+read without the adapters loaded since. Outside ``use`` (index None) the routed modules answer with the zero row or
+nothing: the base model, whatever the banks hold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from torch import Tensor, nn
@@ -40,11 +45,16 @@ class Routing:
         self._present: frozenset[int] | None = None
         # (owner, slot name, {adapter index: module}): start-of-sequence modules set for a one-adapter call
         self.starts: list[tuple[nn.Module, str, dict[int, nn.Module]]] = []
+        # what must run before a routed call reads the banks (the bank's stacking of adapters loaded since); None: none
+        self.pending: Callable[[], None] | None = None
 
     @contextmanager
     def use(self, index: Index) -> Iterator[None]:
         """Run the block with ``index`` set, and for an int index that adapter's start modules in their slots (all
-        put back afterwards, also on an error)."""
+        put back afterwards, also on an error); ``pending`` work first (it stays pending if it fails)."""
+        if self.pending is not None:
+            self.pending()
+            self.pending = None
         previous = self.index, self._present
         self.index, self._present = index, None
         filled = []

@@ -5,13 +5,15 @@ bookkeeping a ``generation.Beams`` (the one ``generation.generate`` and ``beam_b
 step count. ``join`` prefills new prompts and appends ``num_beams`` copies of each one's state; ``pick`` scores every
 example's candidates (its sum log-probs plus each row's next-token log-probs, the top 2k, one ``topk`` per beam
 width), advances its search, lets the examples that are done (``Beams`` says so, or their limit is reached) leave and
-reorders the others' rows as their beams say; ``advance`` steps those rows, each with its adapter. An example's
-answer is what ``generation.generate`` gives for its prompt with its adapter alone applied: its candidates read its
-own rows only, whoever joins or leaves.
+reorders the others' rows as their beams say; ``advance`` steps those rows, each with its adapter; ``drop`` lets
+examples leave before their end (cancelled requests), their rows with them. An example's answer is what
+``generation.generate`` gives for its prompt with its adapter alone applied: its candidates read its own rows only,
+whoever joins or leaves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +99,22 @@ class RunningBeams(RunningRows):
         self.examples = going_on
         self._keep(kept, tokens)
         return finished
+
+    def drop(self, leaving: Callable[[Any], bool]) -> list[Example]:
+        """Let the examples whose key ``leaving`` says leave now, before their end (between ``advance`` and
+        ``pick``): their rows cost no more steps. Returns them."""
+        gone = [leaving(example.key) for example in self.examples]
+        if not any(gone):
+            return []
+        kept, first = [], 0
+        for example, g in zip(self.examples, gone):
+            if not g:
+                kept += range(first, first + example.search.k)
+            first += example.search.k
+        dropped = [example for example, g in zip(self.examples, gone) if g]
+        self._retain(kept)
+        self.examples = [example for example, g in zip(self.examples, gone) if not g]
+        return dropped
 
     def clear(self) -> None:
         super().clear()

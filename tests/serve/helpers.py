@@ -54,3 +54,16 @@ def eos_that_splits(models: list, prompt_list: list[list[int]], num_beams: int, 
         if len(lengths) > 1 and min(lengths) < max_new:
             return token
     raise AssertionError("no token splits the rows' lengths")
+
+
+def count_steps(monkeypatch, model) -> list[int]:
+    """The rows of every decoding step ``model`` runs from now on (``MambaLM.step``; a prefill runs none)."""
+    sizes: list[int] = []
+    real = model.step
+
+    def counted(tokens, cache):
+        sizes.append(tokens.shape[0])
+        return real(tokens, cache)
+
+    monkeypatch.setattr(model, "step", counted)
+    return sizes

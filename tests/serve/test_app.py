@@ -1,12 +1,15 @@
 """The HTTP app and its request queue on a tiny random model: answers equal decoding alone (state and LoRA adapters),
-waiting requests are batched, greedy rows are refilled as others finish, tokens are streamed as Server-Sent Events,
-every bad request gets one error JSON and the server keeps serving."""
+waiting requests are batched, greedy rows are refilled as others finish or are cancelled, tokens are streamed as
+Server-Sent Events and a stream whose client leaves cancels its request, every bad request gets one error JSON and
+the server keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
+from concurrent.futures import CancelledError
 
 import pytest
 
@@ -19,7 +22,7 @@ from stateft.serve import AdapterBank  # noqa: E402
 from stateft.serve.app import create_app  # noqa: E402
 from stateft.serve.batcher import Batcher, Limits  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
-from tests.serve.helpers import alone, save_random_adapter  # noqa: E402
+from tests.serve.helpers import alone, count_steps, save_random_adapter  # noqa: E402
 
 PROMPTS = [[5, 9, 2, 7], [3, 3, 8], [11, 4, 6, 1, 9], [7], [2, 5, 9, 10, 3, 12]]
 
@@ -259,3 +262,127 @@ def test_a_stream_whose_decoding_fails_ends_with_one_error(served, monkeypatch):
         ]
         ok = client.post("/generate", json={**body, "stream": False})
         assert ok.json()["output_ids"] == generate(references["A"], PROMPTS[0], max_new_tokens=4, eos_id=None)
+
+
+def test_a_cancelled_request_leaves_its_batch_and_its_place_is_refilled(served, monkeypatch):
+    """max_batch 2: request 1, cancelled by its listener on its second token, leaves the running batch before the
+    next step (it emits nothing more, costs no step past the one already picked) and request 2, waiting, takes its
+    place; the others' answers equal decoding alone."""
+    bank, references = served
+    sizes = count_steps(monkeypatch, bank.model)
+    batcher = Batcher(bank, Limits(max_batch=2), eos_id=None)
+    seen: list[list[int]] = []
+    futures = {}
+
+    def listener(tokens: list[int]) -> None:
+        seen.append(tokens)
+        if len(seen) == 2:
+            futures[1].cancel()
+
+    futures[0] = batcher.submit(PROMPTS[0], "C", 10)
+    futures[1] = batcher.submit(PROMPTS[1], "A", 10, on_tokens=listener)
+    futures[2] = batcher.submit(PROMPTS[2], "B", 3)
+    batcher.start()
+    try:
+        answers = [futures[i].result(timeout=60) for i in (0, 2)]
+    finally:
+        batcher.close()
+    assert futures[1].cancelled()
+    with pytest.raises(CancelledError):
+        futures[1].result()
+    assert seen == [[token] for token in generate(references["A"], PROMPTS[1], max_new_tokens=2, eos_id=None)]
+    assert answers[0] == generate(references["C"], PROMPTS[0], max_new_tokens=10, eos_id=None)
+    assert answers[1] == generate(references["B"], PROMPTS[2], max_new_tokens=3, eos_id=None)
+    assert batcher.batch_sizes == [2, 1]
+    # rows stepped: 0 and 1 twice (1's second step picked before its cancel); 0 and 2 until 2's third token; 0 alone
+    assert sizes == [2, 2, 2, 2, 1, 1, 1, 1, 1]
+
+
+def test_cancelled_beam_searches_leave_and_queued_ones_never_start(served, monkeypatch):
+    """A beam search cancelled while it decodes (by a greedy request's listener, on that one's second token) leaves
+    the running searches with its rows; one cancelled while queued is never prefilled; the others' answers equal
+    decoding alone."""
+    bank, references = served
+    sizes = count_steps(monkeypatch, bank.model)
+    batcher = Batcher(bank, eos_id=None)
+    futures, seen = {}, []
+
+    def listener(tokens: list[int]) -> None:
+        seen.append(tokens)
+        if len(seen) == 2:
+            futures["B"].cancel()
+
+    futures["G"] = batcher.submit(PROMPTS[0], "A", 3, on_tokens=listener)
+    futures["B"] = batcher.submit(PROMPTS[1], "C", 10, num_beams=2)
+    futures["Q"] = batcher.submit(PROMPTS[3], "B", 10, num_beams=3)
+    futures["D"] = batcher.submit(PROMPTS[2], None, 4, num_beams=2)
+    assert futures["Q"].cancel()
+    batcher.start()
+    try:
+        answers = {name: futures[name].result(timeout=60) for name in ("G", "D")}
+    finally:
+        batcher.close()
+    assert futures["B"].cancelled()
+    assert answers["G"] == generate(references["A"], PROMPTS[0], max_new_tokens=3, eos_id=None)
+    assert answers["D"] == generate(references[None], PROMPTS[2], max_new_tokens=4, num_beams=2, eos_id=None)
+    assert batcher.batch_sizes == [1, 2]  # G; B and D (Q never joined)
+    # steps, greedy then beams: G's row and B's and D's 4, twice (B's second step picked before its cancel), G done
+    # at its third token; then D's 2 rows once, D done at its fourth step
+    assert sizes == [1, 4, 1, 4, 2]
+
+
+async def _stream_and_leave(app, body: dict, after: int, spec_version: str) -> list[bytes]:
+    """POST ``body`` to ``app`` as an ASGI server would, the client disconnecting once ``after`` body chunks have
+    come: the chunks sent. The server (``spec_version``) tells the app of the disconnect through ``receive`` only; a
+    send after it is dropped, as a server drops output to a closed connection."""
+    chunks: list[bytes] = []
+    gone = asyncio.Event()
+    requested = False
+
+    async def receive() -> dict:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            chunks.append(message["body"])
+            if len(chunks) == after:
+                gone.set()
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": spec_version}, "http_version": "1.1",
+        "method": "POST", "scheme": "http", "path": "/generate", "raw_path": b"/generate", "root_path": "",
+        "query_string": b"", "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+        "client": ("test", 1), "server": ("test", 80),
+    }  # fmt: skip
+    await asyncio.wait_for(app(scope, receive, send), 60)
+    return chunks
+
+
+# 2.3: Starlette watches receive itself and cancels the stream; 2.4: it does not, the app polls is_disconnected
+@pytest.mark.parametrize("spec_version", ["2.3", "2.4"], ids=["stream-cancelled", "disconnect-polled"])
+def test_a_stream_whose_client_leaves_stops_decoding(served, monkeypatch, spec_version):
+    """The client leaves after three tokens of a long request: its request is cancelled and costs few steps (not
+    its limit), the tokens streamed until then are decoding alone's, no answer follows, and the server goes on."""
+    bank, references = served
+    long = 4000
+    sizes = count_steps(monkeypatch, bank.model)
+    batcher = Batcher(bank, Limits(max_new_tokens=long), eos_id=None)
+    body = {"input_ids": PROMPTS[3], "adapter": "C", "max_new_tokens": long, "stream": True}
+    batcher.start()
+    try:
+        chunks = asyncio.run(_stream_and_leave(create_app(batcher), body, 3, spec_version))
+        after = batcher.submit(PROMPTS[4], "A", 5).result(timeout=60)
+    finally:
+        batcher.close()  # returns once the running batches are empty: the long request has left
+    assert after == generate(references["A"], PROMPTS[4], max_new_tokens=5, eos_id=None)
+    events = [json.loads(chunk.decode().removeprefix("data: ")) for chunk in chunks]
+    streamed = [token for event in events for token in event["token_ids"]]
+    assert len(events) >= 3
+    assert all(list(event) == ["token_ids"] for event in events)  # no answer, no error: the stream just ended
+    assert streamed == generate(references["C"], PROMPTS[3], max_new_tokens=len(streamed), eos_id=None)
+    assert len(sizes) < long // 2

@@ -11,6 +11,7 @@ from stateft.errors import UserError
 from stateft.generation import generate
 from stateft.models.loading import build_model
 from stateft.serve import AdapterBank
+from stateft.serve.routed_lora import RoutedLinear
 from tests.conftest import TINY, TINY2
 from tests.serve.helpers import alone, eos_that_splits, prompts, save_random_adapter
 
@@ -178,7 +179,70 @@ def test_lora_adapters_share_the_base_weights(tmp_path):
     bank = AdapterBank(model)
     bank.load("A", save_random_adapter(TINY, "lora", {"dropout": 0.0}, 1, tmp_path / "A"))
     bank.load("B", save_random_adapter(TINY, "lora", {"dropout": 0.0, "r": 2}, 2, tmp_path / "B"))
+    bank.generate([[1, 2, 3]], ["A"], max_new_tokens=1)  # the banks are stacked (the linears wrapped) to decode
+    assert any(isinstance(m, RoutedLinear) for m in bank.model.modules())
     after = list(bank.model.parameters())
     assert len(after) == len(before)
     assert {id(p) for p in after} == {id(p) for p, _ in before.values()}
     assert all(p.equal(value) for p, value in before.values())
+
+
+def test_loading_stacks_the_banks_once_before_decoding(monkeypatch, tmp_path):
+    """N adapters loaded cost one stacking, run before the first decoding (none while loading, none again for later
+    decodings); an adapter loaded after decoding has started is stacked in before the next decoding reads the banks."""
+    stacked: list[int] = []  # the adapters in the bank at each stacking
+    real = AdapterBank._stack
+
+    def counted(self) -> None:
+        stacked.append(len(self.names))
+        real(self)
+
+    monkeypatch.setattr(AdapterBank, "_stack", counted)
+    jobs = {"A": ("state_offset_h", {}), "B": ("lora", {"dropout": 0.0}), "C": ("init_state", {}), "D": ("lora", {})}
+    dirs = {n: save_random_adapter(TINY, m, o, i + 1, tmp_path / n) for i, (n, (m, o)) in enumerate(jobs.items())}
+    rows = prompts([4, 3, 5, 2])
+    kw = dict(max_new_tokens=4, eos_id=None)
+    expected = {n: generate(alone(TINY, dirs[n]), p, **kw) for n, p in zip(dirs, rows)}
+    bank = AdapterBank(build_model(TINY, seed=0).eval())
+    for name in "ABC":
+        bank.load(name, dirs[name])
+    assert stacked == []
+    assert bank.generate(rows[:3], list("ABC"), **kw) == [expected[n] for n in "ABC"]
+    assert bank.generate(rows[1:2], ["B"], **kw) == [expected["B"]]
+    assert stacked == [3]
+    bank.load("D", dirs["D"])
+    assert stacked == [3]
+    assert expected["D"] != generate(alone(TINY, None), rows[3], **kw)  # D decoded from stale banks would show
+    assert bank.generate(rows, list("ABCD"), **kw) == [expected[n] for n in "ABCD"]
+    assert stacked == [3, 4]
+    bank.stack()  # nothing loaded since: nothing to do
+    assert stacked == [3, 4]
+    fresh = AdapterBank(build_model(TINY, seed=0).eval())
+    for name in "AB":
+        fresh.load(name, dirs[name])
+    fresh.stack()  # the server's start-up: the banks built before any request
+    assert stacked == [3, 4, 2]
+    assert fresh.generate(rows[:2], list("AB"), **kw) == [expected[n] for n in "AB"]
+    assert stacked == [3, 4, 2]
+
+
+def test_a_failed_stacking_runs_again_before_the_next_decoding(monkeypatch, tmp_path):
+    """A stacking that fails (out of memory) stays pending: the decoding that ran it fails, the next one stacks
+    again and decodes as the adapter alone."""
+    calls: list[int] = []
+    real = AdapterBank._stack
+
+    def flaky(self) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory")
+        real(self)
+
+    monkeypatch.setattr(AdapterBank, "_stack", flaky)
+    directory = save_random_adapter(TINY, "state_offset_h", {}, 1, tmp_path / "A")
+    bank = AdapterBank(build_model(TINY, seed=0).eval())
+    bank.load("A", directory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        bank.generate([[1, 2, 3]], ["A"], max_new_tokens=3)
+    assert bank.generate([[1, 2, 3]], ["A"], max_new_tokens=3) == [generate(alone(TINY, directory), [1, 2, 3], 3)]
+    assert len(calls) == 2

@@ -11,7 +11,7 @@ from stateft.serve import AdapterBank
 from stateft.serve.running import RunningBatch
 from stateft.serve.running_beams import RunningBeams
 from tests.conftest import TINY, TINY2
-from tests.serve.helpers import alone, prompts, save_random_adapter
+from tests.serve.helpers import alone, count_steps, prompts, save_random_adapter
 
 
 def _bank(config, tmp_path) -> tuple[AdapterBank, dict[str, object]]:
@@ -88,3 +88,59 @@ def test_beam_searches_joining_a_running_batch_decode_as_alone(config, tmp_path)
     assert [answers[i] for i in range(len(BEAM_JOBS))] == expected
     wave_of = {i: step for step, wave in WAVES.items() for i in wave}
     assert any(len({wave_of[i] for i in keys}) > 1 for keys in held), held  # examples joined a batch that had run
+
+
+def test_dropped_rows_leave_the_batch_and_the_others_decode_as_alone(tmp_path, monkeypatch):
+    """Rows 1 and 3 dropped after two tokens: they cost no step from then on, a new row takes a freed slot, and every
+    other row's tokens are what its adapter gives alone."""
+    bank, directories = _bank(TINY, tmp_path)
+    rows = prompts([5, 3, 7, 4, 6], seed=5)
+    jobs = [("L", 8), ("S", 8), (None, 8), ("L", 8), ("S", 3)]  # (adapter, limit); request 4 joins at step 2
+    models = [alone(TINY, directories.get(a)) for a, _ in jobs]
+    sizes = count_steps(monkeypatch, bank.model)
+    batch = RunningBatch(bank.model, bank.routing, eos_id=None)
+    batch.join([0, 1, 2, 3], rows[:4], [bank.index(a) for a, _ in jobs[:4]], [n for _, n in jobs[:4]])
+    outputs: dict[int, list[int]] = {}
+    for step in range(20):
+        if step == 2:
+            dropped = batch.drop(lambda key: key in (1, 3))
+            assert {row.key: row.tokens for row in dropped} == {
+                i: generate(models[i], rows[i], max_new_tokens=2, eos_id=None) for i in (1, 3)
+            }
+            batch.join([4], [rows[4]], [bank.index(jobs[4][0])], [jobs[4][1]])
+        assert batch.drop(lambda key: False) == []
+        _, finished = batch.pick()
+        outputs.update({row.key: row.tokens for row in finished})
+        batch.advance()
+        if not batch:
+            break
+    assert outputs == {i: generate(models[i], rows[i], max_new_tokens=jobs[i][1], eos_id=None) for i in (0, 2, 4)}
+    # rows stepped: all four, twice; then 0, 2 and 4 until 4 ends (its third token, picked at step 4); then 0 and 2
+    assert sizes == [4, 4, 3, 3, 2, 2, 2]
+
+
+def test_dropped_beam_searches_leave_the_batch_with_their_rows(tmp_path, monkeypatch):
+    """Of three searches (2, 3 and 2 beams), the middle one dropped after two steps: its three rows leave, and the
+    others' answers are their searches alone."""
+    bank, directories = _bank(TINY, tmp_path)
+    rows = prompts([5, 3, 7], seed=6)
+    jobs = [("L", 2, 6), ("S", 3, 6), ("S", 2, 5)]  # (adapter, beams, limit)
+    models = [alone(TINY, directories.get(a)) for a, _, _ in jobs]
+    sizes = count_steps(monkeypatch, bank.model)
+    batch = RunningBeams(bank.model, bank.routing, eos_id=None, length_penalty=1.0)
+    batch.join([0, 1, 2], rows, [bank.index(a) for a, _, _ in jobs], [k for _, k, _ in jobs], [n for _, _, n in jobs])
+    answers: dict[int, list[int]] = {}
+    for step in range(20):
+        if step == 2:
+            assert [example.key for example in batch.drop(lambda key: key == 1)] == [1]
+            assert batch.step.cache.layers[0].ssm.shape[0] == 4
+        answers.update({example.key: example.search.best() for example in batch.pick()})
+        batch.advance()
+        if not batch:
+            break
+    kept = {i: jobs[i] for i in (0, 2)}
+    assert answers == {
+        i: generate(models[i], rows[i], max_new_tokens=n, num_beams=k, eos_id=None) for i, (_, k, n) in kept.items()
+    }
+    # rows stepped: 2 + 3 + 2 twice; then 2 + 2 until search 2 reaches its limit (5 picks); then search 0's 2
+    assert sizes == [7, 7, 4, 4, 2]
