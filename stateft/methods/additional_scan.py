@@ -84,11 +84,6 @@ def _a_log_new(mixer: nn.Module, n: int, A_init: str, copy_column: int) -> torch
 
 def apply(model: nn.Module, cfg: AdditionalScanConfig) -> list[str]:
     arch = model.config.arch
-    if arch == "mamba2" and cfg.A_init is not None:
-        raise UserError(
-            "additional_scan on Mamba-2: the extra states decay with their head's A (SSD has one A per head), "
-            "so A_init does not apply; remove it (method.A_init=null)"
-        )
     n = DEFAULT_N[arch] if cfg.n is None else cfg.n
     freeze_all(model)
     generator, device = init_generator(), device_of(model)

@@ -3,6 +3,7 @@ returns the names of the trainable parameters. That list drives the optimiser, t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,6 +77,16 @@ def init_generator(offset: int = 0) -> torch.Generator:
     ``seed=...`` sets through Lightning's seed_everything) plus ``offset``: runs with different seeds start from
     different adapters, the same seed from the same ones, and the global random stream is not consumed."""
     return torch.Generator().manual_seed((torch.initial_seed() + offset) % 2**63)
+
+
+def fan_in_uniform(
+    shape: tuple[int, ...], fan_in: int, generator: torch.Generator, device: torch.device | str
+) -> torch.Tensor:
+    """U(-1/sqrt fan_in, 1/sqrt fan_in) of ``shape``: nn.Linear's default init of a weight (kaiming_uniform_ with
+    a=sqrt 5) or of a bias, the init of LoRA's A. Drawn on the CPU from ``generator`` (``init_generator``), so the
+    values do not depend on the device, then moved to ``device``."""
+    bound = 1 / math.sqrt(fan_in)
+    return torch.empty(shape).uniform_(-bound, bound, generator=generator).to(device)
 
 
 def new_parameter(tensor: torch.Tensor, *, no_weight_decay: bool = False) -> nn.Parameter:

@@ -6,7 +6,9 @@ an unknown method name fails with one line naming the valid choices.
 Each config class also says which architectures (``model.arch``) its method applies to, ``archs``: the one place this
 is decided. ``apply_method`` (``stateft.methods.registry``, through ``MethodSpec.archs``), the start-up check
 (``stateft.app.checks``) and the tests read it; ``methods_for(arch)`` lists the methods of an architecture and
-``refusal`` is the one line that refuses a method on another.
+``refusal`` is the one line that refuses a method on another. An option that applies to some of a method's
+architectures only is refused by its config's ``option_refusal(arch)``; ``arch_refusal`` asks both, so the start-up
+check refuses such a config before any model is built, and ``apply_method`` (the Python API) with the same line.
 """
 
 from __future__ import annotations
@@ -25,6 +27,19 @@ MAMBA1 = frozenset({"mamba1"})
 MAMBA2 = frozenset({"mamba2"})
 # lora, prefix and prompt also apply to a Transformer, as HF peft's methods (stateft.methods.peft_methods)
 WITH_PEFT = frozenset(TRANSFORMER_ARCHS)
+# the linears of a GPT-NeoX layer (Pythia), as peft's target_modules name them (suffixes of the module names)
+PYTHIA_LINEARS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+# LoRA's targets on each architecture (stateft/methods/lora.py; tests/methods/test_lora.py holds them against the
+# modules): a mixer's linears, their named row blocks and the causal conv; on gpt_neox the GPT-NeoX linears (peft).
+# Vim: its blocks hold in_proj and out_proj, its scan directions x_proj, dt_proj and conv1d.
+_MAMBA1_LORA_TARGETS = ("in_proj", "x_proj", "dt_proj", "out_proj", "in_proj.x", "in_proj.z", "x_proj.dt", "x_proj.B",
+                        "x_proj.C", "conv1d")  # fmt: skip
+LORA_TARGETS = {
+    "mamba1": _MAMBA1_LORA_TARGETS,
+    "vim": _MAMBA1_LORA_TARGETS,
+    "mamba2": ("in_proj", "out_proj", "in_proj.x", "in_proj.z", "conv1d"),
+    "gpt_neox": PYTHIA_LINEARS,
+}
 
 
 @dataclass
@@ -34,6 +49,10 @@ class MethodConfig:
     name: str = ""
     # each method owns its learning rate (PEFT methods differ by orders of magnitude); None when a sweep sets optim.lr
     lr: float | None = 1e-3
+
+    def option_refusal(self, arch: str) -> str | None:
+        """None when the options apply to a model of ``arch`` (one of ``archs``); else the one line refusing them."""
+        return None
 
 
 @dataclass
@@ -65,8 +84,29 @@ class LoraConfig(MethodConfig):
     # null = the paper's targets: Mamba-1 x_proj's dt, B and C row blocks (each its own LoRA) and dt_proj;
     # Mamba-2 in_proj and out_proj. Otherwise mixer linears (in_proj, x_proj, dt_proj, out_proj) or row blocks:
     # x_proj.dt, x_proj.B, x_proj.C (Mamba-1) and in_proj.x, in_proj.z (MambaPEFT's LoRA on X and on Z); conv1d:
-    # a low-rank delta on the causal conv's (channels, K) kernel (MambaPEFT's lora_conv1d).
+    # a low-rank delta on the causal conv's (channels, K) kernel (MambaPEFT's lora_conv1d). LORA_TARGETS lists them
+    # per architecture; on gpt_neox: PYTHIA_LINEARS (null: query_key_value, stateft.methods.peft_methods).
     target_modules: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        targets = list(self.target_modules or [])
+        for target in targets:
+            linear = target.partition(".")[0]
+            if linear != target and linear in targets:
+                raise UserError(
+                    f"lora targets overlap: {linear} and its row block {target}; choose the whole linear or its blocks"
+                )
+
+    def option_refusal(self, arch: str) -> str | None:
+        unknown = [t for t in self.target_modules or [] if t not in LORA_TARGETS[arch]]
+        if unknown:
+            return (
+                f"lora target_modules {unknown} are not targets on {arch}; choose from: {', '.join(LORA_TARGETS[arch])}"
+            )
+        return None
+
+
+PROMPT_INITS = ("vocab", "normal")
 
 
 @dataclass
@@ -77,6 +117,15 @@ class PromptConfig(MethodConfig):
     # MambaPEFT's prompt_projection: the virtual tokens are MLP(E) = W2 tanh(W1 E + b1) + b2 (d -> d -> d) of the
     # trained E, as its PrefixEncoder; false: E itself (Lester et al.). Mamba only.
     reparam: bool = False
+
+    def __post_init__(self) -> None:
+        if self.init not in PROMPT_INITS:
+            raise UserError(f"prompt: unknown init {self.init!r}; choose one of: {', '.join(PROMPT_INITS)}")
+
+    def option_refusal(self, arch: str) -> str | None:
+        if self.reparam and arch in WITH_PEFT:
+            return "prompt reparam=true (MambaPEFT's MLP) is for Mamba; on a Transformer use reparam=false"
+        return None
 
 
 PREFIX_POSITIONS = ("inner", "outer")
@@ -93,6 +142,13 @@ class PrefixConfig(MethodConfig):
     def __post_init__(self) -> None:
         if self.position not in PREFIX_POSITIONS:
             raise UserError(f"prefix: unknown position {self.position!r}; choose one of: {', '.join(PREFIX_POSITIONS)}")
+
+    def option_refusal(self, arch: str) -> str | None:
+        if self.position == "outer" and arch in VIM:  # Vim's mixers are scan directions behind a shared in_proj
+            return "prefix position=outer is not offered on Vim; use position=inner (its Affix-tuning)"
+        if self.position != "inner" and arch in WITH_PEFT:
+            return f"prefix position={self.position} is Mamba's; on a Transformer use position=inner"
+        return None
 
 
 ADDITIONAL_SCAN_A_INITS = ("continue", "sst", "sony", "copy")
@@ -117,6 +173,14 @@ class AdditionalScanConfig(MethodConfig):
             raise UserError(f"additional_scan: unknown A_init {self.A_init!r}; choose one of: {choices} (or null)")
         if self.copy_column < 0:
             raise UserError(f"additional_scan: copy_column must be >= 0, got {self.copy_column}")
+
+    def option_refusal(self, arch: str) -> str | None:
+        if self.A_init is not None and arch in MAMBA2:
+            return (
+                "additional_scan A_init does not apply to Mamba-2 (its extra states decay with their head's A, SSD "
+                "having one A per head); remove it (method.A_init=null)"
+            )
+        return None
 
 
 @dataclass
@@ -417,15 +481,16 @@ def validate_method_cfg(node: Any) -> MethodConfig:
 
 
 def arch_refusal(cfg: MethodConfig, arch: str) -> str | None:
-    """None when method config ``cfg`` applies to a model of ``arch``; else the one line refusing it (a composition:
-    the first part that does not apply, named as a part)."""
+    """None when method config ``cfg`` and its options apply to a model of ``arch``; else the one line refusing it
+    (a composition: the first part that does not apply, named as a part)."""
     if arch not in cfg.archs:
         return refusal(cfg.name, arch)
     if cfg.name == "compose":
-        for part in cfg.parts:
-            if arch not in METHOD_CONFIGS[part].archs:
-                return f"compose part {refusal(part, arch)}"
-    return None
+        for part_cfg in cfg.part_configs().values():
+            reason = arch_refusal(part_cfg, arch)
+            if reason is not None:
+                return f"compose part {reason}"
+    return cfg.option_refusal(arch)
 
 
 def methods_for(arch: str) -> list[str]:

@@ -18,35 +18,29 @@ The mapping (``conf/method/<name>.yaml`` option -> peft option):
 Every other method acts on Mamba's selective scan or its parameters (state offsets, initial states, extra states,
 SDT's sparse S6 deltas, BitFit on the mixers' biases, the S6/SSD subsets): its config's ``archs`` names no
 Transformer, so ``apply_method`` refuses it on one with a line naming the methods that apply
-(``stateft.methods.configs.refusal``). Initial values come from the global torch generator, seeded by the run's seed.
+(``stateft.methods.configs.refusal``); so are Mamba's options of the three (prefix position=outer, prompt
+reparam=true) and LoRA targets that are not ``PYTHIA_LINEARS``, by their configs' ``option_refusal``. Initial values
+come from the global torch generator, seeded by the run's seed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from stateft.errors import UserError
-from stateft.methods.configs import LoraConfig, MethodConfig, PrefixConfig, PromptConfig
+from stateft.methods.configs import PYTHIA_LINEARS, LoraConfig, MethodConfig, PrefixConfig, PromptConfig
 
-# the linears of a GPT-NeoX layer, as peft's target_modules name them (suffixes of the module names)
-PYTHIA_LINEARS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 DEFAULT_LORA_TARGETS = ["query_key_value"]  # peft's default for GPT-NeoX
 DEFAULT_LORA_RANK = 8
 
 
 def peft_config_for(cfg: MethodConfig) -> Any:
-    """peft's config for a stateft method config (the table in the module docstring)."""
+    """peft's config for a stateft method config (the table in the module docstring) that ``arch_refusal`` accepts on
+    gpt_neox (``apply_method`` and the start-up check ask it: options that are Mamba's never reach here)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import PrefixTuningConfig, PromptTuningConfig, TaskType
 
     if isinstance(cfg, LoraConfig):
         targets = list(cfg.target_modules or DEFAULT_LORA_TARGETS)
-        unknown = [t for t in targets if t not in PYTHIA_LINEARS]
-        if unknown:
-            raise UserError(
-                f"lora: target_modules {unknown} are not linears of a GPT-NeoX layer; choose from: "
-                f"{', '.join(PYTHIA_LINEARS)}"
-            )
         r = cfg.r or DEFAULT_LORA_RANK
         return PeftLoraConfig(
             task_type=TaskType.CAUSAL_LM,
@@ -57,15 +51,9 @@ def peft_config_for(cfg: MethodConfig) -> Any:
             bias="none",
         )
     if isinstance(cfg, PrefixConfig):
-        if cfg.position != "inner":
-            raise UserError(f"prefix: position {cfg.position!r} is Mamba's; on a Transformer use position=inner")
         return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens)
     if isinstance(cfg, PromptConfig):
         inits = {"vocab": "SAMPLE_VOCAB", "normal": "RANDOM"}
-        if cfg.init not in inits:
-            raise UserError(f"prompt: init {cfg.init!r} has no peft counterpart; use vocab or normal")
-        if cfg.reparam:
-            raise UserError("prompt: reparam (MambaPEFT's MLP) is for Mamba; on a Transformer use reparam=false")
         return PromptTuningConfig(
             task_type=TaskType.CAUSAL_LM,
             num_virtual_tokens=cfg.num_virtual_tokens,

@@ -8,6 +8,7 @@ In cached generation the prefix runs once, in the prefill.
 ``position`` is MambaPEFT's ``prefix_type``: ``inner`` (inner_single_prefix, the above: its Affix-tuning) or
 ``outer`` (outer_single_prefix): P vectors h (P, d) prepended to the mixer's input, so xz = in_proj(h), through the
 mixer's current in_proj (a LoRA on it included, as in MambaPEFT). Trainable per layer: h (P, d). Init: N(0, 1).
+Not on Vim, whose scan directions share one in_proj (``PrefixConfig.option_refusal``).
 MambaPEFT's ``prefix_projection`` (an MLP producing every layer's prefix) is not offered: its language Affix-tuning
 runs without it.
 """
@@ -19,7 +20,7 @@ from torch import nn
 
 from stateft.methods.base import MethodSpec, freeze_all, init_generator, new_parameter, trainable_names
 from stateft.methods.configs import PrefixConfig
-from stateft.models.backbone import device_of, is_vision
+from stateft.models.backbone import device_of
 
 
 class Prefix(nn.Module):
@@ -44,8 +45,6 @@ class OuterPrefix(nn.Module):
 
 
 def apply(model: nn.Module, cfg: PrefixConfig) -> list[str]:
-    if cfg.position == "outer" and is_vision(model):  # Vim's mixers are scan directions behind a shared in_proj
-        raise NotImplementedError("prefix position outer is not offered on Vim; use position=inner (its Affix-tuning)")
     freeze_all(model)
     generator, device = init_generator(), device_of(model)
     for mixer in model.mixers():

@@ -16,7 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stateft.methods.base import MethodSpec, freeze_all, init_generator, new_parameter, trainable_names
+from stateft.methods.base import (
+    MethodSpec,
+    fan_in_uniform,
+    freeze_all,
+    init_generator,
+    new_parameter,
+    trainable_names,
+)
 from stateft.methods.configs import PromptConfig
 from stateft.models.backbone import device_of, is_vision
 
@@ -27,12 +34,6 @@ class PromptEmbedding(nn.Module):
         self.embeddings = new_parameter(embeddings)  # (P d)
 
 
-def _uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """nn.Linear's default init of a weight or bias: U(-1/sqrt fan_in, 1/sqrt fan_in)."""
-    bound = 1 / fan_in**0.5
-    return torch.empty(shape).uniform_(-bound, bound, generator=generator).to(device)
-
-
 class ReparamPrompt(nn.Module):
     """E (P, d) and the MLP d -> d -> d whose output the model reads as ``embeddings``."""
 
@@ -40,10 +41,10 @@ class ReparamPrompt(nn.Module):
         super().__init__()
         d, device = tokens.shape[1], tokens.device
         self.tokens = new_parameter(tokens)  # (P d)
-        self.W1 = new_parameter(_uniform((d, d), d, generator, device))
-        self.b1 = new_parameter(_uniform((d,), d, generator, device))
-        self.W2 = new_parameter(_uniform((d, d), d, generator, device))
-        self.b2 = new_parameter(_uniform((d,), d, generator, device))
+        self.W1 = new_parameter(fan_in_uniform((d, d), d, generator, device))
+        self.b1 = new_parameter(fan_in_uniform((d,), d, generator, device))
+        self.W2 = new_parameter(fan_in_uniform((d, d), d, generator, device))
+        self.b2 = new_parameter(fan_in_uniform((d,), d, generator, device))
 
     @property
     def embeddings(self) -> torch.Tensor:
@@ -61,11 +62,9 @@ def apply(model: nn.Module, cfg: PromptConfig) -> list[str]:
     if cfg.init == "vocab":
         rows = torch.randint(0, vocab.shape[0], (cfg.num_virtual_tokens,), generator=generator)
         init = vocab[rows.to(vocab.device)].clone()
-    elif cfg.init == "normal":
+    else:  # normal (PromptConfig checks the choice)
         init = torch.randn(cfg.num_virtual_tokens, vocab.shape[1], generator=generator).to(vocab.device)
         init = init / init.norm(dim=1, keepdim=True) * vocab.norm(dim=1).mean()
-    else:
-        raise NotImplementedError(f"prompt init {cfg.init!r}: use vocab or normal")
     model.prompt = ReparamPrompt(init, generator) if cfg.reparam else PromptEmbedding(init)
     return trainable_names(model)
 

@@ -3,19 +3,26 @@
 (h): y_t = silu(z_t) * (C_t (h_t + h') + D u_t)      (y): y_t = silu(z_t) * (C_t h_t + D u_t + y')
 The offsets sit inside the gate (as in the reference code) and never enter the recurrence: the cached state in
 decoding does not hold h'. Attaches to: ``mixer.state_offset``. Trainable per layer: h' (state_shape: Mamba-1 (E, N),
-Mamba-2 (H, P, N)), or its low-rank form h' = U V with U (E, r) zeros and V (r, N) Kaiming-uniform(a=sqrt 5), or
+Mamba-2 (H, P, N)), or its low-rank form h' = U V with U (E, r) zeros and V (r, N) U(-1/sqrt N, 1/sqrt N)
+(Kaiming-uniform with a=sqrt 5, drawn from the run's `init_generator`), or
 y' (E,). Init: zeros, so the model is unchanged at init.
 """
 
 from __future__ import annotations
 
-import math
 from math import prod
 
 import torch
 from torch import Tensor, nn
 
-from stateft.methods.base import MethodSpec, freeze_all, new_parameter, trainable_names
+from stateft.methods.base import (
+    MethodSpec,
+    fan_in_uniform,
+    freeze_all,
+    init_generator,
+    new_parameter,
+    trainable_names,
+)
 from stateft.methods.configs import StateOffsetHConfig, StateOffsetYConfig
 from stateft.models.backbone import device_of
 
@@ -23,7 +30,15 @@ from stateft.models.backbone import device_of
 class StateOffset(nn.Module):
     """h' (full or low-rank) or y' for one mixer."""
 
-    def __init__(self, state_shape: tuple[int, ...], d_inner: int, target: str, rank: int | None = None) -> None:
+    def __init__(
+        self,
+        state_shape: tuple[int, ...],
+        d_inner: int,
+        target: str,
+        rank: int | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         super().__init__()
         self.target, self.state_shape = target, tuple(state_shape)
         if target == "y":
@@ -33,9 +48,7 @@ class StateOffset(nn.Module):
         else:
             rows, n = prod(self.state_shape[:-1]), self.state_shape[-1]
             self.U = new_parameter(torch.zeros(rows, rank))
-            V = torch.empty(rank, n)
-            nn.init.kaiming_uniform_(V, a=math.sqrt(5))
-            self.V = new_parameter(V)
+            self.V = new_parameter(fan_in_uniform((rank, n), n, generator or init_generator(), device))
 
     def h_prime(self) -> Tensor | None:
         if self.target != "h":
@@ -48,9 +61,9 @@ class StateOffset(nn.Module):
 
 def _apply(model: nn.Module, target: str, rank: int | None) -> list[str]:
     freeze_all(model)
-    device = device_of(model)
+    device, generator = device_of(model), init_generator()  # one stream over the layers: each its own V
     for mixer in model.mixers():
-        mixer.state_offset = StateOffset(mixer.state_shape, mixer.d_inner, target, rank).to(device)
+        mixer.state_offset = StateOffset(mixer.state_shape, mixer.d_inner, target, rank, generator, device).to(device)
     return trainable_names(model)
 
 

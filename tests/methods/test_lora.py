@@ -8,9 +8,10 @@ from torch import nn
 
 from stateft.errors import UserError
 from stateft.methods import apply_method
-from stateft.methods.lora import LoRALinear
+from stateft.methods.configs import LORA_TARGETS
+from stateft.methods.lora import LoRALinear, _linear_blocks, linear_holders
 from stateft.models.loading import build_model
-from tests.conftest import TINY
+from tests.conftest import TINY, TINY2
 
 
 def test_blocks_with_gaps_update_only_their_rows():
@@ -131,3 +132,30 @@ def test_mixer_with_lora_takes_the_channels_first_path_with_the_same_result(monk
     assert fast_grads.keys() == slow_grads.keys()
     for name in fast_grads:
         torch.testing.assert_close(fast_grads[name], slow_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _tiny(arch: str):
+    if arch == "vim":
+        from stateft.vision.loading import build_vim
+        from tests.vision.conftest import tiny_config
+
+        return build_vim(tiny_config(), seed=0, backend="ref")
+    return build_model(TINY if arch == "mamba1" else TINY2, seed=0)
+
+
+@pytest.mark.parametrize("arch", ["mamba1", "mamba2", "vim"])
+def test_the_target_table_is_what_the_modules_hold(arch):
+    """``LORA_TARGETS`` (the start-up check's list) names exactly the holders' linears, their row blocks and the conv;
+    each target alone wraps something on every layer."""
+    model = _tiny(arch)
+    found = set()
+    for holder in linear_holders(model):
+        for name, child in holder.named_children():
+            if isinstance(child, nn.Linear):
+                found |= {name, *(f"{name}.{block}" for block in _linear_blocks(holder, name))}
+            elif isinstance(child, nn.Conv1d):
+                found.add(name)
+    assert found == set(LORA_TARGETS[arch])
+    for target in LORA_TARGETS[arch]:
+        names = apply_method("lora", _tiny(arch), {"name": "lora", "r": 2, "target_modules": [target]})
+        assert len(names) >= 2 * model.config.n_layer, target  # A and B on every layer (Vim: on each direction too)

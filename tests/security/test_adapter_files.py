@@ -325,7 +325,7 @@ def test_config_structure_is_typed(tmp_path, edit, expected):
         ("lora", "dropout", 1.0, "must lie in [0, 1)"),
         ("lora", "target_modules", [{"_target_": "os.system"}], "must be a string"),
         ("lora", "target_modules", ["x_proj"] * 17, "1 to 16"),
-        ("lora", "target_modules", ["embedding"], "not a mixer linear"),
+        ("lora", "target_modules", ["embedding"], "are not targets on mamba1"),
         ("prompt", "num_virtual_tokens", 10**9, "out of range"),
         ("prompt", "init", "os.system", "not one of"),
         ("prefix", "num_virtual_tokens", 10**9, "out of range"),
