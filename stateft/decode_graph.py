@@ -6,13 +6,11 @@ waits on the CPU between them (the 130m model decoded 56 tokens/s greedy on an H
 reads and writes fixed addresses, so the cache's tensors become fixed buffers that every step updates in place, and
 the token ids go through a fixed input buffer.
 
-Used by `stateft.generation` on CUDA; ``make_step`` (a fixed number of rows) and ``RowStep`` (a batch whose rows
-are dropped as its examples finish) fall back to the eager step anywhere else.
+Used by `stateft.generation` through ``RowStep`` (a batch whose rows are dropped as its examples finish; one prompt is
+a batch of one), which falls back to the eager step off CUDA or with ``cuda_graph`` off.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -20,8 +18,6 @@ from torch import Tensor
 from stateft.capture import autocast_for_capture
 from stateft.models.cache import MambaCache
 from stateft.ops.invariance import batch_invariant_active
-
-Step = Callable[[Tensor], Tensor]
 
 
 class GraphedStep:
@@ -79,32 +75,6 @@ class GraphedStep:
         self.tokens.copy_(tokens)
         self.graph.replay()
         return self.logits
-
-
-def make_step(
-    model: torch.nn.Module, cache: MambaCache, rows: int, cuda_graph: bool = True, eager_steps: int = 4
-) -> Step:
-    """The step function for decoding ``rows`` rows from ``cache`` (which has started).
-
-    On CUDA with ``cuda_graph``: the first ``eager_steps`` calls run ``model.step`` (short answers never pay for the
-    recording), later ones replay a `GraphedStep`. Elsewhere: ``model.step`` itself.
-    """
-    first = cache.layers[0].ssm if cache.layers else None
-    if not (cuda_graph and first is not None and first.is_cuda):
-        return lambda tokens: model.step(tokens, cache)
-    calls = 0
-    graphed: GraphedStep | None = None
-
-    def step(tokens: Tensor) -> Tensor:
-        nonlocal calls, graphed
-        if graphed is None:
-            calls += 1
-            if calls <= eager_steps:
-                return model.step(tokens, cache)
-            graphed = GraphedStep(model, cache, rows)
-        return graphed(tokens)
-
-    return step
 
 
 def kept_recordings(model: torch.nn.Module) -> dict[int, GraphedStep]:

@@ -1,8 +1,8 @@
 """Greedy and beam-search decoding over ``MambaLM.step`` with the recurrent cache.
 
-``generate`` decodes one prompt; ``generate_batch`` decodes many at once and returns, token for token, what
-``generate`` returns for each (a Transformer's batch goes to its own ``generate_batch``: transformers' ``generate``
-with a KV cache, `stateft.models.pythia_generation`).
+``generate_batch`` decodes many prompts at once, each row's tokens as it gets them alone; ``generate`` is it on a
+batch of one. A Transformer's batch goes to its own ``generate_batch`` (transformers' ``generate`` with a KV cache,
+`stateft.models.pythia_generation`).
 
 The prompt goes through the parallel forward once (prefill; the start-of-sequence slots of prompt/prefix/initial-state
 methods apply there), then one ``step`` per new token. In a batch, the prompts are prefilled together, right-padded
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stateft.decode_graph import RowStep, Step, make_step
+from stateft.decode_graph import RowStep
 from stateft.models.backbone import is_transformer
 from stateft.models.cache import MambaCache
 from stateft.models.lm import MambaLM
@@ -30,7 +30,7 @@ def log_probs(logits: Tensor, vocab_size: int) -> Tensor:
 
 
 def generate(
-    model: MambaLM,
+    model: torch.nn.Module,
     prompt_ids: list[int],
     max_new_tokens: int = 1024,
     num_beams: int = 1,
@@ -39,26 +39,10 @@ def generate(
     cuda_graph: bool = True,
     batch_invariant: bool = False,
 ) -> list[int]:
-    """Continue ``prompt_ids``; returns the new tokens without the EOS token. On CUDA, ``cuda_graph`` replays a
-    recorded decoding step after the first few tokens (`stateft.decode_graph`; same tokens, fewer launches).
-    ``batch_invariant``: the products computed as in any batch (`stateft.ops.invariance`; without it a GPU's products
-    round by their shape, cuBLAS picking its kernel by the row count, and under bf16 beam search can part where two
-    candidates tie within rounding; on the CPU they round alike in practice, which the tests check)."""
-    if is_transformer(model):
-        return model.generate_batch([prompt_ids], max_new_tokens, num_beams, eos_id, length_penalty)[0]
-    with torch.no_grad(), invariant_products(batch_invariant):
-        return _generate(model, prompt_ids, max_new_tokens, num_beams, eos_id, length_penalty, cuda_graph)
-
-
-def _generate(model, prompt_ids, max_new_tokens, num_beams, eos_id, length_penalty, cuda_graph) -> list[int]:
-    device = next(model.parameters()).device
-    vocab = model.config.vocab_size
-    cache, logits = prefill(model, [prompt_ids])  # (1 V)
-    if num_beams == 1:
-        return _greedy(make_step(model, cache, 1, cuda_graph), logits, max_new_tokens, eos_id, vocab)
-    cache.reorder(torch.zeros(num_beams, dtype=torch.long, device=device))  # num_beams copies of the prompt's state
-    step = make_step(model, cache, num_beams, cuda_graph)
-    return _beam_search(step, cache, logits, max_new_tokens, num_beams, eos_id, length_penalty, vocab)
+    """Continue ``prompt_ids``; returns the new tokens without the EOS token: ``generate_batch`` on a batch of one."""
+    return generate_batch(
+        model, [prompt_ids], max_new_tokens, num_beams, eos_id, length_penalty, cuda_graph, batch_invariant
+    )[0]
 
 
 def generate_batch(
@@ -71,8 +55,12 @@ def generate_batch(
     cuda_graph: bool = True,
     batch_invariant: bool = False,
 ) -> list[list[int]]:
-    """``generate`` for every prompt, decoded as one batch; each row's tokens as ``generate`` gives them alone (bit
-    for bit with ``batch_invariant``)."""
+    """Continue every prompt, decoded as one batch; returns each prompt's new tokens without the EOS token, as the
+    prompt gets them alone (bit for bit with ``batch_invariant``). On CUDA, ``cuda_graph`` replays recorded decoding
+    steps after the first few tokens (`stateft.decode_graph`; same tokens, fewer launches). ``batch_invariant``: the
+    products computed as in any batch (`stateft.ops.invariance`; without it a GPU's products round by their shape,
+    cuBLAS picking its kernel by the row count, and under bf16 beam search can part where two candidates tie within
+    rounding; on the CPU they round alike in practice, which the tests check)."""
     if is_transformer(model):
         return model.generate_batch(prompts, max_new_tokens, num_beams, eos_id, length_penalty)
     if not prompts:
@@ -134,7 +122,8 @@ def beam_batch(
 
 
 def greedy_batch(step: RowStep, logits: Tensor, max_new_tokens: int, eos_id: int | None, vocab: int) -> list[list[int]]:
-    """``_greedy`` for every row of ``logits`` (b V); a row leaves the batch at its EOS."""
+    """Greedy decoding for every row of ``logits`` (b V, after the prefill): each step appends the argmax of the real
+    vocabulary; a row leaves the batch at its EOS (not appended)."""
     outputs: list[list[int]] = [[] for _ in range(logits.shape[0])]
     active = list(range(logits.shape[0]))
     for i in range(max_new_tokens):
@@ -222,43 +211,6 @@ class Beams:
         if not self.done:
             finished += [(s / max(len(b), 1) ** self.length_penalty, b) for b, s in zip(self.beams, self.scores)]
         return max(finished, key=lambda item: item[0])[1]
-
-
-def _greedy(step: Step, logits: Tensor, max_new_tokens: int, eos_id: int | None, vocab: int) -> list[int]:
-    out: list[int] = []
-    for i in range(max_new_tokens):
-        token = int(logits[0, :vocab].argmax())
-        if token == eos_id:
-            break
-        out.append(token)
-        if i + 1 < max_new_tokens:
-            logits = step(torch.tensor([token], device=logits.device))  # (1 V)
-    return out
-
-
-def _beam_search(
-    step: Step,
-    cache,
-    logits: Tensor,
-    max_new_tokens: int,
-    num_beams: int,
-    eos_id: int | None,
-    length_penalty: float,
-    vocab: int,
-) -> list[int]:
-    """One example's beam search: its k rows in ``cache``, reordered after every step (the bookkeeping is
-    ``Beams``', as in ``beam_batch``)."""
-    device = logits.device
-    search = Beams(num_beams, eos_id, length_penalty)
-    logprobs = log_probs(logits, vocab).expand(num_beams, -1)  # (k V)
-    for i in range(max_new_tokens):
-        candidates = (torch.tensor(search.scores, device=device)[:, None] + logprobs).flatten()
-        top_scores, top_index = (t.tolist() for t in candidates.topk(2 * num_beams))
-        if search.advance(top_scores, top_index, vocab, i + 1) or i + 1 == max_new_tokens:
-            break
-        cache.reorder(torch.tensor(search.rows, device=device))
-        logprobs = log_probs(step(torch.tensor(search.tokens, device=device)), vocab)
-    return search.best()
 
 
 def _done(finished: list, num_beams: int, best_running: float, length: int, length_penalty: float) -> bool:

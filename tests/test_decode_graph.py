@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stateft.decode_graph import make_step
+from stateft.decode_graph import RowStep
 from stateft.generation import generate
 from tests.conftest import TINY, TINY2
 from tests.test_generation import _model
@@ -17,7 +17,8 @@ def test_cpu_decoding_uses_the_eager_step():
     model = _model(TINY, "state_offset_h")
     cache = model.new_cache()
     model(torch.tensor([PROMPT]), cache)
-    step = make_step(model, cache, 1, cuda_graph=True)
+    step = RowStep(model, cache, 1, cuda_graph=True)
+    assert not step.graphs_on
     ref = model.new_cache()
     model(torch.tensor([PROMPT]), ref)
     token = torch.tensor([7])

@@ -1,5 +1,7 @@
-"""Batched decoding (`stateft.generation.generate_batch`) against the one-prompt path, token for token: ragged prompt
-lengths, examples finishing at different steps, every method that touches the state, greedy and beam search."""
+"""Batched decoding (`stateft.generation.generate_batch`), token for token, against the naive decoder that re-runs the
+whole sequence of each prompt alone (`tests.generation_reference`) and against the same prompts decoded one at a time:
+ragged prompt lengths, examples finishing at different steps, the methods that touch the state, greedy and beam
+search."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from stateft.decode_graph import RowStep, kept_recordings
 from stateft.generation import generate, generate_batch, prefill
 from stateft.ops.invariance import batch_invariant
 from tests.conftest import TINY, TINY2
+from tests.generation_reference import naive_decode
 from tests.test_generation import METHODS_1, METHODS_2, _model
 
 CASES = [(TINY, m) for m in [None, *METHODS_1]] + [(TINY2, m) for m in [None, *METHODS_2]]
@@ -34,6 +37,38 @@ def _eos_that_splits(model, prompts, num_beams: int) -> int:
         if len(lengths) > 1:
             return token
     raise AssertionError("no token splits the examples' lengths")
+
+
+REFERENCE_CASES = [(TINY, None), (TINY, "state_offset_h"), (TINY, "prefix"), (TINY2, "init_state"), (TINY2, "prompt")]
+BEAMS = [(3, 1.0), (4, 0.5)]  # (num_beams, length_penalty)
+
+
+def _splitting_tokens(free: list[list[int]]) -> list[int]:
+    """Tokens under which the greedy answers (``free``, decoded without EOS, cut at the token's first place: greedy
+    never looks ahead) have different lengths, the most frequent first."""
+    counts = Counter(t for out in free for t in set(out))
+    return [t for t, _ in counts.most_common() if len({out.index(t) if t in out else len(out) for out in free}) > 1]
+
+
+@pytest.mark.parametrize(("config", "method"), REFERENCE_CASES, ids=[f"{c.arch}-{m}" for c, m in REFERENCE_CASES])
+def test_batch_equals_the_naive_decoder(config, method):
+    """Ragged prompts (one of a single token, two of equal length), examples finishing at different steps."""
+    model = _model(config, method)
+    prompts = _prompts(4)[:5]
+    free = [naive_decode(model, p, 6, num_beams=1, eos_id=None) for p in prompts]
+    tokens = _splitting_tokens(free)
+    eos = tokens[0]
+    greedy = [out[: out.index(eos)] if eos in out else out for out in free]
+    assert generate_batch(model, prompts, max_new_tokens=6, num_beams=1, eos_id=eos) == greedy
+    for num_beams, length_penalty in BEAMS:
+        for eos in tokens:
+            expected = [naive_decode(model, p, 6, num_beams, eos, length_penalty) for p in prompts]
+            if len({len(out) for out in expected}) > 1:
+                break
+        else:
+            raise AssertionError("no token splits the beam searches' lengths")
+        kw = dict(max_new_tokens=6, num_beams=num_beams, eos_id=eos, length_penalty=length_penalty)
+        assert generate_batch(model, prompts, **kw) == expected, (num_beams, length_penalty)
 
 
 @pytest.mark.parametrize(("config", "method"), CASES, ids=IDS)
