@@ -18,6 +18,7 @@ import math
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +32,24 @@ _DROP = ("sweep=", "lr_grid.", "peft_search.", "hydra/launcher=", "hydra.", "gpu
 
 @dataclass
 class Job:
-    """One sweep job: its directory, overrides, learning rate, final training loss and status."""
+    """One sweep job: its directory, overrides, learning rate, final training loss, status and metrics.json (None
+    when missing or damaged; read once, by ``collect``)."""
 
     path: Path
     overrides: list[str] = field(default_factory=list)
     lr: float | None = None
     loss: float | None = None
     status: str = "ok"  # ok | failed: <first line> | running or missing
+    metrics: dict[str, Any] | None = None
 
     @property
     def rankable(self) -> bool:
         return self.status == "ok" and self.loss is not None and math.isfinite(self.loss)
+
+    @cached_property
+    def choices(self) -> list[str]:
+        """``model=... method=... dataset=...`` as Hydra chose them for the job (its ``hydra.yaml``, read once)."""
+        return _choices(self.path)
 
 
 def _read_yaml_list(path: Path) -> list[str]:
@@ -77,7 +85,7 @@ def collect(sweep_dir: Path, loss_key: str = LOSS_KEY) -> list[Job]:
         path = overrides_file.parent.parent
         job = Job(path, _read_yaml_list(overrides_file))
         metrics_file, error_file = path / "metrics.json", path / "error.txt"
-        metrics = _read_metrics(metrics_file) if metrics_file.is_file() else None
+        metrics = job.metrics = _read_metrics(metrics_file) if metrics_file.is_file() else None
         if metrics_file.is_file() and metrics is None:
             job.lr, job.status = _lr_from(job.overrides), "unreadable metrics.json"
         elif metrics is not None:
@@ -121,7 +129,7 @@ def launch_overrides(job: Job) -> list[str]:
     syntax as Hydra recorded them, so they only need shell quoting)."""
     keep = [o for o in job.overrides if not o.lstrip("+~").startswith(_DROP)]
     groups = {o.split("=", 1)[0] for o in keep}
-    chosen = [c for c in _choices(job.path) if c.split("=", 1)[0] not in groups]
+    chosen = [c for c in job.choices if c.split("=", 1)[0] not in groups]
     return [*chosen, *keep]
 
 
@@ -191,17 +199,22 @@ def summarize(sweep_dir: Path, jobs: list[Job], loss_key: str = LOSS_KEY) -> tup
     return "\n".join(lines), best
 
 
-def summaries(root: Path, loss_key: str = LOSS_KEY) -> list[tuple[str, Job | None]]:
-    """One summary per sweep under ``root``."""
-    groups = sweeps(root, loss_key)
+def summaries(
+    root: Path, loss_key: str = LOSS_KEY, groups: dict[Path, list[Job]] | None = None
+) -> list[tuple[str, Job | None]]:
+    """One summary per sweep under ``root`` (``groups``: its ``sweeps``, when already collected)."""
+    groups = sweeps(root, loss_key) if groups is None else groups
     if not groups:
         return [(f"no sweep jobs under {root}", None)]
     return [summarize(folder, jobs, loss_key) for folder, jobs in groups.items()]
 
 
-def summary(sweep_dir: Path, loss_key: str = LOSS_KEY) -> tuple[str, Job | None]:
-    """The summary of the sweep(s) under ``sweep_dir`` as one text, and the chosen job when there is one sweep."""
-    parts = summaries(sweep_dir, loss_key)
+def summary(
+    sweep_dir: Path, loss_key: str = LOSS_KEY, parts: list[tuple[str, Job | None]] | None = None
+) -> tuple[str, Job | None]:
+    """The summary of the sweep(s) under ``sweep_dir`` as one text, and the chosen job when there is one sweep
+    (``parts``: its ``summaries``, when already made)."""
+    parts = summaries(sweep_dir, loss_key) if parts is None else parts
     text = "\n\n".join(t for t, _ in parts)
     if len(parts) > 1:
         text = f"{len(parts)} sweeps under {sweep_dir}, one summary each\n\n{text}"
@@ -213,9 +226,7 @@ def trial_value(job: Job, metric: str) -> float | None:
     """The value the job's run returned to the sweeper (``runner.metric_value`` of its metrics.json)."""
     from stateft.app.runner import metric_value
 
-    path = job.path / "metrics.json"
-    metrics = _read_metrics(path) if path.is_file() else None
-    value = metric_value(metrics or {}, metric)
+    value = metric_value(job.metrics or {}, metric)
     return value if value is not None and math.isfinite(value) else None
 
 
@@ -309,15 +320,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --launch needs one sweep and {args.sweep_dir} holds {len(groups)}; pass one of: {names}",
               file=sys.stderr)  # fmt: skip
         return 2
-    text, best = summary(args.sweep_dir, args.loss_key)
+    parts = summaries(args.sweep_dir, args.loss_key, groups)
+    text, best = summary(args.sweep_dir, args.loss_key, parts)
     print(text)
     if args.launch:
         if best is None:
             return 1
         script = str(Path(__file__).resolve().parents[2] / "train.py")
         return subprocess.call(launch_command(best, script))
-    chosen = [job for _, job in summaries(args.sweep_dir, args.loss_key)]
-    return 0 if all(job is not None for job in chosen) else 1
+    return 0 if all(job is not None for _, job in parts) else 1
 
 
 def _search_main(sweep_dir: Path, launch: bool) -> int:

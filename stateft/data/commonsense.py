@@ -21,7 +21,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from stateft.data.base import TextToTextDataModule
-from stateft.data.loading import SUFFIXES, load_split, origin, require_fields
+from stateft.data.loading import SUFFIXES, load_split, require_fields
 from stateft.data.splits import subset
 from stateft.data.task import Example, Task
 from stateft.errors import UserError
@@ -103,6 +103,7 @@ class CommonsenseDataModule(TextToTextDataModule):
             raise UserError(f"dataset.cutoff_len must be an integer >= 2, got {cutoff_len!r}")
         self.cutoff_len, self.heldout_size, self.heldout_seed = cutoff_len, heldout_size, heldout_seed
         self.train_on_inputs = bool(train_on_inputs)
+        self._split_rows: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
         super().__init__(**kwargs)
 
     def cache_options(self) -> dict[str, Any]:
@@ -111,27 +112,27 @@ class CommonsenseDataModule(TextToTextDataModule):
         }  # fmt: skip
 
     def load_rows(self, split: str) -> list[dict[str, Any]]:
+        """Rows of ``split``: ``instruction`` and ``output`` strings; ``input`` and ``answer`` strings when given."""
         rows = load_split(self.hub_id, self.hub_config, split, self.path, revision=self.hub_revision)
-        require_fields(rows, ("instruction", "output"), f"commonsense170k {split}")
-        for i, row in enumerate(rows):
-            for field in ("instruction", "input", "output", "answer"):
-                if row.get(field) is not None and not isinstance(row[field], str):
-                    raise UserError(
-                        f"commonsense170k {split}: {origin(rows, i)}: field {field!r} must be a string, "
-                        f"got {type(row[field]).__name__}, as in the LLM-Adapters JSON"
-                    )
+        require_fields(rows, ("instruction", "output"), f"commonsense170k {split}", optional=("input", "answer"))
         return rows
 
     def _local_validation(self) -> bool:
         folder = self.path
         return folder is not None and folder.is_dir() and any((folder / f"validation{s}").is_file() for s in SUFFIXES)
 
+    def _train_and_heldout(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(train rows, held-out rows), loaded and split on the first call only: every split reads them."""
+        if self._split_rows is None:
+            if self._local_validation():
+                self._split_rows = self.load_rows("train"), self.load_rows("validation")
+            else:
+                self._split_rows = heldout_split(self.load_rows("train"), self.heldout_size, self.heldout_seed)
+        return self._split_rows
+
     def _rows_for(self, split: str) -> list[dict[str, Any]]:
         """train: the rows not held out (``subset_size``: a seeded subset of them); validation and test: held out."""
-        if self._local_validation():
-            train, heldout = self.load_rows("train"), self.load_rows("validation")
-        else:
-            train, heldout = heldout_split(self.load_rows("train"), self.heldout_size, self.heldout_seed)
+        train, heldout = self._train_and_heldout()
         return subset(train, self.subset_size, self.seed) if split == "train" else heldout
 
     def format(self, row: dict[str, Any], train: bool) -> list[Example]:

@@ -188,7 +188,7 @@ def _first_line(err: BaseException) -> str:
 # label is a class id (an integer, or a string of one). samsum's dialogue/summary may be null (those rows are dropped).
 TEXT_FIELDS = frozenset(
     ("sentence", "sentence1", "sentence2", "question", "question1", "question2", "premise", "hypothesis", "db_id",
-     "query")
+     "query", "instruction", "input", "output", "answer")
 )  # fmt: skip
 NULLABLE_TEXT_FIELDS = frozenset(("dialogue", "summary"))
 
@@ -206,8 +206,11 @@ def _field_problem(field: str, value: Any) -> str | None:
     return None
 
 
-def require_fields(rows: list[dict[str, Any]], fields: tuple[str, ...], where: str) -> None:
-    """Every row has ``fields`` with usable types (the hub schema); else a UserError naming the file and line."""
+def require_fields(
+    rows: list[dict[str, Any]], fields: tuple[str, ...], where: str, optional: tuple[str, ...] = ()
+) -> None:
+    """Every row has ``fields`` with usable types (the hub schema), and ``optional`` fields, which may be missing or
+    null, have them where given; else a UserError naming the file and line."""
     for i, row in enumerate(rows):
         missing = [f for f in fields if f not in row]
         if missing:
@@ -215,7 +218,7 @@ def require_fields(rows: list[dict[str, Any]], fields: tuple[str, ...], where: s
                 f"{where}: {origin(rows, i)} lacks fields {missing} (has {sorted(row)}); the data must use the hub "
                 "schema"
             )
-        for field in fields:
+        for field in [*fields, *(f for f in optional if row.get(f) is not None)]:
             problem = _field_problem(field, row[field])
             if problem is not None:
                 raise UserError(f"{where}: {origin(rows, i)}: {problem}, as in the hub schema")

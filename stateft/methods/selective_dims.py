@@ -27,8 +27,9 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from stateft.errors import UserError
-from stateft.methods.base import freeze_all, init_generator, new_parameter
+from stateft.methods.base import freeze_all, init_generator
 from stateft.methods.configs import LoraConfig, SDTConfig
+from stateft.methods.deltas import DenseDelta, EntryDelta
 from stateft.methods.lora import wrap_targets
 from stateft.models.backbone import device_of
 
@@ -39,30 +40,6 @@ def kept(total: int, freeze: float) -> int:
     """How many of ``total`` dimensions stay trainable when the fraction ``freeze`` is frozen: the SDT code's
     ``total - round(freeze * total)`` (Python's round, half to even), at least one (a tiny model's 1% of channels)."""
     return max(1, total - round(freeze * total))
-
-
-class DenseDelta(nn.Module):
-    """W + delta, delta dense and zero-initialised (the warm-up)."""
-
-    def __init__(self, shape: tuple[int, ...], device: torch.device) -> None:
-        super().__init__()
-        self.delta = new_parameter(torch.zeros(shape, device=device))
-
-    def forward(self, weight: Tensor) -> Tensor:
-        return weight + self.delta.to(weight.dtype)
-
-
-class SparseDelta(nn.Module):
-    """W + delta on the entries (rows[i], cols[i]) only; ``values`` holds one trainable number per entry."""
-
-    def __init__(self, rows: Tensor, cols: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("rows", rows, persistent=False)
-        self.register_buffer("cols", cols, persistent=False)
-        self.values = new_parameter(torch.zeros(rows.numel(), device=rows.device))
-
-    def forward(self, weight: Tensor) -> Tensor:
-        return weight.index_put((self.rows, self.cols), self.values.to(weight.dtype), accumulate=True)
 
 
 def select_dimensions(delta: Tensor, n_channels: int, n_states: int) -> list:
@@ -116,9 +93,9 @@ def warmup_deltas(
     generator = init_generator(2)
     deltas = []
     for mixer in work.mixers():
-        delta = DenseDelta(tuple(mixer.A_log.shape), device)
+        delta = DenseDelta(mixer.A_log.float())  # an fp32 delta whatever A_log's dtype, as every adapter parameter
         parametrize.register_parametrization(mixer, "A_log", delta)
-        deltas.append(delta.delta)
+        deltas.append(delta.values)
         if lora is not None:
             wrap_targets(mixer, ["out_proj"], lora, generator)
     params = [p for p in work.parameters() if p.requires_grad]
@@ -172,12 +149,12 @@ def add_sparse_deltas(mixer: nn.Module, channels: list[int], states: list[list[i
     ch = torch.tensor(channels, dtype=torch.long, device=device)  # (c,)
     st = torch.tensor(states, dtype=torch.long, device=device)  # (c, s)
     a_rows = ch[:, None].expand_as(st).reshape(-1)
-    parametrize.register_parametrization(mixer, "A_log", SparseDelta(a_rows, st.reshape(-1)))
+    parametrize.register_parametrization(mixer, "A_log", EntryDelta(a_rows, st.reshape(-1)))
     R, N = mixer.dt_rank, mixer.d_state
     bc_rows = torch.arange(R, R + 2 * N, device=device)  # the W_B and W_C row blocks of x_proj (R + 2N, E)
     rows = bc_rows[:, None].expand(-1, ch.numel()).reshape(-1)
     cols = ch[None, :].expand(2 * N, -1).reshape(-1)
-    parametrize.register_parametrization(mixer.x_proj, "weight", SparseDelta(rows, cols))
+    parametrize.register_parametrization(mixer.x_proj, "weight", EntryDelta(rows, cols))
 
 
 def fold_selective(model: nn.Module) -> None:

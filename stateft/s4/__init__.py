@@ -10,11 +10,13 @@ Model (``model.arch`` s4d or s4, ``stateft.models.backbone.S4_ARCHS``; not a lan
 - ``block``: an SSM layer with its pointwise output (GELU + linear + GLU, or the SDT code's linear + ReLU).
 - ``model``: ``DeepS4``, encoder, residual (pre)norm blocks and a regression or classification head.
 Methods (the registry's s4_frozen, s4_full, s4_lora, s4_sdt, s4_sdlora; options in ``stateft.methods.configs``):
-- ``deltas``: frozen weight + trainable delta parametrisations (entries, columns, low rank, complex low rank, dense).
+- ``stateft.methods.deltas`` (shared with Mamba's SDT): frozen weight + trainable delta parametrisations (entries,
+  columns, low rank, complex low rank, dense).
 - ``selection``: SDT's choice by magnitude after the warm-up (the paper's); ``choose``: every ``select_by`` mode.
 - ``warmup``: the warm-up run on a copy of the model.
 - ``peft``: each method applied to a ``DeepS4`` (and soft mode's L1 penalty); ``methods``: the registry entries.
 Experiments:
+- ``adamw``: the SDT code's AdamW loop, which the warm-up, pretraining and tuning run.
 - ``train``: apply a method through the registry, then AdamW; ``runner``: train.py's entry for S4 runs.
 - ``synthetic``: a frozen random deep S4 fitted to a random target S4; ``pixels`` + ``transfer``: pretrain on one
   pixel-sequence dataset (sequential MNIST, grayscale CIFAR-10, from their raw files), tune on the other.

@@ -1,7 +1,7 @@
 """The deep-S4 PEFT methods (the SDT paper's menu; the SDT code's ``run_s4.py`` options) applied to a ``DeepS4``.
 
-``apply(model, cfg, selection)`` freezes the model, attaches the method's deltas (``stateft.s4.deltas``) and returns
-the sorted names of the trainable parameters. ``cfg`` is the method's config (``stateft.methods.configs``: its
+``apply(model, cfg, selection)`` freezes the model, attaches the method's deltas (``stateft.methods.deltas``) and
+returns the sorted names of the trainable parameters. ``cfg`` is the method's config (``stateft.methods.configs``: its
 options and their defaults live there). Per S4 block (S4D ``ssm`` + ``output_linear`` W, b):
 
 - ``s4_frozen``: nothing;
@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from stateft.errors import UserError
 from stateft.methods.base import trainable_names
+from stateft.methods.deltas import ColumnDelta, ComplexLowRankDelta, DenseDelta, EntryDelta, LowRankDelta, add_delta
 from stateft.s4.block import S4Block
-from stateft.s4.deltas import ColumnDelta, ComplexLowRankDelta, DenseDelta, EntryDelta, LowRankDelta, add_delta
 from stateft.s4.model import DeepS4
 from stateft.s4.s4d import S4D
 from stateft.s4.selection import LayerSelection, check_counts, counts_of

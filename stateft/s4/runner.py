@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from stateft.app.pairing import check_pairing
 from stateft.errors import UserError
 from stateft.models.backbone import S4_ARCHS
 
@@ -31,7 +32,14 @@ def is_s4_run(cfg: DictConfig) -> bool:
 def check_config(cfg: DictConfig) -> None:
     """Start-up checks, torch-free (one line each): an S4 model with an S4 task and an S4 task with an S4 model; on
     an S4 run, every ``s4.compare`` entry and the pixel tasks' data folder."""
-    check_pairing(cfg)
+    check_pairing(
+        cfg,
+        lambda model: model.get("arch") in S4_ARCHS,
+        lambda dataset: dataset.get("kind") in KINDS,
+        "model {model} is a deep S4, which trains on the SDT paper's tasks only; use experiment=sdt_s4/synthetic or "
+        "experiment=sdt_s4/transfer (dataset=s4_synthetic, pixel_transfer)",
+        "dataset {dataset} is a deep-S4 task; use a deep S4 model (model=s4-synthetic, s4-pixels)",
+    )
     if not is_s4_run(cfg) or OmegaConf.select(cfg, "dataset") is None:
         return
     method_entries(cfg)
@@ -40,23 +48,6 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(
             f"dataset.path {path} is not a folder; put MNIST's idx files and CIFAR-10's binary version there "
             "(stateft/s4/pixels.py says where) or pass dataset.path=<folder>"
-        )
-
-
-def check_pairing(cfg: DictConfig) -> None:
-    """An S4 model with an S4 task and an S4 task with an S4 model (one line otherwise)."""
-    model, dataset = OmegaConf.select(cfg, "model"), OmegaConf.select(cfg, "dataset")
-    if model is None or dataset is None:
-        return
-    s4_model, kind = model.get("arch") in S4_ARCHS, dataset.get("kind")
-    if s4_model and kind not in KINDS:
-        raise UserError(
-            f"model {model.get('name')} is a deep S4, which trains on the SDT paper's tasks only; use "
-            "experiment=sdt_s4/synthetic or experiment=sdt_s4/transfer (dataset=s4_synthetic, pixel_transfer)"
-        )
-    if kind in KINDS and not s4_model:
-        raise UserError(
-            f"dataset {dataset.get('name')} is a deep-S4 task; use a deep S4 model (model=s4-synthetic, s4-pixels)"
         )
 
 

@@ -3,8 +3,8 @@ contributions then choose the dimensions (``stateft.s4.selection``); the copy is
 applied to the original weights.
 
 ``params``: ``all`` (the SDT code's default ``ssm_warmup_method`` ``full``: every parameter) or ``ssm`` (its
-``ssm``, the SDLoRA recipe of its README: the S4D layers' log_dt, A, C and D). AdamW with torch's default weight
-decay (0.01), as the SDT code's optimiser.
+``ssm``, the SDLoRA recipe of its README: the S4D layers' log_dt, A, C and D). The SDT code's optimiser
+(``stateft.s4.adamw``), as in tuning.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
 from stateft.errors import UserError
 from stateft.methods.configs import S4_WARMUP_PARAMS as WARMUP_PARAMS
+from stateft.s4.adamw import adamw_steps
 
 
 def warm_up(
@@ -34,12 +34,5 @@ def warm_up(
     if params == "ssm":
         for ssm in work.ssms():
             ssm.requires_grad_(True)
-    trainable = [p for p in work.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr)
-    work.train()
-    for _ in range(steps):
-        loss = loss_fn(work)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return work.eval()
+    adamw_steps(work, loss_fn, steps, lr)
+    return work

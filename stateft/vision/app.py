@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from stateft.app import pairing
 from stateft.errors import UserError
 from stateft.models.backbone import is_vision
 
@@ -27,20 +28,15 @@ def is_vision_dataset(node: Any) -> bool:
 
 def check_pairing(cfg: DictConfig) -> None:
     """One line if the model and the dataset are not both images or both text."""
-    model, dataset = OmegaConf.select(cfg, "model"), OmegaConf.select(cfg, "dataset")
-    if model is None or dataset is None:
-        return
-    vision_model, vision_data = is_vision(str(model.get("arch"))), is_vision_dataset(dataset)
-    if vision_model and not vision_data:
-        raise UserError(
-            f"model {model.get('name')} classifies images but dataset {dataset.get('name')} is text; "
-            "choose a vision dataset (dataset=vtab_<task>) or a language model (model=mamba-130m ...)"
-        )
-    if vision_data and not vision_model:
-        raise UserError(
-            f"dataset {dataset.get('name')} is images but model {model.get('name')} is a language model; "
-            "choose a vision model (model=vim-small, model=vim-tiny)"
-        )
+    pairing.check_pairing(
+        cfg,
+        lambda model: is_vision(str(model.get("arch"))),
+        is_vision_dataset,
+        "model {model} classifies images but dataset {dataset} is text; "
+        "choose a vision dataset (dataset=vtab_<task>) or a language model (model=mamba-130m ...)",
+        "dataset {dataset} is images but model {model} is a language model; "
+        "choose a vision model (model=vim-small, model=vim-tiny)",
+    )
 
 
 def bind_vision(cfg: DictConfig) -> DictConfig:

@@ -151,6 +151,30 @@ def test_sweeps_under_one_folder_are_summarised_apart(tmp_path, capsys):
     assert "--launch needs one sweep" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cli", [[], ["--launch"], ["--search"]])
+def test_the_cli_reads_each_jobs_files_once(tmp_path, monkeypatch, cli):
+    """metrics.json and hydra.yaml are read once per job (hydra.yaml: of the jobs whose command is printed), whatever
+    the summary, ranking and launch do with them."""
+    from stateft.app import sweep_summary
+
+    sweep = _sweep(tmp_path / "sweep", {1e-3: 2.0, 2e-3: 1.0, 4e-3: 3.0})
+    (sweep / "multirun.yaml").write_text("optimized_metric: train/loss_epoch\ncheckpoint: {mode: min}\n")
+    for job in sweep.glob("*_optim.lr=*"):
+        choices = {"model": "mamba-tiny", "method": "lora", "dataset": "glue_rte"}
+        (job / ".hydra" / "hydra.yaml").write_text(json.dumps({"hydra": {"runtime": {"choices": choices}}}))
+    reads: dict[str, list[Path]] = {"metrics": [], "hydra": []}
+    read_metrics, choices_of = sweep_summary._read_metrics, sweep_summary._choices
+    monkeypatch.setattr(sweep_summary, "_read_metrics", lambda p: reads["metrics"].append(p) or read_metrics(p))
+    monkeypatch.setattr(sweep_summary, "_choices", lambda p: reads["hydra"].append(p) or choices_of(p))
+    launched = []
+    monkeypatch.setattr(sweep_summary.subprocess, "call", lambda argv: launched.append(argv) or 0)
+    assert main([*cli, str(sweep)]) == 0
+    assert sorted(p.parent.name for p in reads["metrics"]) == sorted(p.name for p in sweep.glob("*_optim.lr=*"))
+    assert len(reads["hydra"]) == len(set(reads["hydra"])) >= 1
+    if cli == ["--launch"]:
+        assert launched[0][2:] == ["model=mamba-tiny", "dataset=glue_rte", "optim.lr=0.002", "method=lora"]
+
+
 @pytest.mark.parametrize(("losses", "edge"), [({1e-3: 1.0, 2e-3: 2.0}, "lowest"), ({1e-3: 2.0, 2e-3: 1.0}, "highest")])
 def test_a_best_rate_on_the_grids_edge_is_flagged(tmp_path, losses, edge):
     text, best = summary(_sweep(tmp_path / "sweep", losses))

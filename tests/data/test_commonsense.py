@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from stateft.data import commonsense
 from stateft.data.commonsense import CommonsenseDataModule, answer_of, format_commonsense, heldout_split, template
 from stateft.errors import UserError
 from stateft.loss import IGNORE_INDEX
@@ -142,3 +143,31 @@ def test_bad_rows_are_one_line(tmp_path):
     (folder / "train.jsonl").write_text('{"question": "q"}\n')
     with pytest.raises(UserError, match="lacks fields"):
         make(tmp_path, path=str(folder)).load_rows("train")
+    (folder / "train.jsonl").write_text('{"instruction": "q", "output": "o", "answer": 3}\n')
+    with pytest.raises(UserError, match="'answer' must be a string"):
+        make(tmp_path, path=str(folder)).load_rows("train")
+    # input and answer may be missing or null
+    rows = ['{"instruction": "q", "output": "o"}', '{"instruction": "q", "input": null, "output": "o", "answer": null}']
+    (folder / "train.jsonl").write_text("\n".join(rows) + "\n")
+    assert len(make(tmp_path, path=str(folder)).load_rows("train")) == 2
+
+
+@pytest.mark.parametrize("released", [True, False])
+def test_the_data_is_read_and_split_once_for_all_splits(tmp_path, monkeypatch, released):
+    """Every split comes from one reading (and one held-out draw) of the data files."""
+    read, drawn = [], []
+    load, split = commonsense.load_split, commonsense.heldout_split
+    monkeypatch.setattr(commonsense, "load_split", lambda *args, **kw: read.append(args[2]) or load(*args, **kw))
+    monkeypatch.setattr(commonsense, "heldout_split", lambda *args: drawn.append(1) or split(*args))
+    if released:  # the one JSON file: the held-out rows drawn from it
+        rows = [{"instruction": f"Q{i}?", "input": "", "output": "the correct answer is true"} for i in range(30)]
+        (tmp_path / "commonsense_170k.json").write_text(json.dumps(rows))
+        dm = make(tmp_path, path=str(tmp_path / "commonsense_170k.json"), heldout_size=10, subset_size=5)
+    else:  # a folder with a validation file
+        dm = make(tmp_path, subset_size=2)
+    train, validation, test = (dm._rows_for(split) for split in ("train", "validation", "test"))
+    assert dm._rows_for("train") == train  # the same seeded subset when asked again
+    assert read == (["train"] if released else ["train", "validation"])
+    assert drawn == ([1] if released else [])
+    assert len(train) == (5 if released else 2)
+    assert test == validation

@@ -1,13 +1,15 @@
 """Frozen weight + trainable delta, as ``torch.nn.utils.parametrize`` parametrisations of a frozen parameter.
 
 - ``EntryDelta``: W[rows[i], cols[i], ...] += values[i] (SDT's selected (channel, state) entries of C, log_A_real,
-  A_imag; trailing dimensions such as C's real/imaginary pair come along: values (k, *trailing)).
+  A_imag; trailing dimensions such as C's real/imaginary pair come along: values (k, *trailing)). Mamba's SDT
+  (``stateft.methods.selective_dims``) trains its sparse deltas on A_log and x_proj's W_B, W_C with it too.
 - ``ColumnDelta``: W[:, cols] += values (SDT's update of a linear layer's input columns of the selected channels).
 - ``LowRankDelta``: W += B A with A (r, in), B (out, r) (LoRA; B starts at zero, A as nn.Linear's default init, or
   standard normal as the SDT code's LoRA on the SSM tables; no scaling, as the SDT code's adapters).
 - ``ComplexLowRankDelta``: the same for C, a complex (H, M) stored as its real view (H, M, 2): C += B A with complex
   B (H, r) zero and A (r, M) complex standard normal (the SDT code's LoRA on C).
-- ``DenseDelta``: W += values with values of W's shape, starting at zero (SDT's soft mode: every entry may move).
+- ``DenseDelta``: W += values with values of W's shape, dtype and device, starting at zero (SDT's soft mode: every
+  entry may move; Mamba's SDT warm-up on A_log).
 Every delta starts so that W + delta = W: the model is unchanged when a method is applied. ``add_delta`` registers
 one; ``dense_delta`` is the twin the tests compare ``EntryDelta`` with (a dense zero tensor with the values written
 at the same entries).
@@ -21,13 +23,18 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from stateft.methods.base import new_parameter
+
 
 class EntryDelta(nn.Module):
+    """W + delta on the entries (rows[i], cols[i]) only; ``values`` holds one trainable fp32 entry (of shape
+    ``trailing``) per index pair."""
+
     def __init__(self, rows: Tensor, cols: Tensor, trailing: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)
-        self.values = nn.Parameter(torch.zeros(rows.numel(), *trailing, device=rows.device))
+        self.values = new_parameter(torch.zeros(rows.numel(), *trailing, device=rows.device))
 
     def forward(self, weight: Tensor) -> Tensor:
         return weight.index_put((self.rows, self.cols), self.values.to(weight.dtype), accumulate=True)
@@ -72,6 +79,8 @@ class ComplexLowRankDelta(nn.Module):
 
 
 class DenseDelta(nn.Module):
+    """W + delta, delta dense, zero-initialised, of ``like``'s shape, dtype and device."""
+
     def __init__(self, like: Tensor) -> None:
         super().__init__()
         self.values = nn.Parameter(torch.zeros_like(like))

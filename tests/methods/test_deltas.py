@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stateft.s4.deltas import ColumnDelta, EntryDelta, LowRankDelta, add_delta, dense_delta
+from stateft.methods.deltas import ColumnDelta, DenseDelta, EntryDelta, LowRankDelta, add_delta, dense_delta
 
 
 def test_entry_delta_equals_dense_twin_with_trailing_dims():
@@ -49,3 +49,19 @@ def test_low_rank_delta_is_b_times_a():
         lora.lora_B.copy_(torch.randn(4, 2))
     torch.testing.assert_close(linear.weight, original + lora.lora_B @ lora.lora_A)
     assert torch.linalg.matrix_rank(linear.weight.detach() - original) == 2
+
+
+def test_dense_delta_follows_its_weight_and_entry_values_are_fp32():
+    """DenseDelta's values take the weight's shape and dtype (a float64 deep S4 keeps float64 deltas; the Mamba SDT
+    warm-up passes an fp32 A_log); EntryDelta's are fp32 adapter parameters whatever the weight's dtype."""
+    weight = torch.randn(3, 4, dtype=torch.float64)
+    dense = DenseDelta(weight)
+    assert dense.values.dtype == torch.float64
+    assert dense.values.shape == weight.shape
+    assert torch.equal(dense(weight), weight)
+    with torch.no_grad():
+        dense.values.fill_(0.5)
+    torch.testing.assert_close(dense(weight), weight + 0.5)
+    entries = EntryDelta(torch.tensor([0, 2]), torch.tensor([1, 1]))
+    assert entries.values.dtype == torch.float32
+    assert torch.equal(entries(weight), weight)
