@@ -135,7 +135,8 @@ def greedy_batch(step: RowStep, logits: Tensor, max_new_tokens: int, eos_id: int
         if not active or i + 1 == max_new_tokens:
             break
         device = logits.device
-        step.select(torch.tensor(kept, device=device))
+        if len(kept) < len(tokens):  # rows left (kept is in order): otherwise the cache stays as it is, uncopied
+            step.select(torch.tensor(kept, device=device))
         logits = step(torch.tensor([tokens[slot] for slot in kept], device=device))
     return outputs
 

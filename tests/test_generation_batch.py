@@ -236,3 +236,28 @@ def test_invariant_matmul_rows_do_not_depend_on_the_batch_gpu():
         for rows in ([0], [5, 6, 7], list(range(80)), list(range(3, 200, 2))):
             assert torch.equal(invariant_matmul(a[rows], w.t()), full[rows]), (n, rows[:3])
         torch.testing.assert_close(full.float(), (a @ w.t()).float(), rtol=2e-2, atol=2e-2)
+
+
+def test_greedy_copies_the_cache_only_when_rows_leave(monkeypatch):
+    """Greedy decoding reorders (copies) the cache only at steps where an example finished: with no EOS, never."""
+    model = _model(TINY, "state_offset_h")
+    prompts = _prompts(3)[:5]
+    selects: list[int] = []
+    real_select = RowStep.select
+
+    def select(self, index):
+        selects.append(len(index))
+        real_select(self, index)
+
+    monkeypatch.setattr(RowStep, "select", select)
+    free = generate_batch(model, prompts, max_new_tokens=8, eos_id=None)
+    assert selects == []
+    assert all(len(out) == 8 for out in free)
+    eos = _splitting_tokens(free)[0]
+    out = generate_batch(model, prompts, max_new_tokens=8, eos_id=eos)
+    # an example of n tokens met its EOS at step n; a select there keeps the examples still going (longer ones)
+    stops = sorted({len(o) for o in out if len(o) < 8})
+    expected = [sum(len(o) > n for o in out) for n in stops]
+    assert selects == [k for k in expected if k > 0]
+    assert selects
+    assert out == [naive_decode(model, p, 8, num_beams=1, eos_id=eos) for p in prompts]
