@@ -122,6 +122,21 @@ async def _events(
         future.cancel()  # nothing once it has ended; otherwise nobody reads this stream any more
 
 
+class _RequestStream(StreamingResponse):
+    """A streamed answer that cancels its request when the response ends, however it ends: also when sending fails
+    before the first piece (the client already gone), where the events generator never starts."""
+
+    def __init__(self, events: AsyncIterator[str], future: Future) -> None:
+        super().__init__(events, media_type="text/event-stream")
+        self.future = future
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.future.cancel()  # nothing once it has ended
+
+
 def _validation_message(err: RequestValidationError) -> str:
     """The first problem of a malformed body, in one line: where (the field) and what."""
     problems = err.errors()
@@ -185,7 +200,7 @@ def create_app(batcher: Batcher, tokenizer: Any = None, base_name: str | None = 
         if body.stream:  # after the last piece: the end (pieces and the end keep their order on the loop)
             future.add_done_callback(lambda _: on_tokens(None))
             events = _events(pieces, future, {"adapter": body.adapter}, tokenizer, client)
-            return StreamingResponse(events, media_type="text/event-stream")
+            return _RequestStream(events, future)
         try:
             tokens = await asyncio.wrap_future(future)
         except Exception as err:

@@ -57,6 +57,7 @@ class Request:
     num_beams: int
     on_tokens: Callable[[list[int]], None] | None = None
     future: Future = field(default_factory=Future)
+    _notified: bool = field(default=False, repr=False)
 
     def emit(self, tokens: list[int]) -> None:
         """Hand new tokens to the listener (none once cancelled); a listener that fails (its client gone) never stops
@@ -78,6 +79,14 @@ class Request:
         except InvalidStateError:
             if not self.future.cancelled():
                 raise
+            self.left_cancelled()
+
+    def left_cancelled(self) -> None:
+        """The worker saw the cancel take effect (the request skipped or gone from its batch): the future's waiters
+        in ``concurrent.futures.wait`` / ``as_completed`` are told (they count a cancelled future as done only then)."""
+        if self.future.cancelled() and not self._notified:
+            self._notified = True
+            self.future.set_running_or_notify_cancel()
 
 
 def _cancelled(request: Request) -> bool:
@@ -191,6 +200,7 @@ class Batcher:
         while waiting and len(batch) + len(joining) < self.limits.max_batch:
             request = waiting.popleft()
             if request.future.cancelled():
+                request.left_cancelled()
                 continue
             if request.max_new_tokens == 0:
                 request.settle([])
@@ -241,7 +251,8 @@ class Batcher:
     def _drop_cancelled(self, batch: RunningRows, requests: list[Request]) -> None:
         """Let the cancelled requests of ``batch`` leave it before its next step."""
         try:
-            batch.drop(_cancelled)
+            for gone in batch.drop(_cancelled):
+                gone.key.left_cancelled()
         except Exception as err:  # the requests of this batch fail, the server goes on
             self._fail(batch, requests, err)
 

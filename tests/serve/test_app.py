@@ -12,6 +12,7 @@ import threading
 from concurrent.futures import CancelledError
 
 import pytest
+from starlette.requests import ClientDisconnect
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -331,7 +332,7 @@ def test_cancelled_beam_searches_leave_and_queued_ones_never_start(served, monke
     assert sizes == [1, 4, 1, 4, 2]
 
 
-async def _stream_and_leave(app, body: dict, after: int, spec_version: str) -> list[bytes]:
+async def _stream_and_leave(app, body: dict, after: int, spec_version: str, gone_at_start: bool = False) -> list[bytes]:
     """POST ``body`` to ``app`` as an ASGI server would, the client disconnecting once ``after`` body chunks have
     come: the chunks sent. The server (``spec_version``) tells the app of the disconnect through ``receive`` only; a
     send after it is dropped, as a server drops output to a closed connection."""
@@ -348,6 +349,9 @@ async def _stream_and_leave(app, body: dict, after: int, spec_version: str) -> l
         return {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
+        if gone_at_start:  # the connection closed before the answer began: the server's send fails
+            gone.set()
+            raise OSError("connection closed")
         if message["type"] == "http.response.body" and message.get("body"):
             chunks.append(message["body"])
             if len(chunks) == after:
@@ -359,7 +363,10 @@ async def _stream_and_leave(app, body: dict, after: int, spec_version: str) -> l
         "query_string": b"", "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
         "client": ("test", 1), "server": ("test", 80),
     }  # fmt: skip
-    await asyncio.wait_for(app(scope, receive, send), 60)
+    try:
+        await asyncio.wait_for(app(scope, receive, send), 60)
+    except (OSError, ClientDisconnect):  # the failed send, as Starlette passes it on
+        assert gone_at_start
     return chunks
 
 
@@ -370,6 +377,8 @@ def test_a_stream_whose_client_leaves_stops_decoding(served, monkeypatch, spec_v
     its limit), the tokens streamed until then are decoding alone's, no answer follows, and the server goes on."""
     bank, references = served
     long = 4000
+    if spec_version == "2.3":  # no polling: the stream's own cancellation must stop the request
+        monkeypatch.setattr("stateft.serve.app.WATCH_S", 3600.0)
     sizes = count_steps(monkeypatch, bank.model)
     batcher = Batcher(bank, Limits(max_new_tokens=long), eos_id=None)
     body = {"input_ids": PROMPTS[3], "adapter": "C", "max_new_tokens": long, "stream": True}
@@ -386,3 +395,46 @@ def test_a_stream_whose_client_leaves_stops_decoding(served, monkeypatch, spec_v
     assert all(list(event) == ["token_ids"] for event in events)  # no answer, no error: the stream just ended
     assert streamed == generate(references["C"], PROMPTS[3], max_new_tokens=len(streamed), eos_id=None)
     assert len(sizes) < long // 2
+
+
+def test_a_stream_whose_answer_cannot_start_stops_decoding(served, monkeypatch):
+    """The client is gone before the answer's first byte (the server's first send fails; under ASGI 2.4 the events
+    never start): the request is cancelled all the same, and the server goes on."""
+    bank, references = served
+    long = 4000
+    monkeypatch.setattr("stateft.serve.app.WATCH_S", 3600.0)
+    sizes = count_steps(monkeypatch, bank.model)
+    batcher = Batcher(bank, Limits(max_new_tokens=long), eos_id=None)
+    body = {"input_ids": PROMPTS[3], "adapter": "C", "max_new_tokens": long, "stream": True}
+    batcher.start()
+    try:
+        chunks = asyncio.run(_stream_and_leave(create_app(batcher), body, 3, "2.4", gone_at_start=True))
+        after = batcher.submit(PROMPTS[4], "A", 5).result(timeout=60)
+    finally:
+        batcher.close()
+    assert chunks == []
+    assert after == generate(references["A"], PROMPTS[4], max_new_tokens=5, eos_id=None)
+    assert len(sizes) < long // 2
+
+
+def test_cancelled_requests_count_as_done_for_concurrent_futures_wait(served):
+    """concurrent.futures.wait / as_completed count a cancelled future as done only once the worker has told them:
+    a request cancelled while decoding and one cancelled while queued are both done for them."""
+    from concurrent.futures import as_completed, wait
+
+    bank, _ = served
+    batcher = Batcher(bank, Limits(max_batch=1, max_new_tokens=4000), eos_id=None)
+    started = threading.Event()
+    decoding = batcher.submit(PROMPTS[0], "A", 4000, on_tokens=lambda _: started.set())
+    queued = batcher.submit(PROMPTS[1], "B", 5)  # waits: one place
+    batcher.start()
+    try:
+        assert started.wait(60)
+        queued.cancel()
+        decoding.cancel()
+        done, pending = wait([decoding, queued], timeout=60)
+        assert pending == set()
+        assert done == {decoding, queued}
+        assert set(as_completed([decoding, queued], timeout=60)) == {decoding, queued}
+    finally:
+        batcher.close()
