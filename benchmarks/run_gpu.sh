@@ -92,7 +92,7 @@ for phase in "$@"; do
         | tee "$OUT/m2train.log" | grep -v "━" | tail -25 ;;
     e2e) timeout 590 python3 benchmarks/e2e.py --out "$OUT" --sizes ${E2E_SIZES:-130m 1.4b} \
         --methods ${E2E_METHODS:-state_offset_h lora} --examples ${E2E_EXAMPLES:-32} --steps ${E2E_STEPS:-80} \
-        --wait-for "$state/peer_done" $([ -n "${NOPEER:-}" ] && echo --no-peer) $([ -n "${E2E_INVARIANT:-}" ] && echo --invariant) ${E2E_EVAL_BATCH:+--eval-batch $E2E_EVAL_BATCH} 2>&1 | tee "$OUT/e2e.log" | grep -v "^{" ;;
+        --wait-for "$state/peer_done" $([ -n "${NOPEER:-}" ] && echo --no-peer) $([ "${E2E_INVARIANT:-}" = 1 ] && echo --invariant) ${E2E_EVAL_BATCH:+--eval-batch $E2E_EVAL_BATCH} 2>&1 | tee "$OUT/e2e.log" | grep -v "^{" ;;
     serve) timeout 300 python3 benchmarks/serve.py --size ${SERVE_SIZE:-130m} --out "$OUT" 2>&1 | tee "$OUT/serve.log" | tail -4 ;;
     serve_lora) timeout 300 python3 benchmarks/serve.py --size ${SERVE_SIZE:-130m} --methods state_offset_h,lora \
         --out "$OUT" 2>&1 | tee "$OUT/serve_lora.log" | tail -4 ;;

@@ -16,6 +16,7 @@ from stateft.generation import generate, generate_batch, prefill
 from stateft.ops.invariance import batch_invariant
 from tests.conftest import TINY, TINY2
 from tests.generation_reference import naive_decode
+from tests.serve.helpers import eos_that_splits
 from tests.test_generation import METHODS_1, METHODS_2, _model
 
 CASES = [(TINY, m) for m in [None, *METHODS_1]] + [(TINY2, m) for m in [None, *METHODS_2]]
@@ -30,13 +31,7 @@ def _prompts(seed: int = 0) -> list[list[int]]:
 
 def _eos_that_splits(model, prompts, num_beams: int) -> int:
     """An EOS token under which the examples finish at different steps (some before the limit, not all at once)."""
-    outputs = [generate(model, p, max_new_tokens=8, num_beams=num_beams, eos_id=None) for p in prompts]
-    counts = Counter(t for out in outputs for t in set(out))
-    for token in [t for t, _ in counts.most_common()] + list(range(64)):
-        lengths = {len(generate(model, p, max_new_tokens=8, num_beams=num_beams, eos_id=token)) for p in prompts}
-        if len(lengths) > 1:
-            return token
-    raise AssertionError("no token splits the examples' lengths")
+    return eos_that_splits([model] * len(prompts), prompts, num_beams, 8)
 
 
 REFERENCE_CASES = [(TINY, None), (TINY, "state_offset_h"), (TINY, "prefix"), (TINY2, "init_state"), (TINY2, "prompt")]
@@ -256,8 +251,22 @@ def test_greedy_copies_the_cache_only_when_rows_leave(monkeypatch):
     eos = _splitting_tokens(free)[0]
     out = generate_batch(model, prompts, max_new_tokens=8, eos_id=eos)
     # an example of n tokens met its EOS at step n; a select there keeps the examples still going (longer ones)
-    stops = sorted({len(o) for o in out if len(o) < 8})
+    stops = sorted({len(o) for o in out if len(o) < 8 - 1})  # at the last step (7) it stops without a select
     expected = [sum(len(o) > n for o in out) for n in stops]
     assert selects == [k for k in expected if k > 0]
     assert selects
     assert out == [naive_decode(model, p, 8, num_beams=1, eos_id=eos) for p in prompts]
+
+
+@pytest.mark.parametrize(("config", "method"), [(TINY, "lora"), (TINY2, "lora"), (TINY2, None)])
+def test_batch_invariant_without_triton_gives_each_prompt_its_own_tokens(config, method, monkeypatch):
+    """``batch_invariant`` on a CPU without Triton's interpreter (products row by row): beam search over a batch
+    gives each prompt the tokens it gets alone, and no Triton kernel is launched."""
+    import stateft.ops.invariance as invariance
+
+    monkeypatch.setattr(invariance, "interpreting", lambda: False)
+    monkeypatch.setattr("stateft.ops.invariant_matmul.invariant_matmul", None)  # would fail if called
+    model = _model(config, method)
+    prompts = _prompts(6)[:5]
+    kw = dict(max_new_tokens=6, num_beams=3, eos_id=None, batch_invariant=True)
+    assert generate_batch(model, prompts, **kw) == [generate(model, p, **kw) for p in prompts]

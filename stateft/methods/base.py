@@ -83,8 +83,9 @@ def fan_in_uniform(
     shape: tuple[int, ...], fan_in: int, generator: torch.Generator, device: torch.device | str
 ) -> torch.Tensor:
     """U(-1/sqrt fan_in, 1/sqrt fan_in) of ``shape``: nn.Linear's default init of a weight (kaiming_uniform_ with
-    a=sqrt 5) or of a bias, the init of LoRA's A. Drawn on the CPU from ``generator`` (``init_generator``), so the
-    values do not depend on the device, then moved to ``device``."""
+    a=sqrt 5) or of a bias, the init of LoRA's A. Drawn from ``generator`` (``init_generator``) on the default
+    device (the CPU, so the values do not depend on where the model lives; the meta device inside
+    ``with torch.device("meta")``, where only shapes are checked), then moved to ``device``."""
     bound = 1 / math.sqrt(fan_in)
     return torch.empty(shape).uniform_(-bound, bound, generator=generator).to(device)
 

@@ -72,9 +72,8 @@ def apply_method(name: str, model: nn.Module, cfg: Any = None, train_batches: It
     A method applies to the architectures its spec declares (``MethodSpec.archs``); on any other model it is refused
     with one line naming the methods that apply there, and an option that does not apply to the model's architecture
     with its own line (``arch_refusal``, which the start-up check asks too; NotImplementedError: a choice the user can
-    change). The
-    backbone's family picks the implementation (``stateft.models.backbone``): stateft's own methods on a Mamba, HF
-    peft's on a Transformer (``peft_methods``).
+    change). The backbone's family picks the implementation (``stateft.models.backbone``): stateft's own methods on a
+    Mamba, HF peft's on a Transformer (``peft_methods``).
     """
     cfg = validate_method_cfg({"name": name} if cfg is None else cfg)
     if cfg.name != name:

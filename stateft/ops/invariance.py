@@ -28,15 +28,21 @@ def products_row_by_row(
 ) -> Tensor:
     """``invariant_matmul``'s contract without Triton: each row of a (M K) or (B M K) multiplied alone as a (1 K)
     product in fp32 (one shape whatever the batch, so one BLAS path), then alpha, beta * bias, rounded to a's dtype.
-    M small calls: meant for a CPU, where decoding batches are small."""
+    One small call per row (the prefill's rows too: batch x prompt length): slow, for a CPU run that asks for
+    batch invariance."""
     batched = a.dim() == 3
     a3 = (a if batched else a[None]).float()
-    b3 = (b if b.dim() == 3 else b[None].expand(a3.shape[0], -1, -1)).float()
+    shared = b.dim() == 2  # one b for every batch entry (a linear layer's weight)
+    b3 = (b[None] if shared else b).float()
     out = a3.new_empty(a3.shape[0], a3.shape[1], b3.shape[2])
-    row = a3.new_empty(1, a3.shape[2])  # one aligned buffer: BLAS's vector path can depend on where a row starts
+    # fixed, freshly allocated operands: BLAS's vector path can depend on where an operand starts in memory
+    row = a3.new_empty(1, a3.shape[2])
+    other = b3[0] if shared else b3.new_empty(b3.shape[1:])
     for i in range(a3.shape[0]):
+        if not shared:
+            other.copy_(b3[i])
         for m in range(a3.shape[1]):
-            out[i, m : m + 1] = torch.mm(row.copy_(a3[i, m : m + 1]), b3[i])
+            out[i, m : m + 1] = torch.mm(row.copy_(a3[i, m : m + 1]), other)
     out = out * alpha
     if bias is not None:
         out = out + beta * bias.float()

@@ -32,3 +32,20 @@ def test_warm_up_and_fit_take_the_same_adamw_steps():
     with_penalty = fit(penalised, iter([(x, y)] * 3), 3, 0.01, lambda m: sum(p.abs().sum() for p in m.parameters()))
     assert with_penalty[0] == start
     assert not torch.equal(penalised.layers[0].ssm.C, tuned.layers[0].ssm.C)
+
+
+def test_the_loop_is_the_sdt_codes_adamw():
+    """Against a loop written here: torch's AdamW at its defaults (weight decay 0.01), no schedule, no clipping."""
+    torch.manual_seed(4)
+    model = DeepS4(theory_config(4, 2, 4))
+    x, y = torch.rand(2, 8, 4), torch.rand(2, 8, 4)
+    by_hand = copy.deepcopy(model)
+    fit(model, iter([(x, y)] * 4), 4, 0.02)
+    optimizer = torch.optim.AdamW([p for p in by_hand.parameters() if p.requires_grad], lr=0.02)
+    by_hand.train()
+    for _ in range(4):
+        optimizer.zero_grad()
+        by_hand.loss(x, y).backward()
+        optimizer.step()
+    for (name, a), b in zip(model.state_dict().items(), by_hand.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
