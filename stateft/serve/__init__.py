@@ -8,7 +8,8 @@
   and leaving a running batch between steps.
 - `stateft.serve.batcher`, `stateft.serve.app`: a request queue served by one worker that batches continuously, and
   the HTTP app (FastAPI, the ``serve`` extra; tokens streamed as Server-Sent Events on request, a request cancelled
-  when its stream's client leaves); ``python -m stateft.serve --base ... --adapter name=path`` runs it.
+  when its stream's client leaves; adapters loaded while serving, between two decoding steps, with
+  ``--allow-loading``); ``python -m stateft.serve --base ... --adapter name=path`` runs it.
 """
 
 from __future__ import annotations

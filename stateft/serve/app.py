@@ -1,4 +1,5 @@
-"""The HTTP app (FastAPI, the ``serve`` extra): ``POST /generate`` over a `Batcher`, ``GET /adapters``.
+"""The HTTP app (FastAPI, the ``serve`` extra): ``POST /generate`` over a `Batcher`, ``GET /adapters``, and
+``POST /adapters`` when the server allows loading.
 
 ``POST /generate`` takes JSON ``{"prompt": text | "input_ids": [ids], "adapter": name | null, "max_new_tokens": n,
 "num_beams": k, "stream": false}`` (exactly one of prompt / input_ids; ``adapter`` null or left out: the base model;
@@ -17,6 +18,14 @@ or, for a server that does neither, when the client's disconnect is polled (ever
 A bad request gets one JSON ``{"error": "<one line>"}``: 422 for a malformed body (a missing or mistyped field, an
 unknown key), 400 for a request this server cannot serve (an adapter it has not loaded, a token outside the
 vocabulary, a limit), 500 if decoding itself failed; the server keeps serving the others.
+
+``POST /adapters`` with JSON ``{"name": name, "adapter": folder or hub id}`` (the ``adapter`` as the command line's
+``--adapter NAME=PATH`` takes its PATH: a local folder or ``hf://owner/name[@revision]``, `stateft.hub.resolve_adapter`)
+loads an adapter while the server runs (`Batcher.load`: between two decoding steps; the requests decoding go on with
+their own adapters) and answers ``{"name", "method"}`` once requests may name it. Only a server created with
+``allow_loading`` (``--allow-loading``) takes it, as it reads folders the client names; otherwise 403. A load that
+fails (a bad or taken name, an adapter of another base model or an unserved method, a missing or damaged folder) is
+one error JSON (400), and the server goes on.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
 
 from stateft.errors import UserError
+from stateft.hub import resolve_adapter
 from stateft.serve.batcher import Batcher
 
 DEFAULT_NEW_TOKENS = 64
@@ -51,6 +61,15 @@ class GenerateRequest(BaseModel):
     max_new_tokens: StrictInt | None = None  # None: DEFAULT_NEW_TOKENS or the server's limit if lower
     num_beams: StrictInt = 1
     stream: StrictBool = False
+
+
+class LoadRequest(BaseModel):
+    """The body of ``POST /adapters``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr
+    adapter: StrictStr  # a local folder or a hub id, as --adapter NAME=PATH takes PATH
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -147,9 +166,12 @@ def _validation_message(err: RequestValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid')}"
 
 
-def create_app(batcher: Batcher, tokenizer: Any = None, base_name: str | None = None) -> FastAPI:
+def create_app(
+    batcher: Batcher, tokenizer: Any = None, base_name: str | None = None, allow_loading: bool = False
+) -> FastAPI:
     """The app serving ``batcher`` (started and stopped with the app). ``tokenizer`` (`stateft.tokenizer.Tokenizer`)
-    turns text prompts into ids and answers into text; without it only ``input_ids`` are taken."""
+    turns text prompts into ids and answers into text; without it only ``input_ids`` are taken. ``allow_loading``:
+    ``POST /adapters`` loads the adapter a client names (off: 403)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -170,6 +192,25 @@ def create_app(batcher: Batcher, tokenizer: Any = None, base_name: str | None = 
         bank = batcher.bank
         listed = [{"name": n, "method": m} for n, m in zip(bank.names, bank.methods)]
         return {"base": base_name, "adapters": listed}
+
+    if allow_loading:
+
+        @app.post("/adapters")
+        async def load(body: LoadRequest) -> Any:
+            try:  # a hub adapter is downloaded here, off the event loop and off the decoding worker
+                directory, _ = await asyncio.to_thread(resolve_adapter, body.adapter)
+                index = await asyncio.wrap_future(batcher.load(body.name, directory))
+            except UserError as err:
+                return _error(400, str(err).splitlines()[0])
+            except Exception as err:
+                return _error(500, f"loading failed: {type(err).__name__}: {err}".splitlines()[0])
+            return {"name": body.name, "method": batcher.bank.methods[index]}
+
+    else:
+
+        @app.post("/adapters")
+        async def load_refused() -> JSONResponse:  # whatever the body holds
+            return _error(403, "this server loads no adapters while it runs: start it with --allow-loading")
 
     @app.post("/generate")
     async def generate(body: GenerateRequest, client: Request) -> Any:

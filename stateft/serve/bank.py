@@ -89,7 +89,8 @@ def slot_values(adapter: VerifiedAdapter, model: nn.Module) -> dict[str, list]:
 class AdapterBank:
     """Adapters of the served methods loaded over one base ``model`` (a fresh one: no method applied), decoded per
     row. The model keeps working as the base model when no adapter is routed (``generation.generate`` on it).
-    Load the adapters before decoding starts: ``load`` and ``generate`` are not meant to run at the same time."""
+    ``load`` and decoding are not meant to run at the same time: a server loads on its decoding thread, between two
+    steps (`stateft.serve.batcher.Batcher.load`)."""
 
     def __init__(self, model: nn.Module) -> None:
         if getattr(model, "peft_config", None) is not None or getattr(model, "prompt", None) is not None:
@@ -105,10 +106,16 @@ class AdapterBank:
         self._values: list[dict[str, list]] = []
 
     # -- loading ------------------------------------------------------------------------------------------------
-    def load(self, name: str, directory: str | Path) -> int:
+    def load(self, name: str, directory: str | Path, stack: bool = False) -> int:
         """Read, check and add the adapter in ``directory`` under ``name``; returns its index. One UserError for an
         adapter of another base model or size, a method that cannot be served per row, a damaged file, a bad or
-        taken name; the bank is unchanged then."""
+        taken name; the bank is unchanged then.
+
+        Loading appends: the adapters loaded before keep their indices, and the zero row stays the last row of every
+        bank (``NO_ADAPTER``, -1), so rows decoding with an index taken before a load read the same tensors after it.
+        ``stack``: build the banks now (a running server, `Batcher.load`): a failure there (out of memory) fails this
+        load only, the bank as before it (rebuilt before the next routed call). The name is listed (``names``,
+        ``index``) only once the adapter is in: a request naming it from another thread never sees it half loaded."""
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise UserError(f"adapter name {short(name)} must be 1-64 letters, digits, '.', '_' or '-'")
         if name in self.names:
@@ -121,10 +128,17 @@ class AdapterBank:
                 f"adapter's method is one of: {', '.join(SERVED_METHODS)}"
             )
         self._values.append(slot_values(adapter, self.model))
-        self.names.append(name)
+        self.routing.pending = self._stack  # stacked once, before the next routed call reads the banks
+        if stack:
+            try:
+                self.stack()
+            except BaseException:
+                self._values.pop()  # the banks are rebuilt without it before the next routed call
+                self.routing.pending = self._stack
+                raise
         self.directories.append(Path(directory))
         self.methods.append(method)
-        self.routing.pending = self._stack  # stacked once, before the next routed call reads the banks
+        self.names.append(name)
         return len(self.names) - 1
 
     def stack(self) -> None:
@@ -135,7 +149,8 @@ class AdapterBank:
 
     def _stack(self) -> None:
         """Rebuild every layer's banks: (adapters + 1, ...) with each adapter's tensor or zeros, then the zero row.
-        Run by the routing before the first routed call after a load (`Routing.pending`)."""
+        Run by the routing before the first routed call after a load (`Routing.pending`). Routed modules no adapter
+        fills any more (a load taken back after its stacking failed) give their place back to what was there."""
         zeros_like = {}
         for values in self._values:
             for name, layers in values.items():
@@ -143,12 +158,19 @@ class AdapterBank:
                     zeros_like.setdefault(name, [torch.zeros_like(t) for t in layers])
         linears = sorted({name for values in self._values for name in values if name.startswith(LORA)})
         for i, mixer in enumerate(self.model.mixers()):
+            for child_name, child in list(mixer.named_children()):
+                if isinstance(child, RoutedLinear) and LORA + child_name not in linears:
+                    setattr(mixer, child_name, child.base)
             for name in linears:
                 self._stack_lora(mixer, i, name)
             for name, slot in SLOTS.items():
-                if name not in zeros_like:
-                    continue
                 module = getattr(mixer, slot)
+                if name not in zeros_like:
+                    if module is not None:
+                        module.set_bank(name, None, [])
+                        if not any(True for _ in module.buffers(recurse=False)):  # no bank left: the base's None
+                            setattr(mixer, slot, None)
+                    continue
                 if module is None:
                     module = (
                         RoutedStateOffset(self.routing) if slot == "state_offset" else RoutedInitialState(self.routing)

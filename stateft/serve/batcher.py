@@ -18,6 +18,12 @@ request then never starts; a decoding one leaves its running batch before the ne
 
 An error while decoding fails the requests it touched only (a prefill: the requests joining; a step: the requests
 of that batch); the worker goes on. One worker owns the model: the routing a call sets is never seen by another.
+
+``load`` adds an adapter while the server runs: the worker reads it and rebuilds the banks between two decoding steps
+(`AdapterBank.load`, stacked at once), never during one. Loading appends to the banks, so the rows already decoding
+keep their adapters (their bank indices, and the zero row of the base model, mean the same after it); requests may
+name the new adapter once its future has resolved. A load that fails (one UserError: a bad or taken name, an adapter
+of another base model, a method that cannot be served, a damaged file) fails its future only; the worker goes on.
 """
 
 from __future__ import annotations
@@ -29,10 +35,14 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from stateft.errors import UserError
 from stateft.foreign import short
+from stateft.models.backbone import device_of
 from stateft.serve.bank import AdapterBank
 from stateft.serve.running import RunningBatch, RunningRows
 from stateft.serve.running_beams import RunningBeams
@@ -89,6 +99,15 @@ class Request:
             self.future.set_running_or_notify_cancel()
 
 
+@dataclass
+class Load:
+    """An adapter to load on the worker: its future gives the adapter's bank index."""
+
+    name: str
+    directory: Path
+    future: Future = field(default_factory=Future)
+
+
 def _cancelled(request: Request) -> bool:
     return request.future.cancelled()
 
@@ -119,7 +138,7 @@ class Batcher:
         self.batch_sizes: list[int] = []
         self.running = RunningBatch(bank.model, bank.routing, eos_id)
         self.beams = RunningBeams(bank.model, bank.routing, eos_id, length_penalty)
-        self._queue: queue.Queue[Request | None] = queue.Queue()
+        self._queue: queue.Queue[Request | Load | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
     def submit(
@@ -145,6 +164,14 @@ class Batcher:
         request = Request(list(prompt), adapter, index, max_new_tokens, num_beams, on_tokens)
         self._queue.put(request)
         return request.future
+
+    def load(self, name: str, directory: str | Path) -> Future:
+        """Queue the adapter in the local folder ``directory`` to be loaded under ``name`` by the worker, between two
+        decoding steps (module docstring); the future gives its bank index, or the bank's UserError. A load queued
+        before ``start`` runs when the worker starts; ``future.cancel()`` stops it until the worker takes it."""
+        job = Load(name, Path(directory))
+        self._queue.put(job)
+        return job.future
 
     # -- the worker ---------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -182,8 +209,8 @@ class Batcher:
             self._step_beams()
 
     def _collect(self, greedy: deque[Request], beams: deque[Request], wait: bool) -> bool:
-        """Move the queued requests to ``greedy`` / ``beams`` (waiting for the first if ``wait``); True once the
-        queue says stop (``close``)."""
+        """Move the queued requests to ``greedy`` / ``beams`` (waiting for the first if ``wait``) and run the queued
+        loads, in their order; True once the queue says stop (``close``)."""
         while True:
             try:
                 request = self._queue.get(block=wait)
@@ -192,7 +219,23 @@ class Batcher:
             wait = False
             if request is None:
                 return True
-            (greedy if request.num_beams == 1 else beams).append(request)
+            if isinstance(request, Load):
+                self._load(request)
+            else:
+                (greedy if request.num_beams == 1 else beams).append(request)
+
+    def _load(self, job: Load) -> None:
+        """Load ``job``'s adapter and build the banks now (no step runs meanwhile: this is the worker), outside any
+        autocast of ``worker_context``: its tensors computed as at start-up (`AdapterBank.load` on the main thread)."""
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            with torch.autocast(device_of(self.bank.model).type, enabled=False):
+                index = self.bank.load(job.name, job.directory, stack=True)
+        except Exception as err:  # this load fails, the running requests go on
+            job.future.set_exception(err)
+        else:
+            job.future.set_result(index)
 
     def _join(self, batch: RunningRows, waiting: deque[Request]) -> None:
         """Fill ``batch``'s free places with waiting requests (cancelled ones skipped, no-token ones answered)."""

@@ -3,7 +3,9 @@
 ``--base`` is a model config name of ``conf/model/`` (``mamba-130m``, ``mamba-tiny``), a model config file (.yaml),
 or a checkpoint folder (``config.json`` + weights, either layout: `stateft.models.loading.load_pretrained`). Every
 ``--adapter`` is read and checked against that base before the server starts (`AdapterBank.load`); any problem ends
-the command with one ``error:`` line (exit code 2). The app itself: `stateft.serve.app`.
+the command with one ``error:`` line (exit code 2). With ``--allow-loading`` clients may load more adapters while
+the server runs (``POST /adapters``: folders of this machine or hub ids); off by default. The app itself:
+`stateft.serve.app`.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=32,
                    help="requests decoding together at most, greedy and beam search each")  # fmt: skip
     p.add_argument("--max-new-tokens", type=int, default=1024, help="the most new tokens a request may ask for")
+    p.add_argument("--allow-loading", action="store_true",
+                   help="let clients load adapters while the server runs (POST /adapters reads the folder or hub "
+                        "adapter a client names; default off)")  # fmt: skip
     return p
 
 
@@ -107,7 +112,7 @@ def build_app(args: argparse.Namespace) -> Any:
         )
     limits = Limits(max_new_tokens=args.max_new_tokens, max_batch=args.max_batch)
     batcher = Batcher(bank, limits, eos_id=tokenizer.eos_id, worker_context=worker_context(args.device, args.dtype))
-    return create_app(batcher, tokenizer, base_name=args.base)
+    return create_app(batcher, tokenizer, base_name=args.base, allow_loading=args.allow_loading)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,6 +70,18 @@ def test_a_bf16_base_decodes_under_bf16_autocast(tiny_adapter):
     assert response.json()["output_ids"] == expected
 
 
+def test_allow_loading_lets_clients_load_adapters(tiny_adapter):
+    """Off by default; with --allow-loading, POST /adapters loads a folder while the server runs."""
+    assert parser().parse_args(["--base", "mamba-tiny"]).allow_loading is False
+    app = build_app(parser().parse_args(["--base", "mamba-tiny", "--allow-loading"]))
+    with TestClient(app) as client:
+        response = client.post("/adapters", json={"name": "A", "adapter": str(tiny_adapter)})
+        listed = client.get("/adapters").json()
+    assert response.status_code == 200, response.text
+    assert response.json() == {"name": "A", "method": "state_offset_y"}
+    assert listed == {"base": "mamba-tiny", "adapters": [{"name": "A", "method": "state_offset_y"}]}
+
+
 def _error_line(capsys, argv) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err
