@@ -32,14 +32,14 @@ def test_serve_benchmark_runs(extra):
 
 
 def test_e2e_benchmark_runs(tmp_path):
-    """train.py, then eval.py one at a time and batched, with and without batch-invariant products."""
+    """train.py, then eval.py one at a time and batched (``--invariant`` adds two more eval.py runs of the same
+    function with one more override: left out here for CI's time)."""
     rows = _run(
         "e2e.py", "--trainer", "default", "--sizes", "tiny", "--methods", "state_offset_h", "--examples", "3",
-        "--steps", "2", "--new-tokens", "3", "--no-peer", "--invariant", "--eval-batch", "2", "--out", str(tmp_path),
+        "--steps", "2", "--new-tokens", "3", "--no-peer", "--eval-batch", "2", "--out", str(tmp_path),
     )  # fmt: skip
     assert len(rows) == 1
     row = rows[0]
     assert row["predictions_identical"]
-    assert row["predictions_identical_invariant"]
     assert row["eval_examples_per_s"] > 0
-    assert row["eval_examples_per_s_single_invariant"] > 0
+    assert row["eval_examples_per_s_single"] > 0
