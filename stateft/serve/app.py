@@ -115,8 +115,8 @@ async def _events(
     pieces: asyncio.Queue, future: Future, answer: dict[str, Any], tokenizer: Any, client: Request
 ) -> AsyncIterator[str]:
     """The events of a streamed request: its pieces as they come, then the answer (or the error). The request is
-    cancelled if the stream stops before its end (the server cancels or closes it: its client has gone) or the
-    client is seen gone; a cancelled request's stream ends without an answer."""
+    cancelled once the client is seen gone, and by its response (`_RequestStream`) when the stream stops before its
+    end; a cancelled request's stream ends without an answer."""
     watch = asyncio.create_task(_cancel_when_gone(client, future))
     try:
         text = None if tokenizer is None else _TextPieces(tokenizer)
@@ -138,7 +138,6 @@ async def _events(
         yield _event({**answer, "done": True})
     finally:
         watch.cancel()
-        future.cancel()  # nothing once it has ended; otherwise nobody reads this stream any more
 
 
 class _RequestStream(StreamingResponse):
@@ -152,8 +151,8 @@ class _RequestStream(StreamingResponse):
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
-        finally:
-            self.future.cancel()  # nothing once it has ended
+        finally:  # the server cancelled or closed the stream, a send failed, or it ended (then this does nothing)
+            self.future.cancel()
 
 
 def _validation_message(err: RequestValidationError) -> str:

@@ -144,8 +144,7 @@ class AdapterBank:
     def stack(self) -> None:
         """Build the banks of the adapters loaded so far now (a server calls it once after loading, so a failure such
         as running out of memory shows at start-up, not on a first request); decoding does it otherwise."""
-        with self.routing.use(None):
-            pass
+        self.routing.run_pending()
 
     def _stack(self) -> None:
         """Rebuild every layer's banks: (adapters + 1, ...) with each adapter's tensor or zeros, then the zero row.

@@ -48,13 +48,17 @@ class Routing:
         # what must run before a routed call reads the banks (the bank's stacking of adapters loaded since); None: none
         self.pending: Callable[[], None] | None = None
 
-    @contextmanager
-    def use(self, index: Index) -> Iterator[None]:
-        """Run the block with ``index`` set, and for an int index that adapter's start modules in their slots (all
-        put back afterwards, also on an error); ``pending`` work first (it stays pending if it fails)."""
+    def run_pending(self) -> None:
+        """Run the ``pending`` work now, if any; it stays pending if it fails."""
         if self.pending is not None:
             self.pending()
             self.pending = None
+
+    @contextmanager
+    def use(self, index: Index) -> Iterator[None]:
+        """Run the block with ``index`` set, and for an int index that adapter's start modules in their slots (all
+        put back afterwards, also on an error); ``pending`` work first (``run_pending``)."""
+        self.run_pending()
         previous = self.index, self._present
         self.index, self._present = index, None
         filled = []
