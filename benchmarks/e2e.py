@@ -136,24 +136,22 @@ def one(size: str, method: str, data: Path, work: Path, args) -> dict:
         work / f"train_{tag}.log",
     )
     row: dict = {"size": size, "method": method, **{f"train_{k}": v for k, v in train_rates(train_dir).items()}}
-    single, single_predictions = evaluate(train_dir / "adapter", data, work / f"eval1_{tag}", 1, args)
-    batched, predictions = evaluate(train_dir / "adapter", data, work / f"eval_{tag}", args.eval_batch, args)
-    row.update(
-        eval_examples_per_s=batched,
-        eval_examples_per_s_single=single,
-        eval_speedup=batched / single,
-        predictions_identical=predictions == single_predictions,
-        predictions_differing=sum(a != b for a, b in zip(predictions, single_predictions)),
-    )
-    if args.invariant:  # the same two evaluations with batch-invariant products (dataset.batch_invariant=true)
-        single, single_predictions = evaluate(train_dir / "adapter", data, work / f"eval1i_{tag}", 1, args, True)
-        batched, predictions = evaluate(train_dir / "adapter", data, work / f"evali_{tag}", args.eval_batch, args, True)
-        row.update(
-            eval_examples_per_s_invariant=batched,
-            eval_examples_per_s_single_invariant=single,
-            predictions_identical_invariant=predictions == single_predictions,
-            predictions_differing_invariant=sum(a != b for a, b in zip(predictions, single_predictions)),
+    # one at a time and batched; with --invariant the same two with batch-invariant products (keys end _invariant)
+    for suffix, invariant in [("", False), ("_invariant", True)][: 2 if args.invariant else 1]:
+        mark = "i" if invariant else ""
+        single, single_predictions = evaluate(
+            train_dir / "adapter", data, work / f"eval1{mark}_{tag}", 1, args, invariant
         )
+        batched, predictions = evaluate(
+            train_dir / "adapter", data, work / f"eval{mark}_{tag}", args.eval_batch, args, invariant
+        )
+        row.update({
+            f"eval_examples_per_s{suffix}": batched,
+            f"eval_examples_per_s_single{suffix}": single,
+            f"eval_speedup{suffix}": batched / single,
+            f"predictions_identical{suffix}": predictions == single_predictions,
+            f"predictions_differing{suffix}": sum(a != b for a, b in zip(predictions, single_predictions)),
+        })  # fmt: skip
     return row
 
 
@@ -217,10 +215,10 @@ def markdown(rows: list[dict]) -> str:
             "|---" * 6 + "|",
         ]
         for r in invariant:
-            batched, single = r["eval_examples_per_s_invariant"], r["eval_examples_per_s_single_invariant"]
             lines.append(
-                f"| {r['size']} | {r['method']} | {f(batched, '.2f')} | {f(single, '.2f')} | "
-                f"{f(batched / single, '.1f')}x | {r['predictions_identical_invariant']} |"
+                f"| {r['size']} | {r['method']} | {f(r['eval_examples_per_s_invariant'], '.2f')} | "
+                f"{f(r['eval_examples_per_s_single_invariant'], '.2f')} | {f(r['eval_speedup_invariant'], '.1f')}x | "
+                f"{r['predictions_identical_invariant']} |"
             )
     return "\n".join(lines) + "\n"
 
