@@ -34,8 +34,21 @@ def dt_rank_of(d_model: int, dt_rank: int | str) -> int:
     return math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
 
 
+class SelectiveDims:
+    """The widths a Mamba mixer derives from ``d_model``, ``expand`` and ``dt_rank`` (the language models' config and
+    Vim's)."""
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def dt_rank_value(self) -> int:
+        return dt_rank_of(self.d_model, self.dt_rank)
+
+
 @dataclass
-class MambaConfig:
+class MambaConfig(SelectiveDims):
     """Mamba-1 (``arch="mamba1"``) or Mamba-2 (``arch="mamba2"``) language-model architecture.
 
     Names follow mamba_ssm's ``MambaConfig`` so its ``config.json`` maps one to one.
@@ -66,14 +79,6 @@ class MambaConfig:
     norm_before_gate: bool = False  # False: y = RMSNorm(y * silu(z)) (all state-spaces checkpoints)
     rmsnorm: bool = True  # gated RMSNorm after the scan; False: y * silu(z) without a norm
     dt_limit: tuple[float, float] = (0.0, math.inf)  # clamp of softplus(dt + dt_bias)
-
-    @property
-    def d_inner(self) -> int:
-        return self.expand * self.d_model
-
-    @property
-    def dt_rank_value(self) -> int:
-        return dt_rank_of(self.d_model, self.dt_rank)
 
     @property
     def padded_vocab_size(self) -> int:

@@ -13,6 +13,8 @@ Our parameter names are mamba_ssm's, so only the embedding key is renamed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +76,27 @@ def build_model(
         from stateft.vision.loading import build_vim
 
         return build_vim(config, device=device, backend=backend, seed=seed, dtype=dtype)
+    cast = partial(cast_model, dtype=dtype)
+    return random_init(MambaLM, config, device=device, backend=backend, seed=seed, cast=cast)
+
+
+def random_init(
+    network: Callable[[Any, Backend], torch.nn.Module],
+    config: Any,
+    *,
+    device: str | torch.device,
+    backend: Backend | str,
+    seed: int | None,
+    cast: Callable[[torch.nn.Module], Any],
+) -> torch.nn.Module:
+    """``network(config, backend)`` made on ``device``, its parameters drawn from ``seed`` and then ``cast``; on the
+    meta device shapes only (nothing drawn or cast)."""
     backend = Backend(impl=backend) if isinstance(backend, str) else backend
     with torch.device(device):
-        model = MambaLM(config, backend)
+        model = network(config, backend)
     if str(device) != "meta":
         model.reset_parameters(seed)
-        cast_model(model, dtype)
+        cast(model)
     return model
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from stateft.models.config import dt_rank_of
+from stateft.models.config import SelectiveDims
 
 
 @dataclass
-class VimConfig:
+class VimConfig(SelectiveDims):
     """Vim with bidirectional Mamba-1 blocks ("v2" bimamba), a middle class token and absolute position embeddings:
     the configuration of the released ``vim_t_midclstok`` / ``vim_s_midclstok`` checkpoints."""
 
@@ -41,14 +41,6 @@ class VimConfig:
     dt_max: float = 0.1
     dt_init_floor: float = 1e-4
     init_std: float = 0.02
-
-    @property
-    def d_inner(self) -> int:
-        return self.expand * self.d_model
-
-    @property
-    def dt_rank_value(self) -> int:
-        return dt_rank_of(self.d_model, self.dt_rank)
 
     @property
     def grid_size(self) -> int:

@@ -27,7 +27,7 @@ import torch
 
 from stateft.errors import UserError
 from stateft.models.config import config_from_node
-from stateft.models.loading import cast_model
+from stateft.models.loading import cast_model, random_init
 from stateft.ops.backend import Backend
 from stateft.vision.config import VimConfig
 from stateft.vision.vim import VisionMamba
@@ -77,13 +77,9 @@ def build_vim(
     dtype: torch.dtype = torch.float32,
 ) -> VisionMamba:  # fmt: skip
     """A randomly initialised Vim (``device="meta"``: shapes only, for parameter counts and dry runs)."""
-    backend = Backend(impl=backend) if isinstance(backend, str) else backend
-    with torch.device(device):
-        model = VisionMamba(config, backend)
-    if str(device) != "meta":
-        model.reset_parameters(seed)
-        cast_vim(model, dtype)
-    return model
+    return random_init(
+        VisionMamba, config, device=device, backend=backend, seed=seed, cast=lambda m: cast_vim(m, dtype)
+    )
 
 
 def cast_vim(model: VisionMamba, dtype: torch.dtype) -> VisionMamba:

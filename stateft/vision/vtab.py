@@ -20,7 +20,6 @@ accuracy.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +172,7 @@ class VtabDataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             self.split(split), batch_size=batch_size, shuffle=shuffle, generator=generator,
-            collate_fn=partial(collate_images), num_workers=self.num_workers,
+            collate_fn=collate_images, num_workers=self.num_workers,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
